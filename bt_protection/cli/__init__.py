@@ -1,0 +1,49 @@
+"""`bt-protection` command line: one module per sub-command, each with `add_arguments` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from bt_protection.errors import UserError
+
+# sub-command -> (module under bt_protection.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("validate", "Check profiles; exit non-zero if any is invalid."),
+    "demo": ("demo", "Print the six decision scenarios of the original system."),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with one sentence on bad arguments (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}.\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bt-protection", description="Protection orchestrator for backtrader.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(f"bt_protection.cli.{module}").add_arguments(command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"bt_protection.cli.{COMMANDS[args.command][0]}")
+    try:
+        return int(module.run(args) or 0)
+    except UserError as error:
+        print(f"bt-protection {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bt-protection {args.command}: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

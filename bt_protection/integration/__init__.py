@@ -1,0 +1,1 @@
+"""The thin backtrader adapter: strategy mixin, regime indicator, analyzer, rebalancer."""

@@ -1,0 +1,209 @@
+"""Value types of the decision path: requests, per-system results and decisions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Action(StrEnum):
+    """What an order does to a position, derived from the signed sizes before and after."""
+
+    OPEN = "open"
+    CLOSE = "close"
+    INCREASE = "increase"
+    DECREASE = "decrease"
+    REVERSE = "reverse"
+
+
+class Severity(StrEnum):
+    """How strong a regime change is, from `low` to `critical`."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+def derive_action(current_size: float, target_size: float) -> Action:
+    """Return the action that takes `current_size` to `target_size` (sizes must differ)."""
+    if current_size == 0:
+        return Action.OPEN
+    if target_size == 0:
+        return Action.CLOSE
+    if (current_size > 0) != (target_size > 0):
+        return Action.REVERSE
+    return Action.INCREASE if abs(target_size) > abs(current_size) else Action.DECREASE
+
+
+def to_datetime(value: object, field_name: str = "current_date") -> datetime:
+    """Normalise a backtest timestamp (datetime, date, pandas Timestamp or ISO text)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    if value is None:
+        raise ValueError(
+            f"{field_name} is required: give the backtest date of the event "
+            "(there is no wall-clock default)."
+        )
+    raise ValueError(
+        f"{field_name} must be a datetime, a date or an ISO date string, not {value!r}."
+    )
+
+
+def _finite(value: object, field_name: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{field_name} must be a number, not {value!r}.") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{field_name} must be a finite number, not {value!r}.")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionRequest:
+    """One order the strategy wants to place, as signed sizes of one asset.
+
+    `action` is derived from the sizes; an explicit one must agree with them.
+    `exempt=True` marks a safety exit: approved, but still evaluated and recorded.
+    """
+
+    asset: str
+    current_date: datetime
+    current_size: float
+    target_size: float
+    action: Action | None = None
+    reason: str = ""
+    score: float | None = None
+    bar: int | None = None
+    exempt: bool = False
+    metadata: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.asset, str) or not self.asset:
+            raise ValueError(f"asset must be a non-empty string, not {self.asset!r}.")
+        setattr_ = object.__setattr__
+        setattr_(self, "current_date", to_datetime(self.current_date))
+        current = _finite(self.current_size, "current_size")
+        target = _finite(self.target_size, "target_size")
+        if current == target:
+            raise ValueError(
+                f"current_size and target_size are both {current:g} for {self.asset}: "
+                "a request must change the position."
+            )
+        setattr_(self, "current_size", current)
+        setattr_(self, "target_size", target)
+        derived = derive_action(current, target)
+        if self.action is not None:
+            try:
+                given = Action(self.action)
+            except ValueError:
+                valid = ", ".join(a.value for a in Action)
+                raise ValueError(f"action must be one of {valid}, not {self.action!r}.") from None
+            if given is not derived:
+                raise ValueError(
+                    f"action {given.value!r} contradicts the sizes of {self.asset}: "
+                    f"{current:g} -> {target:g} is {derived.value!r}."
+                )
+        setattr_(self, "action", derived)
+        if self.score is not None:
+            setattr_(self, "score", _finite(self.score, "score"))
+        if self.bar is not None and not isinstance(self.bar, int):
+            setattr_(self, "bar", int(self.bar))
+        if self.metadata is not None:
+            setattr_(self, "metadata", MappingProxyType(dict(self.metadata)))
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionResult:
+    """What one protection system said about one request."""
+
+    system: str
+    priority: int
+    allowed: bool
+    reason: str
+    details: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "priority": self.priority,
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "details": _plain(self.details),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionDecision:
+    """The orchestrator's answer to one request, with every system's result."""
+
+    approved: bool
+    action: Action
+    asset: str
+    date: datetime
+    reason: str
+    blocking_systems: tuple[str, ...] = ()
+    results: tuple[ProtectionResult, ...] = ()
+    override_applied: bool = False
+    overridden_systems: tuple[str, ...] = ()
+    regime: str | None = None
+    exempt: bool = False
+    would_block: bool = False
+    error: str | None = None
+    trace_id: str | None = None
+    decision_time_us: float = 0.0
+    bar: int | None = None
+    current_size: float = 0.0
+    target_size: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision in plain JSON types (dates as ISO text)."""
+        return {
+            "approved": self.approved,
+            "action": self.action.value,
+            "asset": self.asset,
+            "date": self.date.isoformat(),
+            "bar": self.bar,
+            "current_size": self.current_size,
+            "target_size": self.target_size,
+            "reason": self.reason,
+            "blocking_systems": list(self.blocking_systems),
+            "results": [r.to_dict() for r in self.results],
+            "override_applied": self.override_applied,
+            "overridden_systems": list(self.overridden_systems),
+            "regime": self.regime,
+            "exempt": self.exempt,
+            "would_block": self.would_block,
+            "error": self.error,
+            "trace_id": self.trace_id,
+            "decision_time_us": self.decision_time_us,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """Convert mappings, sequences, enums and dates to plain JSON types."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_plain(v) for v in value]
+        return sorted(items) if isinstance(value, (set, frozenset)) else items
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value

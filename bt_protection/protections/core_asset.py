@@ -1,0 +1,118 @@
+"""Priority 1: core assets are never closed, decreased or reversed (no override lifts this)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bt_protection.durations import ClockPoint, Duration
+from bt_protection.models import Action, ProtectionRequest, ProtectionResult
+from bt_protection.protections.base import ConfigError, Protection, ProtectionConfig, register
+
+
+@dataclass(frozen=True)
+class DynamicCoreConfig(ProtectionConfig):
+    """Promotion by scores: `min_streak` reports in a row within `top_n` makes an asset core."""
+
+    enabled: bool = True
+    top_n: int = 1
+    min_streak: int = 3
+    duration: Duration = Duration.parse("60 bars")
+    max_core: int = 1
+
+    def validate(self) -> None:
+        for key in ("top_n", "min_streak", "max_core"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, f"{key} must be at least 1, not {getattr(self, key)}.")
+
+
+@dataclass(frozen=True)
+class CoreAssetConfig(ProtectionConfig):
+    assets: frozenset[str] = frozenset()
+    protect: frozenset[Action] = frozenset({Action.CLOSE, Action.DECREASE, Action.REVERSE})
+    dynamic: DynamicCoreConfig | None = field(default=None)
+
+    def validate(self) -> None:
+        allowed = {Action.CLOSE, Action.DECREASE, Action.REVERSE}
+        extra = sorted(a.value for a in self.protect - allowed)
+        if extra:
+            raise ConfigError(
+                "protect",
+                f"core asset immunity can protect close, decrease and reverse, not {', '.join(extra)}.",
+            )
+        if self.dynamic is not None:
+            self.dynamic.validate()
+
+
+@register
+class CoreAssetImmunity(Protection):
+    key = "core_asset_immunity"
+    status_key = "core_asset"
+    priority = 1
+    config_class = CoreAssetConfig
+    can_be_overridden = False
+
+    config: CoreAssetConfig
+
+    def setup(self) -> None:
+        self.guards = self.config.protect
+        self._streaks: dict[str, int] = {}
+        # asset -> the last report at which it qualified; promotion lasts `duration` from there
+        self._promoted: dict[str, ClockPoint] = {}
+
+    def _promotion(self, asset: str, now: ClockPoint) -> ClockPoint | None:
+        since = self._promoted.get(asset)
+        dynamic = self.config.dynamic
+        if since is None or dynamic is None or dynamic.duration.elapsed(since, now):
+            return None
+        return since
+
+    def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
+        asset, action = request.asset, request.action.value
+        if asset in self.config.assets:
+            return self.deny(
+                f"{asset} is a core asset (listed in the profile); {action} is never allowed.",
+                core="static",
+            )
+        since = self._promotion(asset, now)
+        if since is not None:
+            duration = self.config.dynamic.duration  # type: ignore[union-attr]
+            return self.deny(
+                f"{asset} is a promoted core asset ({duration.describe_progress(since, now)}, "
+                f"core until {duration.ends(since)}); {action} is not allowed.",
+                core="promoted",
+                since=since.date,
+            )
+        return self.allow(f"{asset} is not a core asset.")
+
+    def on_scores(self, now: ClockPoint, scores: Mapping[str, float]) -> None:
+        dynamic = self.config.dynamic
+        if dynamic is None or not dynamic.enabled:
+            return
+        # rank by score, ties by name, so the same report always gives the same ranks
+        ranked = sorted(scores, key=lambda a: (-scores[a], a))
+        rank = {asset: i for i, asset in enumerate(ranked)}
+        top = set(ranked[: dynamic.top_n])
+        self._streaks = {a: self._streaks.get(a, 0) + 1 for a in top}
+        qualifying = {a for a, n in self._streaks.items() if n >= dynamic.min_streak}
+        current = {a for a in self._promoted if self._promotion(a, now) is not None}
+        candidates = sorted(current | qualifying, key=lambda a: (rank.get(a, len(rank)), a))
+        kept = candidates[: dynamic.max_core]
+        promoted = {a: (now if a in qualifying else self._promoted[a]) for a in kept}
+        for asset in sorted(set(promoted) - current):
+            self.emit("core_promoted", now, {"asset": asset, "rank": rank[asset] + 1})
+        for asset in sorted(current - set(promoted)):
+            self.emit("core_demoted", now, {"asset": asset})
+        self._promoted = promoted
+
+    def status(self, asset: str, now: ClockPoint) -> dict[str, Any]:
+        since = self._promotion(asset, now)
+        return {
+            "enabled": True,
+            "is_core": asset in self.config.assets or since is not None,
+            "static": asset in self.config.assets,
+            "promoted_since": None if since is None else since.date.isoformat(),
+            "streak": self._streaks.get(asset, 0),
+            "protects": sorted(a.value for a in self.config.protect),
+        }
