@@ -141,7 +141,6 @@ class RegimeOverride(Protection):
             return
         severity = config.severity_of(before, regime)
         transition = f"{before}->{regime}"
-        self.emit("regime_change", now, {"from": before, "to": regime, "severity": severity.value})
         systems = config.can_override.get(severity)
         if systems is None:
             return

@@ -1,0 +1,424 @@
+"""The protection orchestrator: every request runs through every enabled system, in priority order.
+
+State moves only with events carrying the backtest clock (`on_fill`, `on_regime`, `on_scores`,
+and decisions). Nothing here reads the wall clock except to time a decision.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from array import array
+from collections.abc import Mapping
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any
+
+from bt_protection.audit import AuditLog
+from bt_protection.durations import ClockPoint
+from bt_protection.models import (
+    Action,
+    ProtectionDecision,
+    ProtectionRequest,
+    ProtectionResult,
+    to_datetime,
+)
+from bt_protection.profile import Mode, OnError, Profile, load_profile
+from bt_protection.protections.base import Protection, registry
+
+_LATENCY_SAMPLES = 1 << 16  # percentiles cover the latest 65,536 decisions: constant memory
+
+
+class ProtectionOrchestrator:
+    """Decides whether an order may go to the broker, and why.
+
+    `profile` is a `Profile`, a profile file or a mapping; `audit` is an `AuditLog`, a path to
+    write one to, or None.
+    """
+
+    def __init__(
+        self,
+        profile: Profile | str | os.PathLike[str] | Mapping[str, Any],
+        audit: AuditLog | str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        if isinstance(audit, (str, Path, os.PathLike)):
+            audit = AuditLog(audit, {"profile": self.profile.name, "profile_hash": self.profile.hash})
+        self.audit: AuditLog | None = audit
+        systems = registry()
+        self._protections: list[Protection] = [
+            systems[key](self.profile.protections[key], self._emit)
+            for key in self.profile.enabled_systems
+        ]
+        self._by_key = {p.key: p for p in self._protections}
+        self._hooks = {
+            hook: [p for p in self._protections if hook in type(p).hooks()]
+            for hook in ("on_fill", "on_regime", "on_scores", "after_decision")
+        }
+        self._liftable = frozenset(p.key for p in self._protections if p.can_be_overridden)
+        self._shadow = self.profile.mode is Mode.SHADOW
+        self._approve_on_error = self.profile.on_error is OnError.APPROVE
+        self._regimes = self.profile.regimes
+        self._needs_bars = self.profile.uses_bars
+        self._now: ClockPoint | None = None
+        self._trace = 0
+        self._trace_id: str | None = None
+        self._regime: str | None = None
+        self._positions: dict[str, float] = {}
+        self._counts = {
+            "decisions_processed": 0,
+            "approved": 0,
+            "denied": 0,
+            "exempt": 0,
+            "overrides_applied": 0,
+            "errors": 0,
+        }
+        self._blocks = {key: 0 for key in self.profile.enabled_systems}
+        self._latency = array("q", bytes(8 * _LATENCY_SAMPLES))
+        self._latency_total = 0
+
+    @classmethod
+    def from_profile(
+        cls,
+        source: Profile | str | os.PathLike[str] | Mapping[str, Any],
+        audit: AuditLog | str | os.PathLike[str] | None = None,
+    ) -> ProtectionOrchestrator:
+        """Shortcut for `ProtectionOrchestrator(load_profile(source), audit)`."""
+        return cls(load_profile(source), audit)
+
+    @property
+    def regime(self) -> str | None:
+        return self._regime
+
+    @property
+    def positions(self) -> Mapping[str, float]:
+        """Positions as the fills reported them."""
+        return dict(self._positions)
+
+    # --- the clock --------------------------------------------------------------------------
+
+    def _advance(self, date: Any, bar: int | None) -> ClockPoint:
+        """Move the clock to (date, bar); a new bar starts a new trace and flushes the audit."""
+        now = self._now
+        if now is not None and now.bar == bar and now.date == date:
+            return now
+        point = ClockPoint(to_datetime(date, "date"), None if bar is None else int(bar))
+        if bar is None and self._needs_bars:
+            raise ValueError(
+                f"bar is required: profile {self.profile.name!r} counts durations in bars, "
+                f"and the event of {point.date.date()} came without its bar index."
+            )
+        if now is not None and (
+            point.date < now.date or (bar is not None and now.bar is not None and bar < now.bar)
+        ):
+            raise ValueError(
+                f"event of {point.describe()} is earlier than the last event "
+                f"({now.describe()}): events must come in backtest order."
+            )
+        self._now = point
+        self._new_trace(point)
+        return point
+
+    def _new_trace(self, point: ClockPoint) -> None:
+        self._trace += 1
+        self._trace_id = f"{point.date.date().isoformat()}#{self._trace}"
+        if self.audit is not None:
+            self.audit.flush()
+
+    def _emit(self, kind: str, when: ClockPoint, payload: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.record(kind, when.date, when.bar, self._trace_id, payload)
+
+    def _query_point(self, date: Any, bar: int | None) -> ClockPoint:
+        """A clock point for read-only questions: `bar` defaults to the last bar seen."""
+        if bar is None and self._now is not None:
+            bar = self._now.bar
+        return ClockPoint(to_datetime(date, "date"), bar)
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def can_execute_action(self, request: ProtectionRequest) -> ProtectionDecision:
+        """Evaluate `request` with every enabled system and record the decision."""
+        started = perf_counter_ns()
+        now = self._advance(request.current_date, request.bar)
+        decision, errors = self._decide(request, now, started)
+        self._count(decision)
+        if self.audit is not None:
+            self._audit_decision(request, decision)
+        for protection in self._hooks["after_decision"]:
+            try:
+                protection.after_decision(request, decision, now)
+            except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
+                errors.append(self._error_text(protection, exc))
+        for text in errors:
+            self._counts["errors"] += 1
+            self._emit("error", now, {"asset": request.asset, "error": text})
+        return decision
+
+    def _decide(
+        self, request: ProtectionRequest, now: ClockPoint, started: int
+    ) -> tuple[ProtectionDecision, list[str]]:
+        results: list[ProtectionResult] = []
+        blocking: list[ProtectionResult] = []
+        errors: list[str] = []
+        for protection in self._protections:
+            try:
+                result = protection.evaluate(request, now)
+            except Exception as exc:  # noqa: BLE001 - on_error decides what a failure means
+                text = self._error_text(protection, exc)
+                errors.append(text)
+                result = ProtectionResult(
+                    protection.key,
+                    protection.priority,
+                    self._approve_on_error,
+                    f"{text}; on_error={self.profile.on_error.value} "
+                    + ("lets the order pass." if self._approve_on_error else "keeps the position."),
+                    {"error": text},
+                )
+            results.append(result)
+            if not result.allowed:
+                blocking.append(result)
+        overridden: tuple[str, ...] = ()
+        if blocking and self._liftable:
+            lifted: frozenset[str] = frozenset()
+            for protection in self._protections:
+                lifted = lifted | protection.overrides(now)
+            lifted &= self._liftable
+            if lifted:
+                overridden = tuple(r.system for r in blocking if r.system in lifted)
+                blocking = [r for r in blocking if r.system not in lifted]
+        approved = not blocking or request.exempt or self._shadow
+        reason = self._reason(request, blocking, overridden, results)
+        decision = ProtectionDecision(
+            approved=approved,
+            action=request.action,  # type: ignore[arg-type]
+            asset=request.asset,
+            date=now.date,
+            reason=reason,
+            blocking_systems=tuple(r.system for r in blocking),
+            results=tuple(results),
+            override_applied=bool(overridden),
+            overridden_systems=overridden,
+            regime=self._regime,
+            exempt=request.exempt,
+            would_block=bool(blocking),
+            error="; ".join(errors) or None,
+            trace_id=self._trace_id,
+            decision_time_us=(perf_counter_ns() - started) / 1000.0,
+            bar=now.bar,
+            current_size=request.current_size,
+            target_size=request.target_size,
+        )
+        return decision, errors
+
+    def _reason(
+        self,
+        request: ProtectionRequest,
+        blocking: list[ProtectionResult],
+        overridden: tuple[str, ...],
+        results: list[ProtectionResult],
+    ) -> str:
+        action = request.action.value  # type: ignore[union-attr]
+        if blocking:
+            first = blocking[0]
+            if request.exempt:
+                return f"Approved as a safety exit; {first.system} would block: {first.reason}"
+            if self._shadow:
+                return f"Approved in shadow mode; {first.system} would block: {first.reason}"
+            return first.reason
+        if overridden:
+            lifted = next(r for r in results if r.system == overridden[0])
+            return (
+                f"Approved: the regime override lifts {', '.join(overridden)} "
+                f"(which said: {lifted.reason})"
+            )
+        return f"Approved: no protection blocks this {action} of {request.asset}."
+
+    @staticmethod
+    def _error_text(protection: Protection, exc: Exception) -> str:
+        return f"{protection.key} raised {type(exc).__name__}: {exc}"
+
+    def _count(self, decision: ProtectionDecision) -> None:
+        counts = self._counts
+        n = counts["decisions_processed"]
+        counts["decisions_processed"] = n + 1
+        counts["approved" if decision.approved else "denied"] += 1
+        if decision.exempt:
+            counts["exempt"] += 1
+        if decision.override_applied:
+            counts["overrides_applied"] += 1
+        for system in decision.blocking_systems:
+            self._blocks[system] += 1
+        nanos = int(decision.decision_time_us * 1000)
+        self._latency[n % _LATENCY_SAMPLES] = nanos
+        self._latency_total += nanos
+
+    def _audit_decision(self, request: ProtectionRequest, decision: ProtectionDecision) -> None:
+        payload: dict[str, Any] = {
+            "asset": decision.asset,
+            "action": decision.action.value,
+            "current_size": decision.current_size,
+            "target_size": decision.target_size,
+            "approved": decision.approved,
+            "exempt": decision.exempt,
+            "would_block": decision.would_block,
+            "reason": decision.reason,
+            "blocking_systems": decision.blocking_systems,
+            "overridden_systems": decision.overridden_systems,
+            "regime": decision.regime,
+            "error": decision.error,
+            "request_reason": request.reason,
+            "score": request.score,
+            "results": decision.results,
+        }
+        if request.metadata:
+            payload["metadata"] = request.metadata
+        self.audit.record(  # type: ignore[union-attr]
+            "decision",
+            decision.date,
+            decision.bar,
+            decision.trace_id,
+            payload,
+            {"decision_time_us": decision.decision_time_us},
+        )
+
+    # --- events -----------------------------------------------------------------------------
+
+    def on_fill(
+        self,
+        asset: str,
+        date: Any,
+        size_before: float,
+        size_after: float,
+        bar: int | None = None,
+    ) -> None:
+        """An execution moved the position of `asset` from `size_before` to `size_after`."""
+        if not isinstance(asset, str) or not asset:
+            raise ValueError(f"asset must be a non-empty string, not {asset!r}.")
+        before, after = float(size_before), float(size_after)
+        if not (math.isfinite(before) and math.isfinite(after)):
+            raise ValueError(f"fill sizes of {asset} must be finite, not {before} -> {after}.")
+        if before == after:
+            raise ValueError(f"fill of {asset} changes nothing: size_before and size_after are {before:g}.")
+        known = self._positions.get(asset)
+        if known is None and before != 0:
+            raise ValueError(
+                f"unknown asset {asset}: its fill starts from {before:g}, but no position of "
+                f"{asset} was ever reported."
+            )
+        if known is not None and not math.isclose(known, before, rel_tol=1e-9, abs_tol=1e-9):
+            raise ValueError(
+                f"fill of {asset} starts from {before:g}, but the fills so far left {known:g}."
+            )
+        now = self._advance(date, bar)
+        self._positions[asset] = after
+        for protection in self._hooks["on_fill"]:
+            self._guarded(protection, "on_fill", now, asset, protection.on_fill, asset, now, before, after)
+        self._emit("fill", now, {"asset": asset, "size_before": before, "size_after": after})
+
+    def on_regime(self, date: Any, regime: str, bar: int | None = None) -> None:
+        """The regime label of the bar at `date`."""
+        if regime not in self._regimes:
+            raise ValueError(
+                f"unknown regime {regime!r}; profile {self.profile.name!r} knows "
+                f"{', '.join(self._regimes)}."
+            )
+        now = self._advance(date, bar)
+        if regime != self._regime:
+            if self._regime is not None:
+                self._emit("regime_change", now, {"from": self._regime, "to": regime})
+            self._regime = regime
+        for protection in self._hooks["on_regime"]:
+            self._guarded(protection, "on_regime", now, None, protection.on_regime, now, regime)
+
+    def on_scores(self, date: Any, scores: Mapping[str, float], bar: int | None = None) -> None:
+        """A score report (one per rebalance); it starts a new trace."""
+        clean: dict[str, float] = {}
+        for asset, score in scores.items():
+            value = float(score)
+            if not math.isfinite(value):
+                raise ValueError(f"score of {asset} must be a finite number, not {score!r}.")
+            clean[str(asset)] = value
+        trace = self._trace
+        now = self._advance(date, bar)
+        if self._trace == trace:
+            self._new_trace(now)
+        self._emit("scores", now, {"scores": dict(sorted(clean.items()))})
+        for protection in self._hooks["on_scores"]:
+            self._guarded(protection, "on_scores", now, None, protection.on_scores, now, clean)
+
+    def _guarded(
+        self, protection: Protection, hook: str, now: ClockPoint, asset: str | None, fn: Any, *args: Any
+    ) -> None:
+        """Run an event hook; a failure is recorded and counted, and the run goes on."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
+            self._counts["errors"] += 1
+            self._emit("error", now, {"asset": asset, "hook": hook, "error": self._error_text(protection, exc)})
+
+    # --- questions --------------------------------------------------------------------------
+
+    def get_protection_status(self, asset: str, date: Any, bar: int | None = None) -> dict[str, Any]:
+        """Each system's view of `asset` at `date` (disabled systems say `enabled: False`)."""
+        now = self._query_point(date, bar)
+        protections: dict[str, Any] = {}
+        for key, cls in registry().items():
+            protection = self._by_key.get(key)
+            protections[cls.status_key] = (
+                {"enabled": False} if protection is None else protection.status(asset, now)
+            )
+        return {
+            "asset": asset,
+            "date": now.date.isoformat(),
+            "position": self._positions.get(asset, 0.0),
+            "regime": self._regime,
+            "protections": protections,
+        }
+
+    def explain(self, asset: str, action: Action | str, date: Any, bar: int | None = None) -> str:
+        """What would happen to `action` on `asset` now, which system decides, and until when."""
+        now = self._query_point(date, bar)
+        wanted = Action(action)
+        held = self._positions.get(asset, 0.0) or 1.0
+        sizes = {
+            Action.OPEN: (0.0, 1.0),
+            Action.CLOSE: (held, 0.0),
+            Action.INCREASE: (held, 2 * held),
+            Action.DECREASE: (held, held / 2),
+            Action.REVERSE: (held, -held),
+        }[wanted]
+        request = ProtectionRequest(asset, now.date, *sizes, bar=now.bar)
+        decision, _ = self._decide(request, now, perf_counter_ns())
+        head = f"{wanted.value} of {asset} on {now.describe()}: "
+        if not decision.approved:
+            lines = [head + f"denied by {decision.blocking_systems[0]}: {decision.reason}"]
+            lines += [
+                f"Also blocking: {r.system}: {r.reason}"
+                for r in decision.results
+                if r.system in decision.blocking_systems[1:]
+            ]
+        else:
+            lines = [head + decision.reason]
+        if decision.overridden_systems:
+            lines.append(f"Lifted by the regime override: {', '.join(decision.overridden_systems)}.")
+        return "\n".join(lines)
+
+    def get_performance_metrics(self) -> dict[str, Any]:
+        """Counts of decisions, blocks by system, errors, and decision time (microseconds)."""
+        counts = dict(self._counts)
+        n = counts["decisions_processed"]
+        counts["approval_rate"] = counts["approved"] / n if n else 0.0
+        counts["blocks_by_system"] = dict(self._blocks)
+        samples = sorted(self._latency[: min(n, _LATENCY_SAMPLES)])
+        counts["decision_time_us"] = {
+            "mean": self._latency_total / n / 1000.0 if n else 0.0,
+            "p50": samples[len(samples) // 2] / 1000.0 if samples else 0.0,
+            "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1000.0 if samples else 0.0,
+        }
+        return counts
+
+    def close(self) -> None:
+        """Flush and close the audit log."""
+        if self.audit is not None:
+            self.audit.close()
