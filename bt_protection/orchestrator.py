@@ -418,6 +418,13 @@ class ProtectionOrchestrator:
         }
         return counts
 
+    def fail(self, error: BaseException) -> None:
+        """The run stopped with `error`: record it and close the audit, keeping every record."""
+        if self.audit is not None and not self.audit.closed:
+            now = self._now or ClockPoint(to_datetime("1970-01-01"))
+            self._emit("run_failed", now, {"error": f"{type(error).__name__}: {error}"})
+            self.audit.close()
+
     def close(self) -> None:
         """Flush and close the audit log."""
         if self.audit is not None:
