@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import weakref
+from types import MappingProxyType
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -18,13 +20,43 @@ from typing import IO, Any
 import orjson
 
 from bt_protection.errors import UserError
+from bt_protection.models import ProtectionDecision, ProtectionRequest, ProtectionResult
 
 
 class AuditWriteError(UserError, OSError):
     """The audit file could not be opened or written: the run stops rather than lose records."""
 
 
+# JSON of the results protections keep as constants ("Not in grace."), by id. An entry lives
+# exactly as long as the protection holding the result (see `remember_constant`), so an id is
+# never looked up after its object died.
+_CONSTANT_JSON: dict[int, orjson.Fragment] = {}
+
+
+def remember_constant(owner: object, result: ProtectionResult) -> None:
+    """Serialise `result` once; it stays in the table while `owner` (its protection) lives."""
+    key = id(result)
+    _CONSTANT_JSON[key] = orjson.Fragment(dumps(_result_fields(result)))
+    weakref.finalize(owner, _CONSTANT_JSON.pop, key, None)
+
+
+def _result_fields(value: ProtectionResult) -> dict[str, Any]:
+    return {
+        "system": value.system,
+        "allowed": value.allowed,
+        "reason": value.reason,
+        "details": value.details,
+    }
+
+
 def _default(value: Any) -> Any:
+    if type(value) is ProtectionResult:  # the common case first: five per decision
+        constant = _CONSTANT_JSON.get(id(value))
+        if constant is not None:
+            return constant
+        return _result_fields(value)
+    if type(value) is MappingProxyType:
+        return value.copy()
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, (set, frozenset)):
@@ -34,7 +66,7 @@ def _default(value: Any) -> Any:
 
 def dumps(record: Mapping[str, Any]) -> bytes:
     """One audit line (without the newline)."""
-    return orjson.dumps(record, default=_default)
+    return orjson.dumps(record, default=_default, option=orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def session_id_for(fingerprint: Mapping[str, Any]) -> str:
@@ -64,7 +96,6 @@ class AuditLog:
             ) from None
         self._pending.append(
             dumps({"seq": 0, "kind": "header", "session_id": self.session_id, **self.fingerprint})
-            + b"\n"
         )
         self.flush()
 
@@ -94,13 +125,46 @@ class AuditLog:
         line.update(payload)
         if wall is not None:
             line["wall"] = wall
-        self._pending.append(dumps(line) + b"\n")
+        self._pending.append(dumps(line))
+
+    def record_decision(self, request: ProtectionRequest, decision: ProtectionDecision) -> None:
+        """Queue the record of one decision (the hot path: one dict, one dump)."""
+        self._seq += 1
+        self._pending.append(
+            dumps(
+                {
+                    "seq": self._seq,
+                    "kind": "decision",
+                    "session_id": self.session_id,
+                    "trace_id": decision.trace_id,
+                    "time": decision.date,
+                    "bar": decision.bar,
+                    "asset": decision.asset,
+                    "action": decision.action,
+                    "current_size": decision.current_size,
+                    "target_size": decision.target_size,
+                    "approved": decision.approved,
+                    "exempt": decision.exempt,
+                    "would_block": decision.would_block,
+                    "reason": decision.reason,
+                    "blocking_systems": decision.blocking_systems,
+                    "overridden_systems": decision.overridden_systems,
+                    "regime": decision.regime,
+                    "error": decision.error,
+                    "request_reason": request.reason,
+                    "score": request.score,
+                    "metadata": request.metadata,
+                    "results": decision.results,
+                    "wall": {"decision_time_us": decision.decision_time_us},
+                }
+            )
+        )
 
     def flush(self) -> None:
         """Write every queued record as whole lines."""
         if not self._pending or self._file is None:
             return
-        data = b"".join(self._pending)
+        data = b"\n".join(self._pending) + b"\n"
         self._pending.clear()
         try:
             self._file.write(data)

@@ -7,7 +7,7 @@ the bar indexes, in days the calendar difference of the two timestamps.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -23,10 +23,15 @@ class ClockPoint:
 
     date: datetime
     bar: int | None = None
+    text: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # reasons quote clock points often; format once per point, not once per reason
+        day = self.date.date().isoformat()
+        object.__setattr__(self, "text", day if self.bar is None else f"{day} (bar {self.bar})")
 
     def describe(self) -> str:
-        day = self.date.date().isoformat()
-        return day if self.bar is None else f"{day} (bar {self.bar})"
+        return self.text
 
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*(bar|bars|day|days|week|weeks)\s*$", re.IGNORECASE)

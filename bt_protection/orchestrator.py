@@ -56,6 +56,10 @@ class ProtectionOrchestrator:
             for hook in ("on_fill", "on_regime", "on_scores", "after_decision")
         }
         self._liftable = frozenset(p.key for p in self._protections if p.can_be_overridden)
+        self._overriders = [
+            p for p in self._protections if type(p).overrides is not Protection.overrides
+        ]
+        self._approved_reasons = {a: f"Approved: no protection blocks this {a.value}." for a in Action}
         self._shadow = self.profile.mode is Mode.SHADOW
         self._approve_on_error = self.profile.on_error is OnError.APPROVE
         self._regimes = self.profile.regimes
@@ -144,7 +148,7 @@ class ProtectionOrchestrator:
         decision, errors = self._decide(request, now, started)
         self._count(decision)
         if self.audit is not None:
-            self._audit_decision(request, decision)
+            self.audit.record_decision(request, decision)
         for protection in self._hooks["after_decision"]:
             try:
                 protection.after_decision(request, decision, now)
@@ -161,9 +165,13 @@ class ProtectionOrchestrator:
         results: list[ProtectionResult] = []
         blocking: list[ProtectionResult] = []
         errors: list[str] = []
+        action = request.action
         for protection in self._protections:
             try:
-                result = protection.evaluate(request, now)
+                if action in protection.guards:
+                    result = protection.check(request, now)
+                else:
+                    result = protection.not_guarded[action]
             except Exception as exc:  # noqa: BLE001 - on_error decides what a failure means
                 text = self._error_text(protection, exc)
                 errors.append(text)
@@ -179,9 +187,9 @@ class ProtectionOrchestrator:
             if not result.allowed:
                 blocking.append(result)
         overridden: tuple[str, ...] = ()
-        if blocking and self._liftable:
+        if blocking and self._overriders:
             lifted: frozenset[str] = frozenset()
-            for protection in self._protections:
+            for protection in self._overriders:
                 lifted = lifted | protection.overrides(now)
             lifted &= self._liftable
             if lifted:
@@ -189,25 +197,25 @@ class ProtectionOrchestrator:
                 blocking = [r for r in blocking if r.system not in lifted]
         approved = not blocking or request.exempt or self._shadow
         reason = self._reason(request, blocking, overridden, results)
-        decision = ProtectionDecision(
-            approved=approved,
-            action=request.action,  # type: ignore[arg-type]
-            asset=request.asset,
-            date=now.date,
-            reason=reason,
-            blocking_systems=tuple(r.system for r in blocking),
-            results=tuple(results),
-            override_applied=bool(overridden),
-            overridden_systems=overridden,
-            regime=self._regime,
-            exempt=request.exempt,
-            would_block=bool(blocking),
-            error="; ".join(errors) or None,
-            trace_id=self._trace_id,
-            decision_time_us=(perf_counter_ns() - started) / 1000.0,
-            bar=now.bar,
-            current_size=request.current_size,
-            target_size=request.target_size,
+        decision = ProtectionDecision.from_values(
+            approved,
+            action,  # type: ignore[arg-type]
+            request.asset,
+            now.date,
+            reason,
+            tuple([r.system for r in blocking]),
+            tuple(results),
+            bool(overridden),
+            overridden,
+            self._regime,
+            request.exempt,
+            bool(blocking),
+            "; ".join(errors) or None,
+            self._trace_id,
+            (perf_counter_ns() - started) / 1000.0,
+            now.bar,
+            request.current_size,
+            request.target_size,
         )
         return decision, errors
 
@@ -218,7 +226,6 @@ class ProtectionOrchestrator:
         overridden: tuple[str, ...],
         results: list[ProtectionResult],
     ) -> str:
-        action = request.action.value  # type: ignore[union-attr]
         if blocking:
             first = blocking[0]
             if request.exempt:
@@ -232,7 +239,7 @@ class ProtectionOrchestrator:
                 f"Approved: the regime override lifts {', '.join(overridden)} "
                 f"(which said: {lifted.reason})"
             )
-        return f"Approved: no protection blocks this {action} of {request.asset}."
+        return self._approved_reasons[request.action]
 
     @staticmethod
     def _error_text(protection: Protection, exc: Exception) -> str:
@@ -252,35 +259,6 @@ class ProtectionOrchestrator:
         nanos = int(decision.decision_time_us * 1000)
         self._latency[n % _LATENCY_SAMPLES] = nanos
         self._latency_total += nanos
-
-    def _audit_decision(self, request: ProtectionRequest, decision: ProtectionDecision) -> None:
-        payload: dict[str, Any] = {
-            "asset": decision.asset,
-            "action": decision.action.value,
-            "current_size": decision.current_size,
-            "target_size": decision.target_size,
-            "approved": decision.approved,
-            "exempt": decision.exempt,
-            "would_block": decision.would_block,
-            "reason": decision.reason,
-            "blocking_systems": decision.blocking_systems,
-            "overridden_systems": decision.overridden_systems,
-            "regime": decision.regime,
-            "error": decision.error,
-            "request_reason": request.reason,
-            "score": request.score,
-            "results": decision.results,
-        }
-        if request.metadata:
-            payload["metadata"] = request.metadata
-        self.audit.record(  # type: ignore[union-attr]
-            "decision",
-            decision.date,
-            decision.bar,
-            decision.trace_id,
-            payload,
-            {"decision_time_us": decision.decision_time_us},
-        )
 
     # --- events -----------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from bt_protection.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "Check profiles; exit non-zero if any is invalid."),
     "demo": ("demo", "Print the six decision scenarios of the original system."),
+    "fetch": ("fetch", "Download daily prices with yfinance into the local cache."),
+    "run": ("run", "Run one strategy under one profile into a run folder."),
 }
 
 

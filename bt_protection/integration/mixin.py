@@ -110,6 +110,16 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         known = ", ".join(asset_name(d) for d in self.datas)
         raise UserError(f"regime data {name!r} is not a feed of this run; feeds: {known}.")
 
+    @property
+    def protection_date(self) -> Any:
+        """The backtest date of the current bar, as the orchestrator receives it (read-only)."""
+        return self._protection_date
+
+    @property
+    def protection_bar(self) -> int:
+        """The index of the current bar (0 = first bar), as the orchestrator receives it."""
+        return self._protection_bar
+
     # --- hooks ------------------------------------------------------------------------------
 
     def notify_protection(self, decision: ProtectionDecision) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from bt_protection.audit import remember_constant
 from bt_protection.durations import ClockPoint, Duration
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, ProtectionResult
 
@@ -71,10 +72,8 @@ class Protection:
     def __init__(self, config: ProtectionConfig, emit: EventSink = _ignore_event) -> None:
         self.config = config
         self.emit = emit
-        self._not_guarded = {
-            action: ProtectionResult(
-                self.key, self.priority, True, f"{action.value} is not guarded by {self.key}."
-            )
+        self.not_guarded = {
+            action: self.constant(f"{action.value} is not guarded by {self.key}.")
             for action in Action
         }
         self.setup()
@@ -87,7 +86,7 @@ class Protection:
     def evaluate(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
         """The result for `request`; actions outside `guards` are allowed without a look."""
         if request.action not in self.guards:
-            return self._not_guarded[request.action]
+            return self.not_guarded[request.action]
         return self.check(request, now)
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
@@ -96,6 +95,12 @@ class Protection:
 
     def allow(self, reason: str, **details: Any) -> ProtectionResult:
         return ProtectionResult(self.key, self.priority, True, reason, details)
+
+    def constant(self, reason: str, **details: Any) -> ProtectionResult:
+        """An allowing result made once and reused; its JSON is cached for the audit."""
+        result = self.allow(reason, **details)
+        remember_constant(self, result)
+        return result
 
     def deny(self, reason: str, **details: Any) -> ProtectionResult:
         return ProtectionResult(self.key, self.priority, False, reason, details)

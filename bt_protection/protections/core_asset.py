@@ -57,6 +57,7 @@ class CoreAssetImmunity(Protection):
 
     def setup(self) -> None:
         self.guards = self.config.protect
+        self._not_core = self.constant("Not a core asset.")
         self._streaks: dict[str, int] = {}
         # asset -> the last report at which it qualified; promotion lasts `duration` from there
         self._promoted: dict[str, ClockPoint] = {}
@@ -84,7 +85,7 @@ class CoreAssetImmunity(Protection):
                 core="promoted",
                 since=since.date,
             )
-        return self.allow(f"{asset} is not a core asset.")
+        return self._not_core
 
     def on_scores(self, now: ClockPoint, scores: Mapping[str, float]) -> None:
         dynamic = self.config.dynamic

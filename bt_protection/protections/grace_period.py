@@ -50,6 +50,7 @@ class GracePeriod(Protection):
     def setup(self) -> None:
         self.guards = _EXITS
         self._since: dict[str, ClockPoint] = {}
+        self._not_in_grace = self.constant("Not in grace.")
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
         asset, duration = request.asset, self.config.duration
@@ -63,7 +64,7 @@ class GracePeriod(Protection):
                     progress=0,
                     duration=str(duration),
                 )
-            return self.allow(f"{asset} is not in grace.")
+            return self._not_in_grace
         progress = duration.progress(since, now)
         if duration.elapsed(since, now):
             return self.allow(

@@ -36,18 +36,17 @@ class HoldingPeriod(Protection):
     def setup(self) -> None:
         self.guards = self.config.protect
         self._opened: dict[str, ClockPoint] = {}
+        self._no_open = self.constant("No opening fill on record.")
+        self._held = self.constant(f"Held at least {self.config.min_hold}.")
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
         asset, min_hold = request.asset, self.config.min_hold
         opened = self._opened.get(asset)
         if opened is None:
-            return self.allow(f"No open fill of {asset} is on record.")
-        progress = min_hold.progress(opened, now)
+            return self._no_open
         if min_hold.elapsed(opened, now):
-            return self.allow(
-                f"{asset} held long enough: {min_hold.describe_progress(opened, now)}.",
-                held=progress,
-            )
+            return self._held
+        progress = min_hold.progress(opened, now)
         return self.deny(
             f"{asset} held {min_hold.describe_progress(opened, now)}; "
             f"{request.action.value} allowed from {min_hold.ends(opened)}.",

@@ -115,7 +115,7 @@ class RegimeOverride(Protection):
         self._regime: str | None = None
         self._window: _Window | None = None
         self._last_opened: ClockPoint | None = None
-        self._idle = self.allow("No regime override window is open.")
+        self._idle = self.constant("No regime override window is open.")
         self._open_result = self._idle
 
     def _active(self, now: ClockPoint) -> _Window | None:

@@ -40,6 +40,11 @@ class WhipsawProtection(Protection):
         self.guards = frozenset({Action.OPEN, Action.REVERSE})
         self._exits: dict[str, deque[ClockPoint]] = {}
         self._last_exit: dict[str, ClockPoint] = {}
+        config = self.config
+        self._allowed = [  # by the number of round trips in the window, which is below max_cycles
+            self.constant(f"{n} round trips within {config.window} (max {config.max_cycles}).", cycles=n)
+            for n in range(config.max_cycles)
+        ]
 
     def _in_window(self, asset: str, now: ClockPoint) -> list[ClockPoint]:
         """Exits of `asset` inside the trailing window at `now`, oldest first (read only)."""
@@ -60,10 +65,16 @@ class WhipsawProtection(Protection):
         exits = self._in_window(asset, now)
         cycles = len(exits) + (request.action is Action.REVERSE)
         if cycles >= config.max_cycles:
-            first = exits[0] if exits else now
+            # entry is allowed once enough exits have left the window to go below max_cycles
+            leaving = cycles - config.max_cycles
+            until = (
+                f"entry allowed from {config.window.ends(exits[leaving])}"
+                if leaving < len(exits)
+                else f"a reversal is never allowed with max_cycles {config.max_cycles}"
+            )
             return self.deny(
                 f"{asset} made {cycles} round trips within {config.window} "
-                f"(max {config.max_cycles}); entry allowed from {config.window.ends(first)}.",
+                f"(max {config.max_cycles}); {until}.",
                 cycles=cycles,
             )
         last = self._last_exit.get(asset)
@@ -74,10 +85,7 @@ class WhipsawProtection(Protection):
                 cycles=cycles,
                 last_exit=last.date,
             )
-        return self.allow(
-            f"{asset} made {cycles} round trips within {config.window} (max {config.max_cycles}).",
-            cycles=cycles,
-        )
+        return self._allowed[cycles]
 
     def on_fill(self, asset: str, now: ClockPoint, size_before: float, size_after: float) -> None:
         if size_before != 0 and (size_after == 0 or (size_before > 0) != (size_after > 0)):

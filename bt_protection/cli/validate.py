@@ -1,0 +1,42 @@
+"""`bt-protection validate FILE...`: check profiles, one line per file.
+
+Exit code: 0 when every file is a valid profile, 1 when any is invalid, 2 when a file is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bt_protection.errors import ProfileError
+from bt_protection.profile import Mode, Profile, load_profile
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="profile YAML files to check")
+
+
+def run(args: argparse.Namespace) -> int:
+    return max(_check(file) for file in args.files)
+
+
+def _check(file: str) -> int:
+    """Print the verdict on one file and return its exit code."""
+    if not Path(file).exists():
+        print(f"{file}: no such file.", file=sys.stderr)
+        return 2
+    try:
+        profile = load_profile(file)
+    except ProfileError as error:
+        print(error)
+        return 1
+    print(f"ok  {file} ({_summary(profile)})")
+    return 0
+
+
+def _summary(profile: Profile) -> str:
+    """`balanced: core_asset_immunity, regime_override, ...` (the mode when it is shadow)."""
+    systems = ", ".join(profile.enabled_systems) or "no protection enabled"
+    mode = ", shadow mode" if profile.mode is Mode.SHADOW else ""
+    return f"{profile.name}{mode}: {systems}"

@@ -1,0 +1,102 @@
+"""`ProtectionAnalyzer`: the protection metrics of a run and one row per decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+
+from bt_protection.errors import UserError
+from bt_protection.models import Action, ProtectionDecision
+
+FRAME_COLUMNS = (
+    "asset",
+    "action",
+    "approved",
+    "exempt",
+    "would_block",
+    "blocking_systems",
+    "overridden_systems",
+    "reason",
+    "regime",
+    "bar",
+    "current_size",
+    "target_size",
+    "attempt",
+)
+
+
+class ProtectionAnalyzer(bt.Analyzer):
+    """Collects every decision of a `ProtectionMixin` strategy.
+
+    `get_analysis()`: the orchestrator's `get_performance_metrics()` plus `by_system`
+    (per system: `denied`, decisions it blocked; `would_block`, decisions approved although it
+    objected, in shadow mode or as a safety exit; `overridden`, denials the regime override
+    lifted) and `by_action` (per action: `requested`, `approved`, `denied`).
+    `to_frame()`: one row per decision, in decision order, indexed by backtest `date`.
+    """
+
+    def start(self) -> None:
+        add_listener = getattr(self.strategy, "add_protection_listener", None)
+        if add_listener is None:
+            raise UserError(
+                f"ProtectionAnalyzer needs a ProtectionMixin strategy; "
+                f"{type(self.strategy).__name__} does not derive from it."
+            )
+        self._systems = tuple(self.strategy.protection.profile.enabled_systems)
+        self._decisions: list[ProtectionDecision] = []
+        self._attempts: list[int] = []
+        self._metrics: dict[str, Any] | None = None
+        add_listener(self._record)
+
+    def _record(self, decision: ProtectionDecision) -> None:
+        self._decisions.append(decision)
+        # the mixin numbers attempts and calls listeners right after numbering this one
+        self._attempts.append(self.strategy._protection_attempts)
+
+    def stop(self) -> None:
+        self._metrics = self.strategy.protection.get_performance_metrics()
+
+    @property
+    def decisions(self) -> tuple[ProtectionDecision, ...]:
+        """Every decision so far, in the order the orchestrator made them."""
+        return tuple(self._decisions)
+
+    def get_analysis(self) -> dict[str, Any]:
+        """Orchestrator metrics plus `by_system` and `by_action` counts (plain types)."""
+        metrics = self._metrics or self.strategy.protection.get_performance_metrics()
+        by_system = {s: {"denied": 0, "would_block": 0, "overridden": 0} for s in self._systems}
+        by_action = {a.value: {"requested": 0, "approved": 0, "denied": 0} for a in Action}
+        for decision in self._decisions:
+            for system in decision.blocking_systems:
+                by_system[system]["would_block" if decision.approved else "denied"] += 1
+            for system in decision.overridden_systems:
+                by_system[system]["overridden"] += 1
+            counts = by_action[decision.action.value]
+            counts["requested"] += 1
+            counts["approved" if decision.approved else "denied"] += 1
+        return {**metrics, "by_system": by_system, "by_action": by_action}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per decision: columns `FRAME_COLUMNS`, a DatetimeIndex named `date`."""
+        rows = [
+            {
+                "asset": d.asset,
+                "action": d.action.value,
+                "approved": d.approved,
+                "exempt": d.exempt,
+                "would_block": d.would_block,
+                "blocking_systems": ";".join(d.blocking_systems),
+                "overridden_systems": ";".join(d.overridden_systems),
+                "reason": d.reason,
+                "regime": d.regime,
+                "bar": d.bar,
+                "current_size": d.current_size,
+                "target_size": d.target_size,
+                "attempt": attempt,
+            }
+            for d, attempt in zip(self._decisions, self._attempts, strict=True)
+        ]
+        index = pd.DatetimeIndex([d.date for d in self._decisions], name="date")
+        return pd.DataFrame(rows, index=index, columns=list(FRAME_COLUMNS))

@@ -1,0 +1,263 @@
+"""Execute one backtest run (a strategy under a profile) into a run folder.
+
+Every input is checked before anything is written. The run writes into `<out>.partial/`,
+which becomes `<out>` only once every file is complete; a run whose strategy raises is kept
+as `<out>.failed/` (profile, audit up to the failure, status.json) and raises `RunFailed`.
+The folder format is described in docs/runs.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+import yaml
+
+from bt_protection import __version__
+from bt_protection.data import DEFAULT_CACHE_DIR, load_universe, parse_date
+from bt_protection.errors import UserError
+from bt_protection.integration.feeds import add_feeds
+from bt_protection.integration.recorder import EquityRecorder, OrderRecorder, TradeRecorder
+from bt_protection.metrics import performance
+from bt_protection.profile import Profile, load_profile
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = Path("data/sample")
+CSV_FLOAT = "%.10g"
+JSON_DIGITS = 10
+
+
+class RunFailed(UserError):
+    """The strategy raised during the backtest; the run folder is kept as `<out>.failed/`."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The inputs of one run. `data` None: `data/sample/`, or the fetch cache `data/cache/`
+    when `tickers` are given; `tickers` None: every CSV of the data folder."""
+
+    strategy: str
+    profile: str | Path
+    data: str | Path | None = None
+    tickers: tuple[str, ...] | None = None
+    start: str | None = None
+    end: str | None = None
+    cash: float = 100_000.0
+    commission: float = 0.001
+    slippage: float = 0.0005
+    runonce: bool = True
+    preload: bool = True
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A checked RunSpec: everything `execute_run` needs, loaded."""
+
+    spec: RunSpec
+    strategy: type
+    profile: Profile
+    frames: dict[str, pd.DataFrame]
+    fingerprint: dict[str, Any]
+
+
+def data_folder(spec: RunSpec) -> Path:
+    """The folder the run reads: `--data`, else the fetch cache for `--tickers`, else the sample
+    (`data/sample/` of the current directory, or else of the project the package came from)."""
+    if spec.data is not None:
+        return Path(spec.data)
+    if spec.tickers:
+        if not DEFAULT_CACHE_DIR.is_dir():
+            raise UserError(
+                f"--tickers without --data reads the fetch cache {DEFAULT_CACHE_DIR}/, which "
+                "does not exist; run `bt-protection fetch TICKER... --start --end` first or "
+                "pass --data DIR."
+            )
+        return DEFAULT_CACHE_DIR
+    return SAMPLE_DIR if SAMPLE_DIR.is_dir() else PROJECT_ROOT / SAMPLE_DIR
+
+
+def default_out(spec: RunSpec) -> Path:
+    """`runs/<strategy>-<profile name>`."""
+    return Path("runs") / f"{spec.strategy}-{load_profile(spec.profile).name}"
+
+
+def _check_broker(spec: RunSpec) -> None:
+    for name, value, low_ok in (
+        ("cash", spec.cash, False),
+        ("commission", spec.commission, True),
+        ("slippage", spec.slippage, True),
+    ):
+        bound = "0 or more" if low_ok else "above 0"
+        if not math.isfinite(value) or value < 0 or (value == 0 and not low_ok):
+            raise UserError(f"--{name} must be {bound}, not {value:g}.")
+
+
+def _check_out(out: Path) -> None:
+    """A run never overwrites anything but an earlier run folder."""
+    if out.exists() and not (out.is_dir() and (out / "status.json").is_file()):
+        raise UserError(
+            f"--out {out} exists and is not a run folder (no status.json); choose another "
+            "folder or remove it."
+        )
+
+
+def plan_run(spec: RunSpec, out: Path) -> _Plan:
+    """Check every input and load the data; raises UserError with one sentence, writes nothing."""
+    from strategies import get_strategy
+
+    strategy = get_strategy(spec.strategy)
+    profile = load_profile(spec.profile)
+    _check_broker(spec)
+    start = parse_date(spec.start, "--start") if spec.start else None
+    end = parse_date(spec.end, "--end") if spec.end else None
+    if start is not None and end is not None and end < start:
+        raise UserError(f"--end {spec.end} is before --start {spec.start}; end must come last.")
+    _check_out(out)
+    frames = load_universe(data_folder(spec), spec.tickers, start, end)
+    index = next(iter(frames.values())).index
+    fingerprint = {
+        "package_version": __version__,
+        "strategy": spec.strategy,
+        "profile": profile.name,
+        "profile_hash": profile.hash,
+        "data": sorted(frames),
+        "start": index[0].date().isoformat(),
+        "end": index[-1].date().isoformat(),
+        "cash": spec.cash,
+        "commission": spec.commission,
+        "slippage": spec.slippage,
+    }
+    return _Plan(spec, strategy, profile, frames, fingerprint)
+
+
+def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
+    """Run `spec` into the run folder `out_dir` and return its path.
+
+    Raises UserError (nothing written) for bad input, RunFailed if the strategy raises.
+    """
+    out = Path(out_dir)
+    plan = plan_run(spec, out)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    (partial / "profile.yaml").write_text(
+        yaml.safe_dump(plan.profile.to_dict(), sort_keys=False), encoding="utf-8"
+    )
+    cerebro = _cerebro(plan, partial / "audit.jsonl")
+    try:
+        strategy = cerebro.run()[0]
+    except BaseException as error:
+        failed = _keep_failed(partial, out, error)
+        if not isinstance(error, Exception):
+            raise
+        raise RunFailed(
+            f"run {out} failed: {type(error).__name__}: {error} (the audit up to the failure "
+            f"is in {failed / 'audit.jsonl'})."
+        ) from error
+    _write_results(plan, strategy, partial)
+    _install(partial, out)
+    return out
+
+
+def _cerebro(plan: _Plan, audit: Path) -> bt.Cerebro:
+    spec = plan.spec
+    cerebro = bt.Cerebro(runonce=spec.runonce, preload=spec.preload, stdstats=False)
+    cerebro.broker.setcash(spec.cash)
+    cerebro.broker.setcommission(commission=spec.commission)
+    cerebro.broker.set_slippage_perc(spec.slippage, slip_open=True)
+    cerebro.broker.set_coc(False)
+    add_feeds(cerebro, plan.frames)
+    cerebro.addstrategy(
+        plan.strategy, protection=plan.profile, audit_path=str(audit), run_info=plan.fingerprint
+    )
+    cerebro.addanalyzer(OrderRecorder, _name="orders")
+    cerebro.addanalyzer(EquityRecorder, _name="equity")
+    cerebro.addanalyzer(TradeRecorder, _name="trades")
+    return cerebro
+
+
+def _write_results(plan: _Plan, strategy: Any, folder: Path) -> None:
+    analyzers = strategy.analyzers
+    orders = analyzers.orders.to_frame()
+    equity = analyzers.equity.to_frame()
+    trades = analyzers.trades.to_frame()
+    csv = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
+    orders.to_csv(folder / "orders.csv", index=False, **csv)
+    trades.to_csv(folder / "trades.csv", index=False, **csv)
+    equity.to_csv(folder / "equity.csv", date_format="%Y-%m-%d", **csv)
+    summary = build_summary(plan, equity, orders, trades, strategy.protection.get_performance_metrics())
+    _write_json(folder / "summary.json", summary)
+    _write_json(folder / "status.json", {"status": "complete"})
+
+
+def build_summary(
+    plan: _Plan,
+    equity: pd.DataFrame,
+    orders: pd.DataFrame,
+    trades: pd.DataFrame,
+    protection: dict[str, Any],
+) -> dict[str, Any]:
+    """summary.json: the run's inputs, performance and protection counts (docs/runs.md)."""
+    label = orders["protection"].value_counts()
+    denied = orders.loc[orders["protection"] == "denied", "blocking_systems"]
+    blocks = Counter(s for text in denied for s in text.split(";") if s)
+    fp = plan.fingerprint
+    return {
+        **{k: fp[k] for k in ("strategy", "profile", "profile_hash", "data", "start", "end")},
+        **{k: fp[k] for k in ("cash", "commission", "slippage")},
+        **performance(equity, orders, trades),
+        "final_value": float(equity["value"].iloc[-1]),
+        "orders_attempted": len(orders),
+        "orders_approved": int(label.get("approved", 0)),
+        "orders_denied": int(label.get("denied", 0)),
+        "orders_exempt": int(label.get("exempt", 0)),
+        "denials_by_system": {key: blocks[key] for key in plan.profile.enabled_systems},
+        "overrides_applied": int((orders["overridden_systems"] != "").sum()),
+        "decisions": protection["decisions_processed"],
+        "errors": protection["errors"],
+        "fingerprint": fp,
+    }
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.{JSON_DIGITS}g}") if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(_rounded(data), sort_keys=True, indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _keep_failed(partial: Path, out: Path, error: BaseException) -> Path:
+    """Rename the partial folder to `<out>.failed/` with a status.json naming the error."""
+    failed = out.with_name(out.name + ".failed")
+    _write_json(
+        partial / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    )
+    shutil.rmtree(failed, ignore_errors=True)
+    partial.rename(failed)
+    return failed
+
+
+def _install(partial: Path, out: Path) -> None:
+    """Put the complete run in place of `out`; an earlier `out` goes only now."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(out.with_name(out.name + ".failed"), ignore_errors=True)

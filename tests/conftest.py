@@ -1,0 +1,26 @@
+"""Shared test fixtures: the bundled sample universe and the optional ../shared/data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = PROJECT_ROOT / "data" / "sample"
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real-data folder beside the project root; the test skips when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"../shared/data is absent: {SHARED_DATA} does not exist")
+    return SHARED_DATA
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests using the `shared_data` fixture get the `shared_data` marker (select with -m)."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)

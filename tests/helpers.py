@@ -1,0 +1,87 @@
+"""Builders shared by the core test modules: profiles, backtest dates, requests, orchestrators."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from bt_protection.models import ProtectionDecision, ProtectionRequest
+from bt_protection.orchestrator import ProtectionOrchestrator
+from bt_protection.profile import Profile, load_profile
+
+START = datetime(2024, 1, 1)
+
+ALL_SYSTEMS = (
+    "core_asset_immunity",
+    "regime_override",
+    "grace_period",
+    "holding_period",
+    "whipsaw_protection",
+)
+
+
+def profile(*, mode: str = "enforce", on_error: str = "deny", **blocks: dict[str, Any]) -> Profile:
+    """A profile with the given protection blocks (`enabled: true` is added to each)."""
+    protections = {key: {"enabled": True, **block} for key, block in blocks.items()}
+    return load_profile(
+        {"name": "t", "mode": mode, "on_error": on_error, "protections": protections}
+    )
+
+
+def orch(**blocks: dict[str, Any]) -> ProtectionOrchestrator:
+    return ProtectionOrchestrator(profile(**blocks))
+
+
+def day(n: int) -> datetime:
+    """The backtest date `n` calendar days after START."""
+    return START + timedelta(days=n)
+
+
+class Clock:
+    """Drives an orchestrator on one time axis: in bar mode bar i is day i, else only days count.
+
+    `at` is a bar index in bar mode and a day offset in day mode, so one test body checks both.
+    """
+
+    def __init__(self, orchestrator: ProtectionOrchestrator, bars: bool) -> None:
+        self.orch = orchestrator
+        self.bars = bars
+
+    def point(self, at: int) -> tuple[datetime, int | None]:
+        return day(at), (at if self.bars else None)
+
+    def fill(self, asset: str, at: int, before: float, after: float) -> None:
+        date, bar = self.point(at)
+        self.orch.on_fill(asset, date, before, after, bar=bar)
+
+    def regime(self, at: int, label: str) -> None:
+        date, bar = self.point(at)
+        self.orch.on_regime(date, label, bar=bar)
+
+    def scores(self, at: int, scores: dict[str, float]) -> None:
+        date, bar = self.point(at)
+        self.orch.on_scores(date, scores, bar=bar)
+
+    def ask(
+        self, asset: str, at: int, current: float, target: float, **kwargs: Any
+    ) -> ProtectionDecision:
+        date, bar = self.point(at)
+        return self.orch.can_execute_action(
+            ProtectionRequest(asset, date, current, target, bar=bar, **kwargs)
+        )
+
+
+def unit(bars: bool, n: int) -> str:
+    """A duration of `n` in the clock's unit: "n bars" or "n days"."""
+    return f"{n} bars" if bars else f"{n} days"
+
+
+def clock(bars: bool, **blocks: dict[str, Any]) -> Clock:
+    return Clock(orch(**blocks), bars)
+
+
+def result_of(decision: ProtectionDecision, system: str):
+    """The result of `system` in `decision` (fails the test if it is missing)."""
+    found = [r for r in decision.results if r.system == system]
+    assert len(found) == 1, f"{system} has {len(found)} results in {decision}"
+    return found[0]

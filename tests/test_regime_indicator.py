@@ -1,0 +1,226 @@
+"""RegimeIndicator: real backtrader runs on real daily data (data/sample and ../shared/data)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import fields
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+import pytest
+
+from bt_protection.integration.regime import (
+    REGIME_LABELS,
+    RegimeIndicator,
+    RegimeState,
+    classify,
+    label_of,
+)
+from bt_protection.profile import RegimeConfig
+from bt_protection.protections.regime_override import DEFAULT_REGIMES
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_AAPL = ROOT / "data" / "sample" / "AAPL.csv"
+SHARED = ROOT.parent / "shared" / "data"
+SHARED_SPY = SHARED / "etf21_taa_dashboard" / "SPY.csv"
+
+Rows = list[tuple[date, int]]
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        pytest.skip(f"data file {path} is absent (sample data or ../shared/data not present)")
+    return path
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(SAMPLE_AAPL, id="sample-AAPL"),
+        pytest.param(SHARED_SPY, id="shared-SPY", marks=pytest.mark.shared_data),
+    ]
+)
+def csv_path(request: pytest.FixtureRequest) -> Path:
+    return _need(request.param)
+
+
+def yahoo(path: Path) -> bt.feeds.YahooFinanceCSVData:
+    return bt.feeds.YahooFinanceCSVData(dataname=str(path), adjclose=True)
+
+
+def frame(path: Path) -> pd.DataFrame:
+    """The CSV as a PandasData-ready frame, close = adjusted close."""
+    df = pd.read_csv(path, parse_dates=["Date"], index_col="Date")
+    return pd.DataFrame({"close": df["Adj Close"].astype(float)}, index=df.index)
+
+
+def pandas_feed(df: pd.DataFrame) -> bt.feeds.PandasData:
+    return bt.feeds.PandasData(
+        dataname=df, open=None, high=None, low=None, volume=None, openinterest=None
+    )
+
+
+class Record(bt.Strategy):
+    """Records (date, code) on every bar of the watched feed, prenext included."""
+
+    params = (("watch", 0),)
+
+    def __init__(self) -> None:
+        self.watched = self.datas[self.p.watch]
+        self.regime = RegimeIndicator(self.watched)
+        self.rows: Rows = []
+        self.first_next_len: int | None = None
+        self._last = 0
+
+    def prenext(self) -> None:
+        if len(self.watched) and len(self.watched) != self._last:
+            self._last = len(self.watched)
+            self.rows.append((self.watched.datetime.date(0), int(self.regime[0])))
+
+    def next(self) -> None:
+        if self.first_next_len is None:
+            self.first_next_len = len(self)
+        self.prenext()
+
+
+def run_strategy(*feeds: bt.AbstractDataBase, **kwargs: Any) -> Record:
+    cerebro_kw = {k: kwargs.pop(k) for k in ("runonce", "preload", "exactbars") if k in kwargs}
+    cerebro = bt.Cerebro(stdstats=False, **cerebro_kw)
+    for feed in feeds:
+        cerebro.adddata(feed)
+    cerebro.addstrategy(Record, **kwargs)
+    return cerebro.run()[0]
+
+
+def run(feed: bt.AbstractDataBase, **kwargs: Any) -> Rows:
+    return run_strategy(feed, **kwargs).rows
+
+
+@cache
+def reference(path: Path) -> Rows:
+    """Codes of the default run (runonce and preload on) on a Yahoo CSV."""
+    return run(yahoo(path))
+
+
+def test_params_are_the_regime_config_fields() -> None:
+    expected = [(f.name, f.default) for f in fields(RegimeConfig) if f.name != "data"]
+    assert list(RegimeIndicator.params._getitems()) == expected
+
+
+def test_labels_match_the_default_regimes_and_label_of() -> None:
+    assert REGIME_LABELS == DEFAULT_REGIMES == ("bull", "neutral", "bear", "crisis")
+    assert [label_of(c) for c in (0, 1, 2.0, 3.0)] == list(REGIME_LABELS)
+    for bad in (4, -1, 1.5, math.nan, "bull"):
+        with pytest.raises(ValueError, match="unknown regime code"):
+            label_of(bad)  # type: ignore[arg-type]
+
+
+def test_rules_in_priority_order() -> None:
+    limits = dict(vol_high=0.25, vol_crisis=0.45, drawdown_bear=0.10, drawdown_crisis=0.20)
+    assert classify(0.20, 0.10, 110, 105, 100, **limits) == 3  # deep drawdown
+    assert classify(0.00, 0.45, 110, 105, 100, **limits) == 3  # extreme volatility
+    assert classify(0.10, 0.10, 110, 105, 100, **limits) == 2  # drawdown
+    assert classify(0.05, 0.10, 95, 98, 100, **limits) == 2  # below a falling trend
+    assert classify(0.00, 0.10, 110, 105, 100, **limits) == 0  # calm uptrend
+    assert classify(0.00, 0.30, 110, 105, 100, **limits) == 1  # uptrend, high volatility
+    assert classify(0.00, 0.10, 95, 105, 100, **limits) == 1  # mixed trend
+    assert classify(0.00, None, 110, 105, 100, **limits) == 1  # volatility not known yet
+    assert classify(0.00, 0.10, 110, None, None, **limits) == 1  # trend not known yet
+
+
+def test_bad_params_are_rejected() -> None:
+    base = {f.name: f.default for f in fields(RegimeConfig) if f.name != "data"}
+    for change in ({"fast_period": 200}, {"vol_period": 1}, {"drawdown_period": 0}):
+        with pytest.raises(ValueError, match="RegimeIndicator"):
+            RegimeState(**{**base, **change})
+
+
+def test_a_code_on_every_bar_from_the_first(csv_path: Path) -> None:
+    strategy = run_strategy(yahoo(csv_path))
+    n_bars = len(frame(csv_path))
+    assert strategy.first_next_len == 1  # the indicator does not delay the strategy
+    assert len(strategy.rows) == n_bars
+    assert {code for _, code in strategy.rows} <= {0, 1, 2, 3}
+    warmup = [code for _, code in strategy.rows[: RegimeConfig().fast_period]]
+    assert 0 not in warmup  # no bull call before the trend has been measured
+
+
+@pytest.mark.parametrize("runonce", [True, False])
+@pytest.mark.parametrize("preload", [True, False])
+def test_same_values_in_every_run_mode(csv_path: Path, runonce: bool, preload: bool) -> None:
+    assert run(yahoo(csv_path), runonce=runonce, preload=preload) == reference(csv_path)
+
+
+def test_same_values_with_exactbars(csv_path: Path) -> None:
+    """Rolling windows live in the indicator, so trimmed line buffers do not change anything."""
+    assert run(yahoo(csv_path), runonce=False, exactbars=1) == reference(csv_path)
+
+
+@pytest.mark.parametrize("runonce", [True, False])
+def test_no_look_ahead(csv_path: Path, runonce: bool) -> None:
+    df = frame(csv_path)
+    full = run(pandas_feed(df), runonce=runonce)
+    for n in (30, 260, 1000, len(df) - 1):
+        assert run(pandas_feed(df.iloc[:n]), runonce=runonce) == full[:n]
+
+
+def test_missing_closes_repeat_the_previous_code(csv_path: Path) -> None:
+    df = frame(csv_path)
+    holes = df.index[[5, 300, 301, 1500]]
+    with_nan = df.copy()
+    with_nan.loc[holes, "close"] = float("nan")
+    rows = run(pandas_feed(with_nan))
+    expected = dict(run(pandas_feed(df.drop(holes))))
+    hole_days = {ts.date() for ts in holes}
+    for i, (day, code) in enumerate(rows):
+        assert code == (rows[i - 1][1] if day in hole_days else expected[day])
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("runonce", [True, False])
+def test_watched_feed_on_its_own_calendar(runonce: bool) -> None:
+    """A watched feed that starts later and skips days gets the values of a run on it alone."""
+    spy = frame(_need(SHARED_SPY))
+    aapl = frame(_need(SAMPLE_AAPL))
+    gappy = aapl.drop(aapl.index[100:400:7])
+    together = run_strategy(pandas_feed(spy), pandas_feed(gappy), watch=1, runonce=runonce).rows
+    assert together == run(pandas_feed(gappy))
+
+
+def test_from_config_passes_the_profile_block(csv_path: Path) -> None:
+    config = RegimeConfig(data="X", fast_period=20, slow_period=100, vol_crisis=0.6)
+    seen: dict[str, Any] = {}
+
+    class FromConfig(bt.Strategy):
+        def __init__(self) -> None:
+            self.regime = RegimeIndicator.from_config(self.data, config)
+            seen.update(self.regime.p._getkwargs())
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(yahoo(csv_path))
+    cerebro.addstrategy(FromConfig)
+    cerebro.run()
+    assert seen == {f.name: getattr(config, f.name) for f in fields(config) if f.name != "data"}
+
+
+@pytest.mark.shared_data
+def test_spy_crises_and_bull_years() -> None:
+    spy_rows = reference(_need(SHARED_SPY))
+
+    def labels(year: int, month: int | None = None) -> Counter[str]:
+        return Counter(
+            label_of(code)
+            for day, code in spy_rows
+            if day.year == year and (month is None or day.month == month)
+        )
+
+    assert labels(2008, 10)["crisis"] > 0
+    assert labels(2020, 3)["crisis"] > 0
+    for year in (2013, 2017):
+        counts = labels(year)
+        assert counts["bull"] >= 0.8 * sum(counts.values()), (year, counts)
+        assert counts["crisis"] == 0
