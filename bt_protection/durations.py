@@ -59,7 +59,10 @@ class Duration:
             raise ValueError(f"{value!r} is not a duration; {BARE_NUMBER_HINT}.")
         stripped = value.strip()
         if stripped.startswith("-"):
-            raise ValueError(f"{value!r} is negative; durations are zero or more.")
+            raise ValueError(
+                f'{value!r} is negative; write zero or more with a unit, such as "10 bars" '
+                '(trading sessions) or "14 days" (calendar time).'
+            )
         match = _PATTERN.match(stripped)
         if match is None:
             try:

@@ -13,7 +13,9 @@ import pandas as pd
 TRADING_DAYS = 252
 
 
-def performance(equity: pd.DataFrame, orders: pd.DataFrame, trades: pd.DataFrame) -> dict[str, float | int | None]:
+def performance(
+    equity: pd.DataFrame, orders: pd.DataFrame, trades: pd.DataFrame
+) -> dict[str, float | int | None]:
     """total_return, cagr, volatility, sharpe, max_drawdown, turnover, trades, commissions.
 
     `equity` has a `value` column (one row per bar), `orders` the `filled`, `price` and

@@ -14,6 +14,7 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
+from bt_protection import __version__
 from bt_protection.audit import AuditLog
 from bt_protection.durations import ClockPoint
 from bt_protection.models import (
@@ -43,7 +44,14 @@ class ProtectionOrchestrator:
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         if isinstance(audit, (str, Path, os.PathLike)):
-            audit = AuditLog(audit, {"profile": self.profile.name, "profile_hash": self.profile.hash})
+            audit = AuditLog(
+                audit,
+                {
+                    "package_version": __version__,
+                    "profile": self.profile.name,
+                    "profile_hash": self.profile.hash,
+                },
+            )
         self.audit: AuditLog | None = audit
         systems = registry()
         self._protections: list[Protection] = [
@@ -78,6 +86,7 @@ class ProtectionOrchestrator:
             "errors": 0,
         }
         self._blocks = {key: 0 for key in self.profile.enabled_systems}
+        self._would_block = dict(self._blocks)
         self._latency = array("q", bytes(8 * _LATENCY_SAMPLES))
         self._latency_total = 0
 
@@ -107,6 +116,8 @@ class ProtectionOrchestrator:
         if now is not None and now.bar == bar and now.date == date:
             return now
         point = ClockPoint(to_datetime(date, "date"), None if bar is None else int(bar))
+        if now is not None and now == point:  # same moment given as a date or text: same trace
+            return now
         if bar is None and self._needs_bars:
             raise ValueError(
                 f"bar is required: profile {self.profile.name!r} counts durations in bars, "
@@ -254,8 +265,10 @@ class ProtectionOrchestrator:
             counts["exempt"] += 1
         if decision.override_applied:
             counts["overrides_applied"] += 1
+        # blocks count real denials; exempt and shadow decisions count as would-blocks
+        tally = self._would_block if decision.approved else self._blocks
         for system in decision.blocking_systems:
-            self._blocks[system] += 1
+            tally[system] += 1
         nanos = int(decision.decision_time_us * 1000)
         self._latency[n % _LATENCY_SAMPLES] = nanos
         self._latency_total += nanos
@@ -388,6 +401,7 @@ class ProtectionOrchestrator:
         n = counts["decisions_processed"]
         counts["approval_rate"] = counts["approved"] / n if n else 0.0
         counts["blocks_by_system"] = dict(self._blocks)
+        counts["would_block_by_system"] = dict(self._would_block)
         samples = sorted(self._latency[: min(n, _LATENCY_SAMPLES)])
         counts["decision_time_us"] = {
             "mean": self._latency_total / n / 1000.0 if n else 0.0,

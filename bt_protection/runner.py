@@ -27,6 +27,7 @@ from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.recorder import EquityRecorder, OrderRecorder, TradeRecorder
 from bt_protection.metrics import performance
 from bt_protection.profile import Profile, load_profile
+from strategies import get_strategy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path("data/sample")
@@ -57,7 +58,7 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class RunPlan:
     """A checked RunSpec: everything `execute_run` needs, loaded."""
 
     spec: RunSpec
@@ -108,10 +109,8 @@ def _check_out(out: Path) -> None:
         )
 
 
-def plan_run(spec: RunSpec, out: Path) -> _Plan:
+def plan_run(spec: RunSpec, out: Path) -> RunPlan:
     """Check every input and load the data; raises UserError with one sentence, writes nothing."""
-    from strategies import get_strategy
-
     strategy = get_strategy(spec.strategy)
     profile = load_profile(spec.profile)
     _check_broker(spec)
@@ -134,7 +133,7 @@ def plan_run(spec: RunSpec, out: Path) -> _Plan:
         "commission": spec.commission,
         "slippage": spec.slippage,
     }
-    return _Plan(spec, strategy, profile, frames, fingerprint)
+    return RunPlan(spec, strategy, profile, frames, fingerprint)
 
 
 def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
@@ -166,7 +165,7 @@ def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
     return out
 
 
-def _cerebro(plan: _Plan, audit: Path) -> bt.Cerebro:
+def _cerebro(plan: RunPlan, audit: Path) -> bt.Cerebro:
     spec = plan.spec
     cerebro = bt.Cerebro(runonce=spec.runonce, preload=spec.preload, stdstats=False)
     cerebro.broker.setcash(spec.cash)
@@ -183,7 +182,7 @@ def _cerebro(plan: _Plan, audit: Path) -> bt.Cerebro:
     return cerebro
 
 
-def _write_results(plan: _Plan, strategy: Any, folder: Path) -> None:
+def _write_results(plan: RunPlan, strategy: Any, folder: Path) -> None:
     analyzers = strategy.analyzers
     orders = analyzers.orders.to_frame()
     equity = analyzers.equity.to_frame()
@@ -192,13 +191,15 @@ def _write_results(plan: _Plan, strategy: Any, folder: Path) -> None:
     orders.to_csv(folder / "orders.csv", index=False, **csv)
     trades.to_csv(folder / "trades.csv", index=False, **csv)
     equity.to_csv(folder / "equity.csv", date_format="%Y-%m-%d", **csv)
-    summary = build_summary(plan, equity, orders, trades, strategy.protection.get_performance_metrics())
+    summary = build_summary(
+        plan, equity, orders, trades, strategy.protection.get_performance_metrics()
+    )
     _write_json(folder / "summary.json", summary)
     _write_json(folder / "status.json", {"status": "complete"})
 
 
 def build_summary(
-    plan: _Plan,
+    plan: RunPlan,
     equity: pd.DataFrame,
     orders: pd.DataFrame,
     trades: pd.DataFrame,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import backtrader as bt
 
 from bt_protection.integration.mixin import ProtectionMixin, asset_name
@@ -14,9 +16,10 @@ class MomentumRotation(ProtectionMixin, bt.Strategy):
 
     Momentum is `close[0] / close[-lookback] - 1` (past and current closes only); the first
     rebalance is on the first bar where every feed has `lookback` bars behind it. The top
-    `top_k` are held equally weighted through `ProtectionAwareRebalancer`, which also reports
-    every feed's momentum as its score (so a grace `trigger: score` with `threshold: 0` starts
-    on negative momentum, and the top-ranked assets can be promoted to core). Total invested
+    `top_k` are held equally weighted through `ProtectionAwareRebalancer`, which reports each
+    feed's `selection_scores` (momentum minus the selection cutoff, so a score below 0 means
+    "not selected": with grace `threshold: 0`, leaving the top K starts the grace and coming
+    back ends it; the best-ranked assets can be promoted to core). Total invested
     weight follows the regime of the current bar: `exposure` in bull and neutral,
     `bear_exposure` in bear, `crisis_exposure` in crisis (each capped at `exposure`).
     """
@@ -45,13 +48,15 @@ class MomentumRotation(ProtectionMixin, bt.Strategy):
     def next(self) -> None:
         if (len(self) - self._first) % self.p.rebalance_days:
             return
-        scores = {asset: float(roc[0]) for asset, roc in self.momentum.items()}
-        top = sorted(scores, key=lambda a: (-scores[a], a))[: self.p.top_k]
+        momentum = {asset: float(roc[0]) for asset, roc in self.momentum.items()}
+        top = sorted(momentum, key=lambda a: (-momentum[a], a))[: self.p.top_k]
         regime = label_of(self.regime.regime[0])
         exposure = self.target_exposure(regime)
         targets = {asset: exposure / len(top) for asset in top}
         self.rebalancer.rebalance(
-            targets, reason=f"momentum top {self.p.top_k} ({regime})", scores=scores
+            targets,
+            reason=f"momentum top {self.p.top_k} ({regime})",
+            scores=selection_scores(momentum, self.p.top_k),
         )
 
     def target_exposure(self, regime: str) -> float:
@@ -62,3 +67,18 @@ class MomentumRotation(ProtectionMixin, bt.Strategy):
         if regime == "bear":
             return min(exposure, self.p.bear_exposure)
         return exposure
+
+
+def selection_scores(momentum: Mapping[str, float], top_k: int) -> dict[str, float]:
+    """Momentum minus the cutoff halfway between the `top_k`-th and the next momentum.
+
+    Selected assets score above 0, the others below (an asset tied at the cutoff scores 0).
+    Raw momentum would not do as a score: with grace `trigger: close` every positive score
+    ends the grace, so an asset that left the top K but kept a positive momentum would have
+    its grace restarted, and its close denied, at every rebalance.
+    """
+    ranked = sorted(momentum.values(), reverse=True)
+    last = ranked[min(top_k, len(ranked)) - 1]
+    below = ranked[top_k] if len(ranked) > top_k else last - 1.0
+    cutoff = (last + below) / 2
+    return {asset: value - cutoff for asset, value in momentum.items()}

@@ -8,12 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import Clock, day, profile
 
 from bt_protection import __version__
 from bt_protection.audit import AuditLog, AuditWriteError, read_audit, session_id_for
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import Profile
-from helpers import Clock, day, profile
 
 FINGERPRINT = {
     "package_version": __version__,
@@ -26,8 +26,11 @@ FINGERPRINT = {
 
 PROFILE_BLOCKS = {
     "core_asset_immunity": {"assets": ["SPY"]},
-    "regime_override": {"window": "3 bars", "cooldown": "10 bars",
-                        "can_override": {"critical": ["holding_period"]}},
+    "regime_override": {
+        "window": "3 bars",
+        "cooldown": "10 bars",
+        "can_override": {"critical": ["holding_period"]},
+    },
     "grace_period": {"trigger": "score", "threshold": 0.5, "duration": "3 bars"},
     "holding_period": {"min_hold": "5 bars"},
     "whipsaw_protection": {"max_cycles": 2, "window": "20 days", "min_reentry": "2 bars"},
@@ -115,8 +118,15 @@ def test_every_record_has_the_common_fields_and_consecutive_seq(tmp_path):
         assert record["time"].startswith("2024-01-")
         assert isinstance(record["bar"], int)
     kinds = {r["kind"] for r in records}
-    assert {"header", "decision", "fill", "scores", "regime_change", "override_window_opened",
-            "grace_started"} <= kinds
+    assert {
+        "header",
+        "decision",
+        "fill",
+        "scores",
+        "regime_change",
+        "override_window_opened",
+        "grace_started",
+    } <= kinds
 
 
 def test_records_follow_the_backtest_clock(tmp_path):
@@ -221,7 +231,10 @@ def test_records_are_flushed_when_the_clock_moves_to_a_new_bar(tmp_path):
     assert ("CCC", 3) in [(r.get("asset"), r.get("bar")) for r in read_audit(path)]
     c.orch.close()
     assert [r.get("asset") for r in read_audit(path) if r["kind"] == "decision"] == [
-        "AAA", "BBB", "CCC", "DDD",
+        "AAA",
+        "BBB",
+        "CCC",
+        "DDD",
     ]
 
 

@@ -61,9 +61,15 @@ def test_demo_is_deterministic(scenarios):
 
 def test_demo_table_has_one_row_per_scenario(scenarios):
     table = demo_table(scenarios)
-    assert list(table["outcome"]) == ["APPROVED", "DENIED", "DENIED", "DENIED", "DENIED", "APPROVED"]
+    outcomes = ["APPROVED", "DENIED", "DENIED", "DENIED", "DENIED", "APPROVED"]
+    assert list(table["outcome"]) == outcomes
     assert list(table["decided by"]) == [
-        "-", "core_asset_immunity", "grace_period", "whipsaw_protection", "holding_period", "-",
+        "-",
+        "core_asset_immunity",
+        "grace_period",
+        "whipsaw_protection",
+        "holding_period",
+        "-",
     ]
 
 

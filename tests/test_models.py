@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 from datetime import date, datetime
 
 import pytest
+from helpers import clock
 
 from bt_protection.models import (
     Action,
@@ -16,7 +18,6 @@ from bt_protection.models import (
     ProtectionResult,
     derive_action,
 )
-from helpers import clock, result_of
 
 D = datetime(2024, 3, 1)
 
@@ -126,10 +127,8 @@ def test_changing_a_decisions_details_cannot_change_later_decisions():
     c = clock(True, holding_period={"min_hold": "10 bars"}, whipsaw_protection={})
     first = c.ask("AAPL", 0, 0, 100)
     for result in first.results:
-        try:
+        with contextlib.suppress(TypeError):  # read-only details: the best outcome
             result.details["tampered"] = True  # type: ignore[index]
-        except TypeError:
-            pass  # read-only details: the best outcome
     second = c.ask("MSFT", 0, 0, 100)
     assert all("tampered" not in r.details for r in second.results)
 

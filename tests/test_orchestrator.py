@@ -5,19 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import ALL_SYSTEMS, Clock, clock, day, profile, result_of
 
 from bt_protection.audit import AuditLog, read_audit
 from bt_protection.models import ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import Profile
-from helpers import ALL_SYSTEMS, Clock, clock, day, profile, result_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
 FULL = {
     "core_asset_immunity": {"assets": ["SPY"]},
-    "regime_override": {"window": "5 bars", "cooldown": "10 bars",
-                        "can_override": {"critical": ["holding_period", "whipsaw_protection"]}},
+    "regime_override": {
+        "window": "5 bars",
+        "cooldown": "10 bars",
+        "can_override": {"critical": ["holding_period", "whipsaw_protection"]},
+    },
     "grace_period": {"trigger": "score", "threshold": 0.5, "duration": "5 bars"},
     "holding_period": {"min_hold": "10 bars"},
     "whipsaw_protection": {"max_cycles": 2, "window": "30 days", "min_reentry": "5 bars"},
@@ -249,6 +252,18 @@ def test_trace_id_is_one_per_bar_and_one_per_score_report():
     assert c.ask("BBB", 2, 0, 100).trace_id not in (a.trace_id, after_scores.trace_id)
 
 
+@pytest.mark.parametrize(
+    "when", [day(1), day(1).date(), day(1).date().isoformat()], ids=["datetime", "date", "iso"]
+)
+def test_events_of_one_bar_share_one_trace_whatever_the_date_type(when):
+    orch = ProtectionOrchestrator(profile(holding_period={"min_hold": "2 days"}))
+    orch.on_fill("AAA", when, 0, 100)
+    orch.on_fill("BBB", when, 0, 100)
+    orch.on_regime(when, "bull")
+    decision = orch.can_execute_action(ProtectionRequest("CCC", when, 0, 100))
+    assert decision.trace_id == f"{day(1).date().isoformat()}#1"
+
+
 def test_decision_carries_the_current_regime_and_backtest_clock():
     c = full()
     c.regime(3, "bear")
@@ -270,7 +285,11 @@ def test_protection_status_has_the_spec_keys():
     assert status["date"].startswith("2024-01-02")
     protections = status["protections"]
     assert set(protections) == {
-        "core_asset", "grace_period", "holding_period", "whipsaw_protection", "regime_override"
+        "core_asset",
+        "grace_period",
+        "holding_period",
+        "whipsaw_protection",
+        "regime_override",
     }
     assert all(p["enabled"] is True for p in protections.values())
     assert protections["core_asset"]["is_core"] is True
@@ -297,11 +316,17 @@ def test_disabled_systems_say_enabled_false_in_status():
         (lambda c: held(c, "SPY"), "SPY", "decrease", "core_asset_immunity", "never"),
         (
             lambda c: (c.fill("BBB", 0, 0, 100), c.fill("BBB", 10, 100, 0)),
-            "BBB", "open", "whipsaw_protection", "bar 15",
+            "BBB",
+            "open",
+            "whipsaw_protection",
+            "bar 15",
         ),
         (
             lambda c: (held(c, "XOM"), c.scores(12, {"XOM": 0.1})),
-            "XOM", "close", "grace_period", "bar 17",
+            "XOM",
+            "close",
+            "grace_period",
+            "bar 17",
         ),
     ],
     ids=["holding", "core", "whipsaw", "grace"],
@@ -395,8 +420,15 @@ def test_performance_metrics_keys_and_values():
     c.ask("AAA", 2, 100, 0)  # holding lifted
     metrics = c.orch.get_performance_metrics()
     assert set(metrics) >= {
-        "decisions_processed", "approved", "denied", "approval_rate", "exempt",
-        "overrides_applied", "errors", "blocks_by_system", "decision_time_us",
+        "decisions_processed",
+        "approved",
+        "denied",
+        "approval_rate",
+        "exempt",
+        "overrides_applied",
+        "errors",
+        "blocks_by_system",
+        "decision_time_us",
     }
     assert metrics["decisions_processed"] == 5
     assert (metrics["approved"], metrics["denied"]) == (3, 2)
@@ -414,8 +446,10 @@ def test_performance_metrics_keys_and_values():
 
 
 def test_from_profile_accepts_a_mapping_a_profile_and_a_file(tmp_path):
-    mapping = {"name": "m", "protections": {"holding_period": {"enabled": True,
-                                                               "min_hold": "3 bars"}}}
+    mapping = {
+        "name": "m",
+        "protections": {"holding_period": {"enabled": True, "min_hold": "3 bars"}},
+    }
     orch = ProtectionOrchestrator.from_profile(mapping)
     assert isinstance(orch.profile, Profile)
     assert orch.profile.name == "m"
@@ -424,7 +458,9 @@ def test_from_profile_accepts_a_mapping_a_profile_and_a_file(tmp_path):
     assert not orch.can_execute_action(ProtectionRequest("AAA", day(1), 1, 0, bar=1)).approved
     assert ProtectionOrchestrator.from_profile(orch.profile).profile == orch.profile
     path = tmp_path / "p.yaml"
-    path.write_text('name: f\nprotections:\n  holding_period: {enabled: true, min_hold: "3 bars"}\n')
+    path.write_text(
+        'name: f\nprotections:\n  holding_period: {enabled: true, min_hold: "3 bars"}\n'
+    )
     assert ProtectionOrchestrator.from_profile(path).profile.enabled_systems == ("holding_period",)
 
 

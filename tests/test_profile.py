@@ -181,7 +181,8 @@ BAD = {
     "negative-duration": (
         'protections:\n  whipsaw_protection:\n    min_reentry: "-5 bars"\n',
         "{f}:3: protections.whipsaw_protection.min_reentry: '-5 bars' is negative; "
-        "durations are zero or more.",
+        'write zero or more with a unit, such as "10 bars" (trading sessions) or "14 days" '
+        "(calendar time).",
     ),
     "unknown-top-level-key": (
         "name: x\nprotection: {}\n",

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from helpers import ALL_SYSTEMS, Clock, clock, day, profile, result_of, unit
 
 from bt_protection.audit import AuditLog, read_audit
 from bt_protection.orchestrator import ProtectionOrchestrator
-from helpers import ALL_SYSTEMS, Clock, clock, day, profile, result_of, unit
 
 BOTH_UNITS = pytest.mark.parametrize("bars", [True, False], ids=["bars", "days"])
 
@@ -59,9 +59,7 @@ def test_non_core_asset_is_not_held_by_core():
     assert c.ask("QQQ", 1, 100, 0).approved
 
 
-@pytest.mark.parametrize(
-    ("target", "allowed"), [(0, False), (50, True), (-100, True), (150, True)]
-)
+@pytest.mark.parametrize(("target", "allowed"), [(0, False), (50, True), (-100, True), (150, True)])
 def test_core_protect_subset_is_respected(target, allowed):
     c = clock(False, core_asset_immunity={"assets": ["SPY"], "protect": ["close"]})
     c.fill("SPY", 0, 0, 100)
@@ -135,8 +133,11 @@ def test_core_is_never_bypassed_by_a_critical_override_window():
     c = clock(
         True,
         core_asset_immunity={"assets": ["SPY"]},
-        regime_override={"window": "10 bars", "cooldown": "0 bars",
-                         "can_override": {"critical": lifts, "high": lifts}},
+        regime_override={
+            "window": "10 bars",
+            "cooldown": "0 bars",
+            "can_override": {"critical": lifts, "high": lifts},
+        },
         holding_period={"min_hold": "20 bars"},
     )
     c.regime(0, "bull")
@@ -217,11 +218,17 @@ def lift_setup(can_override: dict, bars: bool = True, window: int = 5) -> Clock:
     """AAA is held by the holding period, BBB kept out by whipsaw; regime bull at 0."""
     c = clock(
         bars,
-        regime_override={"window": unit(bars, window), "cooldown": unit(bars, 0),
-                         "can_override": can_override},
+        regime_override={
+            "window": unit(bars, window),
+            "cooldown": unit(bars, 0),
+            "can_override": can_override,
+        },
         holding_period={"min_hold": unit(bars, 20)},
-        whipsaw_protection={"max_cycles": 5, "window": unit(bars, 30),
-                            "min_reentry": unit(bars, 20)},
+        whipsaw_protection={
+            "max_cycles": 5,
+            "window": unit(bars, 30),
+            "min_reentry": unit(bars, 20),
+        },
     )
     c.regime(0, "bull")
     c.fill("AAA", 0, 0, 100)
@@ -284,8 +291,11 @@ def test_change_inside_cooldown_is_suppressed_and_logged(tmp_path, bars):
     c = Clock(
         ProtectionOrchestrator(
             profile(
-                regime_override={"window": unit(bars, 2), "cooldown": unit(bars, 10),
-                                 "can_override": {"critical": [HOLDING]}},
+                regime_override={
+                    "window": unit(bars, 2),
+                    "cooldown": unit(bars, 10),
+                    "can_override": {"critical": [HOLDING]},
+                },
                 holding_period={"min_hold": unit(bars, 50)},
             ),
             audit=AuditLog(path),
@@ -312,8 +322,10 @@ def test_change_inside_cooldown_is_suppressed_and_logged(tmp_path, bars):
     assert suppressed[0]["severity"] == "critical"
     assert suppressed[0]["time"].startswith(day(10).date().isoformat())
     opened = [r for r in records if r["kind"] == "override_window_opened"]
-    assert [r["time"][:10] for r in opened] == [day(1).date().isoformat(),
-                                                day(11).date().isoformat()]
+    assert [r["time"][:10] for r in opened] == [
+        day(1).date().isoformat(),
+        day(11).date().isoformat(),
+    ]
 
 
 @pytest.mark.parametrize("label", ["BULL", "panic", ""])
@@ -337,8 +349,11 @@ def everything(core: tuple[str, ...] = ("SPY",)) -> Clock:
     return clock(
         True,
         core_asset_immunity={"assets": list(core)},
-        regime_override={"window": "5 bars", "cooldown": "10 bars",
-                         "can_override": {"critical": [GRACE, HOLDING, WHIPSAW]}},
+        regime_override={
+            "window": "5 bars",
+            "cooldown": "10 bars",
+            "can_override": {"critical": [GRACE, HOLDING, WHIPSAW]},
+        },
         grace_period={"trigger": "close", "duration": "5 bars"},
         holding_period={"min_hold": "10 bars"},
         whipsaw_protection={"max_cycles": 1, "window": "30 days", "min_reentry": "5 bars"},
@@ -568,8 +583,11 @@ def test_holding_protect_without_close_lets_close_through():
 def whipsaw(bars: bool, cycles: int = 2, window: int = 20, reentry: int = 0) -> Clock:
     return clock(
         bars,
-        whipsaw_protection={"max_cycles": cycles, "window": unit(bars, window),
-                            "min_reentry": unit(bars, reentry)},
+        whipsaw_protection={
+            "max_cycles": cycles,
+            "window": unit(bars, window),
+            "min_reentry": unit(bars, reentry),
+        },
     )
 
 

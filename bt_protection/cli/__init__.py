@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "Print the six decision scenarios of the original system."),
     "fetch": ("fetch", "Download daily prices with yfinance into the local cache."),
     "run": ("run", "Run one strategy under one profile into a run folder."),
+    "compare": ("compare", "Run a strategy under several profiles and compare the runs."),
 }
 
 

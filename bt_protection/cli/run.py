@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from bt_protection.runner import RunSpec, default_out, execute_run
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", required=True, help="strategy name, e.g. momentum_rotation")
@@ -32,16 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, metavar="DIR", help="run folder (default: runs/<strategy>-<profile>)"
     )
     parser.add_argument(
-        "--runonce", action=argparse.BooleanOptionalAction, default=True,
+        "--runonce",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="backtrader's vectorised indicator mode (default: on)",
     )
     parser.add_argument(
-        "--preload", action=argparse.BooleanOptionalAction, default=True,
+        "--preload",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="load the feeds before the run (default: on)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from bt_protection.runner import RunSpec, default_out, execute_run  # backtrader: only here
+
     spec = RunSpec(
         strategy=args.strategy,
         profile=args.profile,

@@ -112,13 +112,23 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
 
     @property
     def protection_date(self) -> Any:
-        """The backtest date of the current bar, as the orchestrator receives it (read-only)."""
-        return self._protection_date
+        """The backtest date orders are decided at now (see `protection_bar`)."""
+        return self._order_clock()[0]
 
     @property
     def protection_bar(self) -> int:
-        """The index of the current bar (0 = first bar), as the orchestrator receives it."""
-        return self._protection_bar
+        """The bar index (0 = first bar) orders are decided at now.
+
+        Usually the bar `next` runs on. Timers run before the strategy moves to a new bar while
+        the feeds already have: their orders belong to that new bar, as do its fills.
+        """
+        return self._order_clock()[1]
+
+    def _order_clock(self) -> tuple[Any, int]:
+        newest = max(d.datetime[0] for d in self.datas if len(d))
+        if len(self) == 0 or newest > self.lines.datetime[0]:
+            return bt.num2date(newest), len(self)
+        return self._protection_date, self._protection_bar
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -239,14 +249,15 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         signed = abs(size) if isbuy else -abs(size)
         self._protection_attempts += 1
         attempt = self._protection_attempts
+        when, bar = self._order_clock()
         request = ProtectionRequest(
             asset_name(data),
-            self._protection_date,
+            when,
             current,
             current + signed,
             reason=reason or "",
             score=score,
-            bar=self._protection_bar,
+            bar=bar,
             exempt=bool(exempt) or parent is not None or args["exectype"] in _SAFETY_EXECTYPES,
             metadata={"attempt": attempt},
         )

@@ -1,0 +1,396 @@
+"""Compare one strategy under several profiles: run each, then tabulate, plot and attribute.
+
+`run_comparison` is what `bt-protection compare` calls. Every input is checked before any run
+starts (nothing is written for bad input). The comparison is built in `<out>.partial/`: one run
+folder per profile (written by `execute_run`, in parallel worker processes), ablated profiles
+under `profiles/`, then the tables, the plot and `comparison.json`; the folder is renamed to
+`<out>` at the end. A run that fails is reported on stderr and kept as `<name>.failed/`; the
+others finish. Files and columns: docs/compare.md.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from pandas.api.types import is_integer_dtype, is_numeric_dtype
+from tqdm import tqdm
+
+from bt_protection import __version__
+from bt_protection.attribution import attribute, closes, summarize
+from bt_protection.errors import UserError
+from bt_protection.plots import plot_comparison
+from bt_protection.profile import Profile, load_profile
+from bt_protection.runner import (
+    CSV_FLOAT,
+    PROJECT_ROOT,
+    RunSpec,
+    data_folder,
+    execute_run,
+    plan_run,
+)
+from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
+
+DEFAULT_STRATEGY = "momentum_rotation"
+DEFAULT_PROFILES = ("off", "conservative", "balanced", "aggressive")
+PROFILES_FOLDER = "profiles"
+IDENTITY = ("strategy", "data", "start", "end")  # what makes two comparisons the same one
+WORKER_PRELOAD = ("bt_protection.runner", "strategies")
+PERCENT_COLUMNS = (
+    "total_return",
+    "cagr",
+    "volatility",
+    "max_drawdown",
+    "delta_total_return",
+    "delta_max_drawdown",
+)
+OUTPUT_FILES = (
+    "comparison.csv",
+    "comparison.md",
+    "comparison.png",
+    "attribution.csv",
+    "attribution_summary.csv",
+    "comparison.json",
+)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: DataFrames have no single truth value
+class Comparison:
+    """A finished comparison: its folder, the table (comparison.csv), the complete runs by
+    name, the attribution tables, and the failed runs' errors by name."""
+
+    path: Path
+    table: pd.DataFrame
+    runs: dict[str, Run]
+    attribution: pd.DataFrame
+    attribution_summary: pd.DataFrame
+    failed: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One run of the comparison: its folder name, spec, loaded profile and, for an ablation,
+    (the run it ablates, the system switched off)."""
+
+    name: str
+    spec: RunSpec
+    profile: Profile
+    ablation: tuple[str, str] | None = None
+
+
+def default_profiles() -> list[Path]:
+    """configs/{off,conservative,balanced,aggressive}.yaml of the current directory, or else
+    of the project the package came from."""
+    folder = Path("configs")
+    folder = folder if folder.is_dir() else PROJECT_ROOT / folder
+    return [folder / f"{name}.yaml" for name in DEFAULT_PROFILES]
+
+
+def default_out(strategy: str) -> Path:
+    """`runs/compare-<strategy>`."""
+    return Path("runs") / f"compare-{strategy}"
+
+
+def run_comparison(
+    strategy: str = DEFAULT_STRATEGY,
+    profiles: Sequence[str | os.PathLike[str]] | None = None,
+    *,
+    data: str | os.PathLike[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    cash: float = RunSpec.cash,
+    commission: float = RunSpec.commission,
+    slippage: float = RunSpec.slippage,
+    ablate: bool = False,
+    jobs: int | None = None,
+    out: str | os.PathLike[str] | None = None,
+    allow_mixed_data: bool = False,
+    progress: bool = True,
+) -> Comparison:
+    """Run `strategy` under each profile (and, with `ablate`, under each profile with one
+    enabled protection switched off) into `out` and write the comparison files there.
+
+    `jobs`: worker processes (default: one per run, at most one per CPU; 1 runs in this
+    process). Raises UserError, with nothing written, for bad input.
+    """
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs must be 1 or more, not {jobs}.")
+    out = Path(out) if out is not None else default_out(strategy)
+    partial = out.with_name(out.name + ".partial").resolve()
+    loaded = _load_profiles(default_profiles() if profiles is None else profiles)
+    base = RunSpec(
+        strategy, "", data=data, start=start, end=end, cash=cash, commission=commission,
+        slippage=slippage,
+    )
+    plan = plan_run(replace(base, profile=loaded[0][0]), partial / loaded[0][1].name)
+    base = replace(base, data=data_folder(base).resolve())  # workers may have another cwd
+    identity = {"strategy": strategy, **{key: plan.fingerprint[key] for key in IDENTITY[1:]}}
+    entries = _entries(base, loaded, ablate, partial / PROFILES_FOLDER)
+    _check_out(out, identity)
+    workers = min(jobs or os.cpu_count() or 1, len(entries))
+
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    if ablate:
+        _write_ablated(entries, partial / PROFILES_FOLDER)
+    failed = _execute(entries, partial, out, workers, progress)
+    runs = {e.name: load_run(partial / e.name) for e in entries if e.name not in failed}
+    table, found, summary = _write_outputs(partial, runs, plan.frames, allow_mixed_data)
+    _write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
+    _install(partial, out)
+    moved = {name: replace(run, path=out / name) for name, run in runs.items()}
+    return Comparison(out, table, moved, found, summary, failed)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _load_profiles(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Profile]]:
+    if not paths:
+        raise UserError("no profiles given; pass at least one profile file to compare.")
+    return [(Path(path).resolve(), load_profile(path)) for path in paths]
+
+
+def _entries(
+    base: RunSpec, loaded: list[tuple[Path, Profile]], ablate: bool, ablated_folder: Path
+) -> list[_Entry]:
+    """The runs in table order: each profile, then its ablations; names must be unique."""
+    entries = []
+    for path, profile in loaded:
+        entries.append(_Entry(profile.name, replace(base, profile=path), profile))
+        for system in profile.enabled_systems if ablate else ():
+            ablated = ablated_profile(profile, system)
+            spec = replace(base, profile=ablated_folder / f"{ablated.name}.yaml")
+            entries.append(_Entry(ablated.name, spec, ablated, (profile.name, system)))
+    seen: dict[str, _Entry] = {}
+    for entry in entries:
+        _check_name(entry.name, entry.spec.profile)
+        if entry.name in seen:
+            raise UserError(
+                f"two runs would be named {entry.name!r} ({seen[entry.name].spec.profile} and "
+                f"{entry.spec.profile}); run folders are named after the profile's `name:`, "
+                "so give each profile its own name."
+            )
+        seen[entry.name] = entry
+    return entries
+
+
+def _check_name(name: str, profile: str | os.PathLike[str]) -> None:
+    if not name or name.startswith(".") or "/" in name or "\\" in name or name == PROFILES_FOLDER:
+        raise UserError(
+            f"{profile}: profile name {name!r} cannot name a run folder; use letters, digits, "
+            f"'-' or '_' (and not {PROFILES_FOLDER!r})."
+        )
+
+
+def _check_out(out: Path, identity: dict[str, Any]) -> None:
+    """`out` must be absent, empty, or hold the same comparison (which is then replaced)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder for the comparison.")
+    manifest = out / "comparison.json"
+    try:
+        old = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict):
+        if any(out.iterdir()):
+            raise UserError(
+                f"--out {out} exists and is not a comparison folder (no readable "
+                "comparison.json); choose another folder or remove it."
+            )
+        return
+    previous = {key: old.get(key) for key in IDENTITY}
+    if previous != identity:
+        raise UserError(
+            f"--out {out} already holds another comparison ({_describe(previous)}), not "
+            f"{_describe(identity)}; choose another folder or remove it."
+        )
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    data = " ".join(identity["data"] or ())
+    return f"{identity['strategy']} on {data} from {identity['start']} to {identity['end']}"
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def ablated_profile(profile: Profile, system: str) -> Profile:
+    """`profile` with `system` switched off, named `<profile>-without-<system>`."""
+    settings = profile.to_dict()
+    settings["name"] = f"{profile.name}{ABLATION_MARK}{system}"
+    settings["description"] = f"{profile.name} with {system} switched off (ablation)."
+    settings["protections"][system]["enabled"] = False
+    return load_profile(settings)
+
+
+def _write_ablated(entries: list[_Entry], folder: Path) -> None:
+    """The profile file of each ablation entry, in `folder`, where its spec reads it."""
+    folder.mkdir()
+    for entry in entries:
+        if entry.ablation is not None:
+            text = yaml.safe_dump(entry.profile.to_dict(), sort_keys=False)
+            Path(entry.spec.profile).write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _pool_context() -> BaseContext:
+    """forkserver (workers fork from a server that has imported the runner and strategies
+    once), or spawn where forkserver does not exist."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WORKER_PRELOAD))
+    return context
+
+
+def _attempt(entry: _Entry, folder: Path) -> BaseException | None:
+    """Run `entry` in this process; the exception if it failed."""
+    try:
+        execute_run(entry.spec, folder / entry.name)
+    except Exception as error:  # a failing run is reported, the comparison goes on
+        return error
+    return None
+
+
+def _execute(
+    entries: list[_Entry], folder: Path, out: Path, workers: int, progress: bool
+) -> dict[str, str]:
+    """Run every entry into `folder` (in this process when `workers` is 1) with a progress
+    bar; returns the failed runs' errors by name, in table order."""
+    failed: dict[str, str] = {}
+    bar = tqdm(
+        total=len(entries), desc="compare", unit="run", file=sys.stderr,
+        disable=None if progress else True,
+    )
+
+    def finished(entry: _Entry, error: BaseException | None) -> None:
+        if error is not None:
+            failed[entry.name] = _failure(folder / f"{entry.name}.failed", error)
+            tqdm.write(
+                f"run {entry.name} failed: {failed[entry.name]} (kept as "
+                f"{out / entry.name}.failed/).",
+                file=sys.stderr,
+            )
+        bar.update()
+
+    with bar:
+        if workers == 1:
+            for entry in entries:
+                finished(entry, _attempt(entry, folder))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+                futures = {pool.submit(execute_run, e.spec, folder / e.name): e for e in entries}
+                for future in as_completed(futures):
+                    finished(futures[future], future.exception())
+    return {e.name: failed[e.name] for e in entries if e.name in failed}
+
+
+def _failure(kept: Path, error: BaseException) -> str:
+    """The error as the failed run's status.json names it, else the exception's text."""
+    try:
+        return str(json.loads((kept / "status.json").read_text(encoding="utf-8"))["error"])
+    except (OSError, ValueError, KeyError):
+        return f"{type(error).__name__}: {error}"
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _write_outputs(
+    folder: Path, runs: dict[str, Run], frames: dict[str, pd.DataFrame], allow_mixed_data: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """comparison.csv/.md/.png and the attribution files (none when no run completed)."""
+    table = compare_runs(runs, allow_mixed_data=allow_mixed_data)
+    found = attribute(runs, closes(frames))
+    summary = summarize(found)
+    if not runs:
+        return table, found, summary
+    csv = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
+    table.to_csv(folder / "comparison.csv", **csv)
+    (folder / "comparison.md").write_text(markdown_table(table), encoding="utf-8")
+    plot_comparison(runs, folder / "comparison.png")
+    found.to_csv(folder / "attribution.csv", index=False, **csv)
+    summary.to_csv(folder / "attribution_summary.csv", index=False, **csv)
+    return table, found, summary
+
+
+def _manifest(
+    identity: dict[str, Any],
+    base: RunSpec,
+    entries: list[_Entry],
+    runs: dict[str, Run],
+    failed: dict[str, str],
+) -> dict[str, Any]:
+    """comparison.json: what was compared, on which data, and each run's fingerprint."""
+    records = []
+    for entry in entries:
+        record: dict[str, Any] = {
+            "name": entry.name,
+            "profile_hash": entry.profile.hash,
+            "ablation": None,
+        }
+        if entry.ablation is not None:
+            record["ablation"] = {"of": entry.ablation[0], "protection": entry.ablation[1]}
+        if entry.name in runs:
+            record |= {"status": "complete", "fingerprint": runs[entry.name].summary["fingerprint"]}
+        else:
+            record |= {"status": "failed", "error": failed[entry.name]}
+        records.append(record)
+    settings = {"cash": base.cash, "commission": base.commission, "slippage": base.slippage}
+    return {**identity, "package_version": __version__, **settings, "runs": records}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _install(partial: Path, out: Path) -> None:
+    """Put the finished comparison in place of `out`; an earlier `out` goes only now."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The table as GitHub markdown: returns and drawdowns in %, counts as integers, other
+    numbers to 2 decimals, blanks for missing values."""
+    numeric = [is_numeric_dtype(table[column]) for column in table.columns]
+    cells = [_cells(table[column]) for column in table.columns]
+    lines = [
+        "| " + " | ".join([str(table.index.name or ""), *table.columns]) + " |",
+        "|:---|" + "|".join("---:" if number else ":---" for number in numeric) + "|",
+    ]
+    for i, name in enumerate(table.index):
+        lines.append("| " + " | ".join([str(name), *(column[i] for column in cells)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cells(column: pd.Series) -> list[str]:
+    if not is_numeric_dtype(column):
+        return column.fillna("").astype(str).tolist()
+    if column.name in PERCENT_COLUMNS:
+        form = "{:.1%}"
+    elif is_integer_dtype(column):
+        form = "{:d}"
+    else:
+        form = "{:,.2f}"
+    return ["" if pd.isna(value) else form.format(value) for value in column]

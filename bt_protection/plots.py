@@ -1,0 +1,136 @@
+"""Comparison plots: equity curves, drawdowns and denials by system over time.
+
+Figures are built with matplotlib's object API on the Agg canvas (no pyplot state, nothing is
+shown): each function returns its `Figure`, which a notebook displays and `path` saves. Runs
+are given as `bt_protection.runs.named_runs` takes them (Run objects, run folders or a
+mapping name -> Run); a run keeps its colour in every panel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import PercentFormatter
+
+from bt_protection.protections.base import registry
+from bt_protection.runs import Run, RunLike, named_runs
+
+Runs = Mapping[str, Run] | Iterable[RunLike]
+SYSTEM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
+DPI = 100
+
+
+def _colours(count: int) -> list[tuple[float, ...]]:
+    cmap = matplotlib.colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def _axes(ax: Axes | None, size: tuple[float, float] = (11, 4)) -> Axes:
+    if ax is not None:
+        return ax
+    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure.add_subplot()
+
+
+def _legend(ax: Axes, **kwargs: object) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncols=2, **kwargs)
+
+
+def plot_equity(runs: Runs, ax: Axes | None = None) -> Figure:
+    """Portfolio value of each run over time (log scale)."""
+    named = named_runs(runs)
+    ax = _axes(ax)
+    for colour, (name, run) in zip(_colours(len(named)), named.items(), strict=True):
+        ax.plot(run.equity.index, run.equity["value"], color=colour, lw=1.2, label=name)
+    ax.set_yscale("log")
+    ax.set_title("Equity")
+    ax.set_ylabel("portfolio value")
+    ax.grid(alpha=0.3)
+    _legend(ax, loc="upper left")
+    return ax.figure
+
+
+def drawdown(value: pd.Series) -> pd.Series:
+    """Fall from the running peak at each bar, as a negative fraction."""
+    return value / value.cummax() - 1
+
+
+def plot_drawdowns(runs: Runs, ax: Axes | None = None, legend: bool = True) -> Figure:
+    """Drawdown of each run's portfolio value from its running peak."""
+    named = named_runs(runs)
+    ax = _axes(ax)
+    for colour, (name, run) in zip(_colours(len(named)), named.items(), strict=True):
+        ax.plot(run.equity.index, drawdown(run.equity["value"]), color=colour, lw=1, label=name)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title("Drawdown")
+    ax.set_ylabel("below peak")
+    ax.grid(alpha=0.3)
+    if legend:
+        _legend(ax, loc="lower left")
+    return ax.figure
+
+
+def denial_counts(run: Run) -> pd.DataFrame:
+    """Cumulative denials per blocking system at each decision date (one column per system
+    that denied anything; a denial counts for every system that blocked it)."""
+    decisions = run.decisions
+    if decisions.empty:
+        return pd.DataFrame()
+    denied = decisions.loc[~decisions["approved"].astype(bool), ["time", "blocking_systems"]]
+    rows = denied.explode("blocking_systems").dropna()
+    if rows.empty:
+        return pd.DataFrame()
+    counts = pd.crosstab(rows["time"], rows["blocking_systems"]).cumsum()
+    return counts[[system for system in registry() if system in counts.columns]]
+
+
+def plot_denials(runs: Runs, ax: Axes | None = None) -> Figure:
+    """Cumulative denials over time: colour = run (as in the other panels), style = system."""
+    named = named_runs(runs)
+    ax = _axes(ax)
+    styles = dict(zip(registry(), SYSTEM_STYLES, strict=False))
+    used: set[str] = set()
+    for colour, (_, run) in zip(_colours(len(named)), named.items(), strict=True):
+        counts = denial_counts(run)
+        start, end = run.equity.index[0], run.equity.index[-1]
+        for system in counts.columns:
+            # from 0 at the first bar to the total at the last one
+            series = pd.concat([pd.Series([0], [start]), counts[system]])
+            series.loc[end] = series.iloc[-1]
+            ax.step(series.index, series, where="post", color=colour, ls=styles[system], lw=1.2)
+            used.add(system)
+    if used:
+        handles = [Line2D([], [], color="0.3", ls=styles[s]) for s in registry() if s in used]
+        ax.legend(handles, [s for s in registry() if s in used], fontsize=7, loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no denials", transform=ax.transAxes, ha="center", va="center")
+    ax.set_title("Denials by system (cumulative)")
+    ax.set_ylabel("denied orders")
+    ax.grid(alpha=0.3)
+    return ax.figure
+
+
+def plot_comparison(runs: Runs, path: str | Path | None = None) -> Figure:
+    """The three panels of comparison.png (equity, drawdown, denials) on one shared time axis;
+    saved as PNG to `path` when given."""
+    named = named_runs(runs)
+    figure = Figure(figsize=(11, 11), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    equity, drawdowns, denied = figure.subplots(
+        3, 1, sharex=True, height_ratios=(2, 1.2, 1.2)
+    )
+    plot_equity(named, equity)
+    plot_drawdowns(named, drawdowns, legend=False)  # the equity panel's legend names the runs
+    plot_denials(named, denied)
+    if path is not None:
+        figure.savefig(path, format="png")
+    return figure
