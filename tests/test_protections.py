@@ -454,12 +454,25 @@ def test_grace_ends_with_a_recovery_score(block, staying, ending):
     assert c.ask("AAA", 3, 100, 0).approved
 
 
-def test_grace_with_trigger_close_also_ends_with_a_recovery_score():
-    c = grace(True, 10)
+def test_grace_with_trigger_close_ends_by_score_only_with_an_explicit_recovery_score():
+    c = grace(True, 10, recovery_score=0.5)
     c.fill("AAA", 0, 0, 100)
     assert not c.ask("AAA", 1, 100, 0).approved
-    c.scores(2, {"AAA": 0.0})
-    assert not status(c, "AAA", 2)["grace_period"]["in_grace"]
+    c.scores(2, {"AAA": 0.49})
+    assert status(c, "AAA", 2)["grace_period"]["in_grace"]
+    c.scores(3, {"AAA": 0.5})
+    assert not status(c, "AAA", 3)["grace_period"]["in_grace"]
+
+
+def test_grace_with_trigger_close_is_not_ended_by_scores_at_the_default_threshold():
+    # a rotation strategy reports a positive score for the asset it is dropping: its grace
+    # must keep running so the close goes through once the grace has elapsed
+    c = grace(True, 5)
+    c.fill("AAA", 0, 0, 100)
+    assert not c.ask("AAA", 1, 100, 0).approved
+    c.scores(6, {"AAA": 0.3})
+    assert status(c, "AAA", 6)["grace_period"]["in_grace"]
+    assert c.ask("AAA", 6, 100, 0).approved
 
 
 @pytest.mark.parametrize("target", [150, -100], ids=["increase", "reverse-not-selection"])

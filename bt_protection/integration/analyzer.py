@@ -31,9 +31,10 @@ class ProtectionAnalyzer(bt.Analyzer):
     """Collects every decision of a `ProtectionMixin` strategy.
 
     `get_analysis()`: the orchestrator's `get_performance_metrics()` plus `by_system`
-    (per system: `denied`, decisions it blocked; `would_block`, decisions approved although it
-    objected, in shadow mode or as a safety exit; `overridden`, denials the regime override
-    lifted) and `by_action` (per action: `requested`, `approved`, `denied`).
+    (per system: `denied`, decisions it blocked, as `blocks_by_system`; `would_block`,
+    decisions approved although it objected, in shadow mode or as a safety exit, as
+    `would_block_by_system`; `overridden`, denials the regime override lifted) and `by_action`
+    (per action: `requested`, `approved`, `denied`).
     `to_frame()`: one row per decision, in decision order, indexed by backtest `date`.
     """
 

@@ -2,8 +2,9 @@
 
 `trigger: close`: the first close request of an asset not in grace starts the grace (and is
 denied). `trigger: score`: a score below `threshold` starts it. Grace ends when the position
-reaches zero, when a score at or above `recovery_score` arrives, or when an open or increase
-of the asset is approved.
+reaches zero, when a score at or above `recovery_score` arrives (by default `threshold` with
+`trigger: score`; with `trigger: close` only when `recovery_score` is set), or when an open or
+increase of the asset is approved.
 """
 
 from __future__ import annotations
@@ -31,8 +32,16 @@ class GracePeriodConfig(ProtectionConfig):
     duration: Duration = Duration.parse("5 bars")
 
     @property
-    def recovery(self) -> float:
-        return self.threshold if self.recovery_score is None else self.recovery_score
+    def recovery(self) -> float | None:
+        """The score that ends a grace: `recovery_score`, else `threshold` with `trigger: score`.
+
+        With `trigger: close` the strategy's own close starts the grace, not a score, so scores
+        end it only when `recovery_score` is set: a rotation strategy that reports a positive
+        score for an asset it drops must not restart that asset's grace at every rebalance.
+        """
+        if self.recovery_score is not None:
+            return self.recovery_score
+        return self.threshold if self.trigger is GraceTrigger.SCORE else None
 
 
 _EXITS = frozenset({Action.CLOSE, Action.REVERSE})
@@ -101,7 +110,8 @@ class GracePeriod(Protection):
 
     def _score(self, asset: str, score: float, now: ClockPoint) -> None:
         if asset in self._since:
-            if score >= self.config.recovery:
+            recovery = self.config.recovery
+            if recovery is not None and score >= recovery:
                 del self._since[asset]
                 self.emit("grace_ended", now, {"asset": asset, "why": f"score {score:g} recovered"})
         elif self.config.trigger is GraceTrigger.SCORE and score < self.config.threshold:
