@@ -142,6 +142,13 @@ class ProtectionResult:
         if type(self.details) is not MappingProxyType:  # read-only, so decisions stay immutable
             object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a mappingproxy does not pickle; rebuild from a plain copy (optstrategy, processes)
+        return (
+            ProtectionResult,
+            (self.system, self.priority, self.allowed, self.reason, dict(self.details)),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "system": self.system,

@@ -111,12 +111,6 @@ def test_analyzer_frame_has_one_row_per_decision() -> None:
     pd.testing.assert_frame_equal(frame, again)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="models bug: ProtectionResult.details defaults to a MappingProxyType, which does "
-    "not pickle, so optstrategy(maxcpus>1) cannot send the analyzer's decisions back",
-)
 def test_analyzer_results_pickle_for_multiprocess_optimisation() -> None:
     engine = cerebro(("AAPL", "AMZN"), "2014-06-30")
     engine.optstrategy(SmaCrossover, protection=[HOLD])
