@@ -169,7 +169,10 @@ def main() -> None:
     args = parser.parse_args()
     decisions = 20_000 if args.quick else 200_000
     print("decisions/s of can_execute_action, all five systems on (one core)")
-    print(f"{'assets':>7} {'audit':>6} {'decisions':>10} {'per second':>12} {'p50 us':>8} {'p99 us':>8}")
+    print(
+        f"{'assets':>7} {'audit':>6} {'decisions':>10} {'per second':>12} "
+        f"{'p50 us':>8} {'p99 us':>8}"
+    )
     for assets in (10, 1_000, 10_000):
         for audit in (False, True):
             r = measure(assets, decisions, audit)
@@ -182,7 +185,10 @@ def main() -> None:
         f"{run['years']}-year daily run, 20 decisions a bar: {run['first_year']:,.0f}/s in the "
         f"first year, {run['last_year']:,.0f}/s in the last"
     )
-    print(f"state memory, 1,000 assets: {state_memory(1000):.2f} MB; 10,000 assets: {state_memory(10_000):.2f} MB")
+    print(
+        f"state memory, 1,000 assets: {state_memory(1000):.2f} MB; "
+        f"10,000 assets: {state_memory(10_000):.2f} MB"
+    )
     print(
         f"memory growth of a 1,000-asset orchestrator over {decisions:,} decisions: "
         f"{memory_after(decisions):.3f} MB"

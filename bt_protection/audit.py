@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import weakref
-from types import MappingProxyType
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any
 
 import orjson

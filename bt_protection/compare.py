@@ -46,7 +46,8 @@ DEFAULT_STRATEGY = "momentum_rotation"
 DEFAULT_PROFILES = ("off", "conservative", "balanced", "aggressive")
 PROFILES_FOLDER = "profiles"
 IDENTITY = ("strategy", "data", "start", "end")  # what makes two comparisons the same one
-WORKER_PRELOAD = ("bt_protection.runner", "strategies")
+# imported once by the forkserver; "__main__" spares each worker re-running the main script
+WORKER_PRELOAD = ("__main__", "bt_protection.runner", "strategies")
 PERCENT_COLUMNS = (
     "total_return",
     "cagr",
@@ -127,7 +128,8 @@ def run_comparison(
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs must be 1 or more, not {jobs}.")
     out = Path(out) if out is not None else default_out(strategy)
-    partial = out.with_name(out.name + ".partial").resolve()
+    folder = out.resolve()  # `--out .` has no name to put `.partial` after
+    partial = folder.with_name(folder.name + ".partial")
     loaded = _load_profiles(default_profiles() if profiles is None else profiles)
     base = RunSpec(
         strategy, "", data=data, start=start, end=end, cash=cash, commission=commission,
@@ -148,7 +150,7 @@ def run_comparison(
     runs = {e.name: load_run(partial / e.name) for e in entries if e.name not in failed}
     table, found, summary = _write_outputs(partial, runs, plan.frames, allow_mixed_data)
     _write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
-    _install(partial, out)
+    _install(partial, folder)
     moved = {name: replace(run, path=out / name) for name, run in runs.items()}
     return Comparison(out, table, moved, found, summary, failed)
 
@@ -281,12 +283,10 @@ def _execute(
 
     def finished(entry: _Entry, error: BaseException | None) -> None:
         if error is not None:
-            failed[entry.name] = _failure(folder / f"{entry.name}.failed", error)
-            tqdm.write(
-                f"run {entry.name} failed: {failed[entry.name]} (kept as "
-                f"{out / entry.name}.failed/).",
-                file=sys.stderr,
-            )
+            kept = folder / f"{entry.name}.failed"
+            failed[entry.name] = _failure(kept, error)
+            where = f" (kept as {out / kept.name}/)" if kept.is_dir() else ""
+            tqdm.write(f"run {entry.name} failed{where}: {failed[entry.name]}", file=sys.stderr)
         bar.update()
 
     with bar:

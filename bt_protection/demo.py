@@ -15,13 +15,25 @@ DEMO_PROFILE = {
     "description": "Every protection on, with short clocks so the scenarios fit in 60 bars.",
     "protections": {
         "core_asset_immunity": {"enabled": True, "assets": ["SPY"]},
-        "regime_override": {"enabled": True, "window": "5 bars", "cooldown": "40 bars",
-                            "can_override": {"critical": ["whipsaw_protection", "holding_period"]}},
-        "grace_period": {"enabled": True, "trigger": "score", "threshold": 0.5,
-                         "duration": "5 bars"},
+        "regime_override": {
+            "enabled": True,
+            "window": "5 bars",
+            "cooldown": "40 bars",
+            "can_override": {"critical": ["whipsaw_protection", "holding_period"]},
+        },
+        "grace_period": {
+            "enabled": True,
+            "trigger": "score",
+            "threshold": 0.5,
+            "duration": "5 bars",
+        },
         "holding_period": {"enabled": True, "min_hold": "20 bars"},
-        "whipsaw_protection": {"enabled": True, "max_cycles": 2, "window": "60 days",
-                               "min_reentry": "5 bars"},
+        "whipsaw_protection": {
+            "enabled": True,
+            "max_cycles": 2,
+            "window": "60 days",
+            "min_reentry": "5 bars",
+        },
     },
 }
 
@@ -67,12 +79,16 @@ def demo_table(scenarios: list[Scenario]) -> pd.DataFrame:
     rows = []
     for i, s in enumerate(scenarios, 1):
         req, dec = s.request, s.decision
-        rows.append({
-            "#": i,
-            "scenario": s.title,
-            "request": f"{dec.action.value} {req.asset} {req.current_size:g} -> {req.target_size:g}",
-            "outcome": "APPROVED" if dec.approved else "DENIED",
-            "decided by": dec.blocking_systems[0] if dec.blocking_systems else "-",
-            "reason": dec.reason,
-        })
+        rows.append(
+            {
+                "#": i,
+                "scenario": s.title,
+                "request": (
+                    f"{dec.action.value} {req.asset} {req.current_size:g} -> {req.target_size:g}"
+                ),
+                "outcome": "APPROVED" if dec.approved else "DENIED",
+                "decided by": dec.blocking_systems[0] if dec.blocking_systems else "-",
+                "reason": dec.reason,
+            }
+        )
     return pd.DataFrame(rows).set_index("#")

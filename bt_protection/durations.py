@@ -37,7 +37,9 @@ class ClockPoint:
 _PATTERN = re.compile(r"^\s*(\d+)\s*(bar|bars|day|days|week|weeks)\s*$", re.IGNORECASE)
 _DAYS_PER = {"bar": 0, "day": 1, "week": 7}
 
-BARE_NUMBER_HINT = 'durations carry a unit: write "10 bars" (trading sessions) or "14 days" (calendar time)'
+BARE_NUMBER_HINT = (
+    'durations carry a unit: write "10 bars" (trading sessions) or "14 days" (calendar time)'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ class Duration:
         """Parse `"10 bars"`, `"14 days"` or `"2 weeks"`; bare numbers are refused."""
         if isinstance(value, Duration):
             return value
-        if isinstance(value, bool) or isinstance(value, (int, float)):
+        if isinstance(value, (bool, int, float)):
             raise ValueError(f"{value!r} is a bare number; {BARE_NUMBER_HINT}.")
         if not isinstance(value, str):
             raise ValueError(f"{value!r} is not a duration; {BARE_NUMBER_HINT}.")

@@ -67,7 +67,9 @@ class ProtectionOrchestrator:
         self._overriders = [
             p for p in self._protections if type(p).overrides is not Protection.overrides
         ]
-        self._approved_reasons = {a: f"Approved: no protection blocks this {a.value}." for a in Action}
+        self._approved_reasons = {
+            a: f"Approved: no protection blocks this {a.value}." for a in Action
+        }
         self._shadow = self.profile.mode is Mode.SHADOW
         self._approve_on_error = self.profile.on_error is OnError.APPROVE
         self._regimes = self.profile.regimes
@@ -290,7 +292,9 @@ class ProtectionOrchestrator:
         if not (math.isfinite(before) and math.isfinite(after)):
             raise ValueError(f"fill sizes of {asset} must be finite, not {before} -> {after}.")
         if before == after:
-            raise ValueError(f"fill of {asset} changes nothing: size_before and size_after are {before:g}.")
+            raise ValueError(
+                f"fill of {asset} changes nothing: size_before and size_after are {before:g}."
+            )
         known = self._positions.get(asset)
         if known is None and before != 0:
             raise ValueError(
@@ -304,7 +308,9 @@ class ProtectionOrchestrator:
         now = self._advance(date, bar)
         self._positions[asset] = after
         for protection in self._hooks["on_fill"]:
-            self._guarded(protection, "on_fill", now, asset, protection.on_fill, asset, now, before, after)
+            self._guarded(
+                protection, "on_fill", now, asset, protection.on_fill, asset, now, before, after
+            )
         self._emit("fill", now, {"asset": asset, "size_before": before, "size_after": after})
 
     def on_regime(self, date: Any, regime: str, bar: int | None = None) -> None:
@@ -339,18 +345,30 @@ class ProtectionOrchestrator:
             self._guarded(protection, "on_scores", now, None, protection.on_scores, now, clean)
 
     def _guarded(
-        self, protection: Protection, hook: str, now: ClockPoint, asset: str | None, fn: Any, *args: Any
+        self,
+        protection: Protection,
+        hook: str,
+        now: ClockPoint,
+        asset: str | None,
+        fn: Any,
+        *args: Any,
     ) -> None:
         """Run an event hook; a failure is recorded and counted, and the run goes on."""
         try:
             fn(*args)
         except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
             self._counts["errors"] += 1
-            self._emit("error", now, {"asset": asset, "hook": hook, "error": self._error_text(protection, exc)})
+            self._emit(
+                "error",
+                now,
+                {"asset": asset, "hook": hook, "error": self._error_text(protection, exc)},
+            )
 
     # --- questions --------------------------------------------------------------------------
 
-    def get_protection_status(self, asset: str, date: Any, bar: int | None = None) -> dict[str, Any]:
+    def get_protection_status(
+        self, asset: str, date: Any, bar: int | None = None
+    ) -> dict[str, Any]:
         """Each system's view of `asset` at `date` (disabled systems say `enabled: False`)."""
         now = self._query_point(date, bar)
         protections: dict[str, Any] = {}
@@ -392,7 +410,9 @@ class ProtectionOrchestrator:
         else:
             lines = [head + decision.reason]
         if decision.overridden_systems:
-            lines.append(f"Lifted by the regime override: {', '.join(decision.overridden_systems)}.")
+            lines.append(
+                f"Lifted by the regime override: {', '.join(decision.overridden_systems)}."
+            )
         return "\n".join(lines)
 
     def get_performance_metrics(self) -> dict[str, Any]:
@@ -406,7 +426,9 @@ class ProtectionOrchestrator:
         counts["decision_time_us"] = {
             "mean": self._latency_total / n / 1000.0 if n else 0.0,
             "p50": samples[len(samples) // 2] / 1000.0 if samples else 0.0,
-            "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1000.0 if samples else 0.0,
+            "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1000.0
+            if samples
+            else 0.0,
         }
         return counts
 

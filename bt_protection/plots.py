@@ -123,7 +123,8 @@ def plot_comparison(runs: Runs, path: str | Path | None = None) -> Figure:
     """The three panels of comparison.png (equity, drawdown, denials) on one shared time axis;
     saved as PNG to `path` when given."""
     named = named_runs(runs)
-    figure = Figure(figsize=(11, 11), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(11, 11), dpi=DPI)
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.04, top=0.97, hspace=0.18)
     FigureCanvasAgg(figure)
     equity, drawdowns, denied = figure.subplots(
         3, 1, sharex=True, height_ratios=(2, 1.2, 1.2)

@@ -380,9 +380,13 @@ def _walk(
 # --- extends -------------------------------------------------------------------------------------
 
 
-def _with_parents(layer: _Layer, chain: tuple[tuple[Path, str], ...]) -> list[_Layer]:
-    """`layer` followed by the profiles it extends, nearest first; refuses cycles and missing
-    files. `chain` holds the (resolved path, shown name) of the files extending this one."""
+def _with_parents(
+    layer: _Layer, chain: tuple[tuple[Path, str], ...], root: Path | None = None
+) -> list[_Layer]:
+    """`layer` followed by the profiles it extends, nearest first; refuses cycles, missing
+    files and files outside `root`. `chain` holds the (resolved path, shown name) of the files
+    extending this one; `root` is the folder every file of the chain must lie in (or below):
+    the folder of the first file, or the working directory for a mapping."""
     extends = layer.data.get("extends")
     if extends is None:
         return [layer]
@@ -394,16 +398,23 @@ def _with_parents(layer: _Layer, chain: tuple[tuple[Path, str], ...]) -> list[_L
 
     if not isinstance(extends, str) or not extends.strip():
         raise fail(f"expected the name of a profile file, not {_describe(extends)}.")
+    if root is None:
+        root = (Path.cwd() if layer.file == _MAPPING_NAME else Path(layer.file).parent).resolve()
     if layer.file != _MAPPING_NAME:
         chain = (*chain, (Path(layer.file).resolve(), layer.file))
     folder = "" if layer.file == _MAPPING_NAME else os.path.dirname(layer.file)
     target = os.path.normpath(os.path.join(folder, extends))
+    if not Path(target).resolve().is_relative_to(root):  # symlinks are followed first
+        raise fail(
+            f"{target} lies outside {root}; extends may only name files in that folder "
+            "or its subfolders."
+        )
     if Path(target).resolve() in {resolved for resolved, _ in chain}:
         cycle = " -> ".join([*(shown for _, shown in chain), target])
         raise fail(f"profiles extend each other in a cycle: {cycle}.")
     if not Path(target).is_file():
         raise fail(f"{target} does not exist (extends is relative to the file that names it).")
-    return [layer, *_with_parents(_read_layer(target), chain)]
+    return [layer, *_with_parents(_read_layer(target), chain, root)]
 
 
 def _merge_layers(layers: list[_Layer]) -> Mapping[Any, Any]:

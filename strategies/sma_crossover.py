@@ -7,13 +7,16 @@ import backtrader as bt
 from bt_protection.integration.mixin import ProtectionMixin
 
 
-class SmaCrossover(ProtectionMixin, bt.Strategy):
+class SmaCrossoverSignals(bt.Strategy):
     """Per feed: buy `weight` of the portfolio when the fast SMA crosses above the slow one,
     close the position when it crosses below.
 
     A crossover sets what the strategy wants for the asset (long or flat) until the opposite
     crossover; while the position disagrees (the order was denied or rejected), the order is
     sent again on every bar. `weight` defaults to `0.95 / len(datas)`.
+
+    This class has no protection: `SmaCrossover` is the same logic behind the orchestrator
+    (the backtrader benchmark runs both side by side).
     """
 
     params = (
@@ -44,3 +47,7 @@ class SmaCrossover(ProtectionMixin, bt.Strategy):
                 )
             elif not self.long_wanted[i] and held:
                 self.close(data=data, protection_reason="fast SMA below slow SMA")
+
+
+class SmaCrossover(ProtectionMixin, SmaCrossoverSignals):
+    """`SmaCrossoverSignals` with every order asking the protection orchestrator first."""

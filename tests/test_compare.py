@@ -326,12 +326,14 @@ def test_a_failing_run_is_reported_and_the_others_kept(
     argv = ["compare", "--strategy", "fails_under_balanced", "--profiles", *profiles, "--jobs", "1"]
     assert main([*argv, *COMMON, "--out", str(out)]) == 1
     captured = capsys.readouterr()
-    assert "run balanced failed: RuntimeError: boom under balanced" in captured.err
+    kept = out / "balanced.failed"
+    error = "RuntimeError: boom under balanced"
+    assert f"run balanced failed (kept as {kept}/): {error}" in captured.err
     assert "1 of 2 runs failed: balanced." in captured.err
     assert "| off |" in captured.out
     assert list(pd.read_csv(out / "comparison.csv")["run"]) == ["off"]
     assert (out / "off" / "status.json").is_file()
-    status = json.loads((out / "balanced.failed" / "status.json").read_text(encoding="utf-8"))
+    status = json.loads((kept / "status.json").read_text(encoding="utf-8"))
     assert status["status"] == "failed"
     manifest = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
     assert [r["status"] for r in manifest["runs"]] == ["complete", "failed"]

@@ -22,7 +22,9 @@ from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
 
 # Stop orders protect a position that exists: they are safety exits, never held back.
-_SAFETY_EXECTYPES = frozenset({bt.Order.Stop, bt.Order.StopLimit, bt.Order.StopTrail, bt.Order.StopTrailLimit})
+_SAFETY_EXECTYPES = frozenset(
+    {bt.Order.Stop, bt.Order.StopLimit, bt.Order.StopTrail, bt.Order.StopTrailLimit}
+)
 _ORDER_EXTRAS = ("protection_exempt", "protection_reason", "protection_score")
 
 
@@ -80,7 +82,9 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
                 f"broker {type(self.broker).__name__} has no notify(order) method, so denied "
                 "orders could not reach notify_order; use backtrader's BackBroker."
             )
-        self.regime = RegimeIndicator.from_config(self._regime_feed(profile.regime.data), profile.regime)
+        self.regime = RegimeIndicator.from_config(
+            self._regime_feed(profile.regime.data), profile.regime
+        )
         audit = None
         if self.p.audit_path or profile.audit.path:
             from bt_protection.audit import AuditLog
@@ -203,8 +207,15 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         **kwargs: Any,
     ) -> Any:
         args = dict(
-            price=price, plimit=plimit, exectype=exectype, valid=valid, tradeid=tradeid,
-            oco=oco, trailamount=trailamount, trailpercent=trailpercent, parent=parent,
+            price=price,
+            plimit=plimit,
+            exectype=exectype,
+            valid=valid,
+            tradeid=tradeid,
+            oco=oco,
+            trailamount=trailamount,
+            trailpercent=trailpercent,
+            parent=parent,
             transmit=transmit,
         )
         return self._protected_order(True, data, size, args, kwargs)
@@ -226,14 +237,26 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         **kwargs: Any,
     ) -> Any:
         args = dict(
-            price=price, plimit=plimit, exectype=exectype, valid=valid, tradeid=tradeid,
-            oco=oco, trailamount=trailamount, trailpercent=trailpercent, parent=parent,
+            price=price,
+            plimit=plimit,
+            exectype=exectype,
+            valid=valid,
+            tradeid=tradeid,
+            oco=oco,
+            trailamount=trailamount,
+            trailpercent=trailpercent,
+            parent=parent,
             transmit=transmit,
         )
         return self._protected_order(False, data, size, args, kwargs)
 
     def _protected_order(
-        self, isbuy: bool, data: Any, size: float | None, args: dict[str, Any], extra: dict[str, Any]
+        self,
+        isbuy: bool,
+        data: Any,
+        size: float | None,
+        args: dict[str, Any],
+        extra: dict[str, Any],
     ) -> Any:
         if isinstance(data, str):
             data = self.getdatabyname(data)
@@ -271,14 +294,24 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
             return submit(data=data, size=abs(size), **args, **info)
         return self._rejected(isbuy, data, abs(size), args, info)
 
-    def _rejected(self, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]) -> Any:
+    def _rejected(
+        self, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
+    ) -> Any:
         """A denied order: created, marked Rejected and queued as a notification only."""
         order_class = bt.BuyOrder if isbuy else bt.SellOrder
         order = order_class(
-            owner=self, data=data, size=size, price=args["price"], pricelimit=args["plimit"],
-            exectype=args["exectype"], valid=args["valid"], tradeid=args["tradeid"],
-            trailamount=args["trailamount"], trailpercent=args["trailpercent"],
-            parent=args["parent"], transmit=args["transmit"],
+            owner=self,
+            data=data,
+            size=size,
+            price=args["price"],
+            pricelimit=args["plimit"],
+            exectype=args["exectype"],
+            valid=args["valid"],
+            tradeid=args["tradeid"],
+            trailamount=args["trailamount"],
+            trailpercent=args["trailpercent"],
+            parent=args["parent"],
+            transmit=args["transmit"],
         )
         order.addinfo(**info)
         order.reject()

@@ -39,7 +39,8 @@ class CoreAssetConfig(ProtectionConfig):
         if extra:
             raise ConfigError(
                 "protect",
-                f"core asset immunity can protect close, decrease and reverse, not {', '.join(extra)}.",
+                "core asset immunity can protect close, decrease and reverse, "
+                f"not {', '.join(extra)}.",
             )
         if self.dynamic is not None:
             self.dynamic.validate()

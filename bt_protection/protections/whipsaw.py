@@ -25,7 +25,9 @@ class WhipsawConfig(ProtectionConfig):
 
     def validate(self) -> None:
         if self.max_cycles < 1:
-            raise ConfigError("max_cycles", f"max_cycles must be at least 1, not {self.max_cycles}.")
+            raise ConfigError(
+                "max_cycles", f"max_cycles must be at least 1, not {self.max_cycles}."
+            )
 
 
 @register
@@ -42,7 +44,9 @@ class WhipsawProtection(Protection):
         self._last_exit: dict[str, ClockPoint] = {}
         config = self.config
         self._allowed = [  # by the number of round trips in the window, which is below max_cycles
-            self.constant(f"{n} round trips within {config.window} (max {config.max_cycles}).", cycles=n)
+            self.constant(
+                f"{n} round trips within {config.window} (max {config.max_cycles}).", cycles=n
+            )
             for n in range(config.max_cycles)
         ]
 
