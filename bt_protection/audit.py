@@ -2,9 +2,10 @@
 
 The first line is a header with the run's fingerprint. Every later line has `seq`, `kind`,
 `session_id`, `trace_id`, the backtest `time` and `bar`; wall-clock figures sit under `wall`
-only, so two runs of the same inputs give identical files once `wall` is removed. Lines are
-buffered and written whole by `flush()`, which the orchestrator calls when the backtest clock
-moves to a new bar; `close()` flushes the rest.
+only, so two runs of the same inputs give identical files once `wall` is removed. Lines go into
+a 1 MiB file buffer as they are made; `flush()`, which the orchestrator calls when the backtest
+clock moves to a new bar, hands them to the operating system, and `close()` flushes the rest.
+A process killed between flushes can leave a truncated last line, which `read_audit` skips.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import orjson
 
 from bt_protection.errors import UserError
 from bt_protection.models import ProtectionDecision, ProtectionRequest, ProtectionResult
+
+
+_BUFFER = 1 << 20
+_LINE_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE
 
 
 class AuditWriteError(UserError, OSError):
@@ -69,6 +74,11 @@ def dumps(record: Mapping[str, Any]) -> bytes:
     return orjson.dumps(record, default=_default, option=orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
+def _line(record: Mapping[str, Any]) -> bytes:
+    """One audit line, newline included."""
+    return orjson.dumps(record, default=_default, option=_LINE_OPTIONS)
+
+
 def session_id_for(fingerprint: Mapping[str, Any]) -> str:
     """A deterministic session id: the same inputs give the same id."""
     return hashlib.sha256(dumps(dict(sorted(fingerprint.items())))).hexdigest()[:12]
@@ -85,19 +95,32 @@ class AuditLog:
         self.fingerprint = dict(fingerprint or {})
         self.session_id = session_id_for(self.fingerprint)
         self._seq = 0
-        self._pending: list[bytes] = []
         self._file: IO[bytes] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+            self._file = open(self.path, "wb", buffering=_BUFFER)  # noqa: SIM115 - see close()
         except OSError as error:
             raise AuditWriteError(
                 f"cannot write the audit log {self.path}: {error.strerror or error}."
             ) from None
-        self._pending.append(
-            dumps({"seq": 0, "kind": "header", "session_id": self.session_id, **self.fingerprint})
+        self._write(
+            _line({"seq": 0, "kind": "header", "session_id": self.session_id, **self.fingerprint})
         )
         self.flush()
+
+    def _write(self, line: bytes) -> None:
+        # written at once, not kept: holding thousands of fresh bytes objects until a flush
+        # costs more than the JSON encoding itself
+        try:
+            self._file.write(line)  # type: ignore[union-attr]
+        except OSError as error:
+            raise self._failure(error) from None
+
+    def _failure(self, error: OSError) -> AuditWriteError:
+        return AuditWriteError(
+            f"cannot write the audit log {self.path} after record {self._seq}: "
+            f"{error.strerror or error}."
+        )
 
     @property
     def closed(self) -> bool:
@@ -112,7 +135,7 @@ class AuditLog:
         payload: Mapping[str, Any],
         wall: Mapping[str, Any] | None = None,
     ) -> None:
-        """Queue one record; it reaches the file at the next `flush()`."""
+        """Write one record into the file buffer."""
         self._seq += 1
         line: dict[str, Any] = {
             "seq": self._seq,
@@ -125,13 +148,13 @@ class AuditLog:
         line.update(payload)
         if wall is not None:
             line["wall"] = wall
-        self._pending.append(dumps(line))
+        self._write(_line(line))
 
     def record_decision(self, request: ProtectionRequest, decision: ProtectionDecision) -> None:
-        """Queue the record of one decision (the hot path: one dict, one dump)."""
+        """Write the record of one decision (the hot path: one dict, one dump)."""
         self._seq += 1
-        self._pending.append(
-            dumps(
+        self._write(
+            _line(
                 {
                     "seq": self._seq,
                     "kind": "decision",
@@ -161,19 +184,13 @@ class AuditLog:
         )
 
     def flush(self) -> None:
-        """Write every queued record as whole lines."""
-        if not self._pending or self._file is None:
+        """Hand every record written so far to the operating system."""
+        if self._file is None:
             return
-        data = b"\n".join(self._pending) + b"\n"
-        self._pending.clear()
         try:
-            self._file.write(data)
             self._file.flush()
         except OSError as error:
-            raise AuditWriteError(
-                f"cannot write the audit log {self.path} after record {self._seq}: "
-                f"{error.strerror or error}."
-            ) from None
+            raise self._failure(error) from None
 
     def close(self) -> None:
         if self._file is None:
