@@ -23,7 +23,6 @@ import orjson
 from bt_protection.errors import UserError
 from bt_protection.models import ProtectionDecision, ProtectionRequest, ProtectionResult
 
-
 _BUFFER = 1 << 20
 _LINE_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE
 
