@@ -46,8 +46,9 @@ DEFAULT_STRATEGY = "momentum_rotation"
 DEFAULT_PROFILES = ("off", "conservative", "balanced", "aggressive")
 PROFILES_FOLDER = "profiles"
 IDENTITY = ("strategy", "data", "start", "end")  # what makes two comparisons the same one
-# imported once by the forkserver; "__main__" spares each worker re-running the main script
-WORKER_PRELOAD = ("__main__", "bt_protection.runner", "strategies")
+# Imported once by the forkserver, so its workers start with them. This module is among them:
+# each worker re-runs the main script, which usually imports it (with pandas and matplotlib).
+WORKER_PRELOAD = (__name__, "strategies")
 PERCENT_COLUMNS = (
     "total_return",
     "cagr",
@@ -252,8 +253,8 @@ def _write_ablated(entries: list[_Entry], folder: Path) -> None:
 
 
 def _pool_context() -> BaseContext:
-    """forkserver (workers fork from a server that has imported the runner and strategies
-    once), or spawn where forkserver does not exist."""
+    """forkserver (workers fork from a server that has imported `WORKER_PRELOAD` once), or
+    spawn where forkserver does not exist."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")

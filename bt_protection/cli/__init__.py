@@ -43,6 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"bt-protection {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system refused a path the user gave: no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(
+            f"bt-protection {args.command}: error: {where}{error.strerror or error}.",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"bt-protection {args.command}: interrupted.", file=sys.stderr)
         return 130
