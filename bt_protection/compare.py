@@ -38,6 +38,7 @@ from bt_protection.runner import (
     RunSpec,
     data_folder,
     execute_run,
+    install_folder,
     plan_run,
 )
 from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
@@ -151,7 +152,7 @@ def run_comparison(
     runs = {e.name: load_run(partial / e.name) for e in entries if e.name not in failed}
     table, found, summary = _write_outputs(partial, runs, plan.frames, allow_mixed_data)
     _write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
-    _install(partial, folder)
+    install_folder(partial, folder)
     moved = {name: replace(run, path=out / name) for name, run in runs.items()}
     return Comparison(out, table, moved, found, summary, failed)
 
@@ -359,16 +360,6 @@ def _manifest(
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def _install(partial: Path, out: Path) -> None:
-    """Put the finished comparison in place of `out`; an earlier `out` goes only now."""
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    partial.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def markdown_table(table: pd.DataFrame) -> str:

@@ -161,7 +161,7 @@ def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
             f"is in {failed / 'audit.jsonl'})."
         ) from error
     _write_results(plan, strategy, partial)
-    _install(partial, out)
+    install_folder(partial, out)
     return out
 
 
@@ -253,8 +253,8 @@ def _keep_failed(partial: Path, out: Path, error: BaseException) -> Path:
     return failed
 
 
-def _install(partial: Path, out: Path) -> None:
-    """Put the complete run in place of `out`; an earlier `out` goes only now."""
+def install_folder(partial: Path, out: Path) -> None:
+    """Put a complete folder in place of `out`; an earlier `out` goes only now."""
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():

@@ -28,6 +28,38 @@ _SAFETY_EXECTYPES = frozenset(
 _ORDER_EXTRAS = ("protection_exempt", "protection_reason", "protection_score")
 
 
+# The arguments of bt.Strategy.buy/sell after `data` and `size`, in order, with their defaults.
+_ORDER_DEFAULTS: dict[str, Any] = {
+    "price": None,
+    "plimit": None,
+    "exectype": None,
+    "valid": None,
+    "tradeid": 0,
+    "oco": None,
+    "trailamount": None,
+    "trailpercent": None,
+    "parent": None,
+    "transmit": True,
+}
+
+
+def _order_arguments(positional: tuple[Any, ...], keywords: dict[str, Any]) -> dict[str, Any]:
+    """Bind backtrader's order arguments as `Strategy.buy` would; they leave `keywords`."""
+    if len(positional) > len(_ORDER_DEFAULTS):
+        raise TypeError(
+            f"buy/sell take at most {len(_ORDER_DEFAULTS) + 2} positional arguments after self."
+        )
+    bound = dict(_ORDER_DEFAULTS)
+    for name, value in zip(_ORDER_DEFAULTS, positional, strict=False):
+        if name in keywords:
+            raise TypeError(f"buy/sell got multiple values for argument {name!r}.")
+        bound[name] = value
+    for name in _ORDER_DEFAULTS:
+        if name in keywords:
+            bound[name] = keywords.pop(name)
+    return bound
+
+
 def asset_name(data: Any) -> str:
     """The asset a feed trades: its name (a single unnamed feed is `data0`)."""
     return data._name or "data0"
@@ -190,65 +222,13 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
 
     # --- orders -----------------------------------------------------------------------------
 
-    def buy(  # noqa: D102 - same signature and meaning as bt.Strategy.buy
-        self,
-        data: Any = None,
-        size: float | None = None,
-        price: float | None = None,
-        plimit: float | None = None,
-        exectype: int | None = None,
-        valid: Any = None,
-        tradeid: int = 0,
-        oco: Any = None,
-        trailamount: float | None = None,
-        trailpercent: float | None = None,
-        parent: Any = None,
-        transmit: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        args = dict(
-            price=price,
-            plimit=plimit,
-            exectype=exectype,
-            valid=valid,
-            tradeid=tradeid,
-            oco=oco,
-            trailamount=trailamount,
-            trailpercent=trailpercent,
-            parent=parent,
-            transmit=transmit,
-        )
-        return self._protected_order(True, data, size, args, kwargs)
+    def buy(self, data: Any = None, size: float | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`bt.Strategy.buy`, asking the orchestrator first (same arguments)."""
+        return self._protected_order(True, data, size, _order_arguments(args, kwargs), kwargs)
 
-    def sell(  # noqa: D102 - same signature and meaning as bt.Strategy.sell
-        self,
-        data: Any = None,
-        size: float | None = None,
-        price: float | None = None,
-        plimit: float | None = None,
-        exectype: int | None = None,
-        valid: Any = None,
-        tradeid: int = 0,
-        oco: Any = None,
-        trailamount: float | None = None,
-        trailpercent: float | None = None,
-        parent: Any = None,
-        transmit: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        args = dict(
-            price=price,
-            plimit=plimit,
-            exectype=exectype,
-            valid=valid,
-            tradeid=tradeid,
-            oco=oco,
-            trailamount=trailamount,
-            trailpercent=trailpercent,
-            parent=parent,
-            transmit=transmit,
-        )
-        return self._protected_order(False, data, size, args, kwargs)
+    def sell(self, data: Any = None, size: float | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`bt.Strategy.sell`, asking the orchestrator first (same arguments)."""
+        return self._protected_order(False, data, size, _order_arguments(args, kwargs), kwargs)
 
     def _protected_order(
         self,
@@ -285,6 +265,9 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
             metadata={"attempt": attempt},
         )
         decision = self.protection.can_execute_action(request)
+        audit = self.protection.audit
+        if audit is not None:  # on disk before anything else runs: a crash anywhere keeps it
+            audit.flush()  # (timers and the broker run outside next, where no flush follows)
         self.notify_protection(decision)
         for listener in self._protection_listeners:
             listener(decision)

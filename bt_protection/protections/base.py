@@ -51,6 +51,21 @@ class ProtectionConfig:
         return found
 
 
+REDUCING = frozenset({Action.CLOSE, Action.DECREASE, Action.REVERSE})
+"""Actions that take exposure away: what core immunity and the holding period can guard."""
+
+
+def check_actions(
+    key: str, actions: frozenset[Action], allowed: frozenset[Action], who: str
+) -> None:
+    """Refuse actions a system cannot guard, naming them (`ConfigError` on `key`)."""
+    extra = sorted(a.value for a in actions - allowed)
+    if extra:
+        names = [a.value for a in Action if a in allowed]
+        can = " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+        raise ConfigError(key, f"{who} can protect {can}, not {', '.join(extra)}.")
+
+
 def _ignore_event(kind: str, when: ClockPoint, payload: dict[str, Any]) -> None:
     return None
 

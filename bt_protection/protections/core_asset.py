@@ -8,7 +8,14 @@ from typing import Any
 
 from bt_protection.durations import ClockPoint, Duration
 from bt_protection.models import Action, ProtectionRequest, ProtectionResult
-from bt_protection.protections.base import ConfigError, Protection, ProtectionConfig, register
+from bt_protection.protections.base import (
+    REDUCING,
+    ConfigError,
+    Protection,
+    ProtectionConfig,
+    check_actions,
+    register,
+)
 
 
 @dataclass(frozen=True)
@@ -34,14 +41,7 @@ class CoreAssetConfig(ProtectionConfig):
     dynamic: DynamicCoreConfig | None = field(default=None)
 
     def validate(self) -> None:
-        allowed = {Action.CLOSE, Action.DECREASE, Action.REVERSE}
-        extra = sorted(a.value for a in self.protect - allowed)
-        if extra:
-            raise ConfigError(
-                "protect",
-                "core asset immunity can protect close, decrease and reverse, "
-                f"not {', '.join(extra)}.",
-            )
+        check_actions("protect", self.protect, REDUCING, "core asset immunity")
         if self.dynamic is not None:
             self.dynamic.validate()
 

@@ -7,7 +7,13 @@ from typing import Any
 
 from bt_protection.durations import ClockPoint, Duration
 from bt_protection.models import Action, ProtectionRequest, ProtectionResult
-from bt_protection.protections.base import ConfigError, Protection, ProtectionConfig, register
+from bt_protection.protections.base import (
+    REDUCING,
+    Protection,
+    ProtectionConfig,
+    check_actions,
+    register,
+)
 
 
 @dataclass(frozen=True)
@@ -16,13 +22,7 @@ class HoldingPeriodConfig(ProtectionConfig):
     protect: frozenset[Action] = frozenset({Action.CLOSE, Action.REVERSE})
 
     def validate(self) -> None:
-        allowed = {Action.CLOSE, Action.DECREASE, Action.REVERSE}
-        extra = sorted(a.value for a in self.protect - allowed)
-        if extra:
-            raise ConfigError(
-                "protect",
-                f"holding period can protect close, decrease and reverse, not {', '.join(extra)}.",
-            )
+        check_actions("protect", self.protect, REDUCING, "holding period")
 
 
 @register
