@@ -99,9 +99,10 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "wb", buffering=_BUFFER)  # noqa: SIM115 - see close()
         except OSError as error:
-            raise AuditWriteError(
-                f"cannot write the audit log {self.path}: {error.strerror or error}."
-            ) from None
+            reason = error.strerror or str(error)
+            if isinstance(error, FileExistsError):  # mkdir met a file where a folder must be
+                reason = f"{error.filename} is a file, not a folder"
+            raise AuditWriteError(f"cannot write the audit log {self.path}: {reason}.") from None
         self._write(
             _line({"seq": 0, "kind": "header", "session_id": self.session_id, **self.fingerprint})
         )

@@ -17,6 +17,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -39,6 +40,7 @@ from bt_protection.runner import (
     data_folder,
     execute_run,
     install_folder,
+    keep_failed,
     plan_run,
 )
 from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
@@ -296,11 +298,33 @@ def _execute(
             for entry in entries:
                 finished(entry, _attempt(entry, folder))
         else:
-            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            context = _pool_context()
+            lost: list[_Entry] = []
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
                 futures = {pool.submit(execute_run, e.spec, folder / e.name): e for e in entries}
                 for future in as_completed(futures):
-                    finished(futures[future], future.exception())
+                    error = future.exception()
+                    if isinstance(error, BrokenProcessPool):
+                        lost.append(futures[future])  # a worker died and the pool with it
+                    else:
+                        finished(futures[future], error)
+            for entry in lost:  # each alone in a fresh worker: only the run that dies fails
+                with ProcessPoolExecutor(1, mp_context=context) as pool:
+                    error = pool.submit(execute_run, entry.spec, folder / entry.name).exception()
+                if isinstance(error, BrokenProcessPool):
+                    error = _died(folder / entry.name)
+                finished(entry, error)
     return {e.name: failed[e.name] for e in entries if e.name in failed}
+
+
+def _died(run: Path) -> ChildProcessError:
+    """The error of a run whose worker process died (a signal, the out-of-memory killer); what
+    it wrote is kept as `<run>.failed/` with a status.json that says so."""
+    error = ChildProcessError("its worker process died (killed by a signal or out of memory)")
+    partial = run.with_name(run.name + ".partial")
+    if partial.is_dir():
+        keep_failed(partial, run, error)
+    return error
 
 
 def _failure(kept: Path, error: BaseException) -> str:

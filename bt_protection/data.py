@@ -66,7 +66,9 @@ def read_price_csv(
     """
     path = Path(path)
     raw = _read_raw(path)
-    columns = _find_columns(raw, path)
+    columns = _find_columns(raw, path)  # first: a one-line page that is no CSV has no header
+    if raw.empty:
+        raise _fail(path, "the header has no rows below it; expected one row per trading day")
     dates = _parse_dates(raw[columns["Date"]], path)
     _check_order(dates, path, max_gap_days)
     optional = ("Adj Close", "Volume") if adj_close else ("Volume",)
@@ -100,8 +102,6 @@ def _read_raw(path: Path) -> pd.DataFrame:
     except pd.errors.ParserError as error:
         detail = str(error).strip().split("C error: ")[-1]
         raise _fail(path, f"not a readable CSV file ({detail})") from None
-    if raw.empty:
-        raise _fail(path, "the header has no rows below it; expected one row per trading day")
     return raw
 
 

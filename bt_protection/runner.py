@@ -153,7 +153,7 @@ def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
     try:
         strategy = cerebro.run()[0]
     except BaseException as error:
-        failed = _keep_failed(partial, out, error)
+        failed = keep_failed(partial, out, error)
         if not isinstance(error, Exception):
             raise
         raise RunFailed(
@@ -242,7 +242,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def _keep_failed(partial: Path, out: Path, error: BaseException) -> Path:
+def keep_failed(partial: Path, out: Path, error: BaseException) -> Path:
     """Rename the partial folder to `<out>.failed/` with a status.json naming the error."""
     failed = out.with_name(out.name + ".failed")
     _write_json(

@@ -113,19 +113,19 @@ def test_ints_are_accepted_as_floats() -> None:
 
 
 def test_extends_deep_merges_and_child_wins(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
     write(
-        tmp_path,
+        tmp_path / "sub",
         "base.yaml",
         "name: base\ndescription: the base\non_error: approve\n"
         "protections:\n"
         '  holding_period: {min_hold: "20 bars", protect: [close, decrease, reverse]}\n'
         "  whipsaw_protection: {max_cycles: 2}\n",
     )
-    (tmp_path / "sub").mkdir()
     child = write(
-        tmp_path / "sub",
+        tmp_path,
         "child.yaml",
-        "extends: ../base.yaml\nprotections:\n  holding_period: {protect: [close]}\n",
+        "extends: sub/base.yaml\nprotections:\n  holding_period: {protect: [close]}\n",
     )
     profile = load_profile(child)
     holding = profile.protections["holding_period"]

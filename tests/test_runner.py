@@ -63,12 +63,14 @@ def run_of(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def strict_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """balanced, plus static core assets and day-based hold and whipsaw durations."""
-    path = tmp_path_factory.mktemp("profiles") / "strict.yaml"
+    folder = tmp_path_factory.mktemp("profiles")
+    shutil.copy(CONFIGS / "balanced.yaml", folder)  # extends stays inside the profile's folder
+    path = folder / "strict.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "name": "strict",
-                "extends": str(CONFIGS / "balanced.yaml"),
+                "extends": "balanced.yaml",
                 "protections": {
                     "core_asset_immunity": {"assets": ["AAPL", "SPY"]},
                     "holding_period": {"min_hold": "30 days", "protect": ["close", "decrease"]},

@@ -1,0 +1,471 @@
+"""Random order streams through REAL backtrader runs: every protection promise, checked from the
+outside (the recorded orders and the audit alone).
+
+Each hypothesis example draws a valid profile (blocks, durations in bars and days, core assets
+among the tickers, enforce or shadow mode, a fast regime indicator so overrides happen), a window
+of 150-250 bars of four sample tickers, the engine mode (runonce, preload) and a script of orders
+at chosen bars: `order_target_percent` to drawn weights, `close`, `buy` / `sell` of a few shares,
+`close(protection_exempt=True)` and Stop orders. The run's `OrderRecorder` rows and audit file
+are then replayed with this file's own clock arithmetic (not `Duration`):
+
+- every attempted order has exactly one decision: attempts 1..N once in the orders, once in the
+  audit, with the same asset, size and protection label;
+- no approved order was dropped (it reached the broker: never `Rejected`; a market order made
+  before the last bar was processed) and no denied order executed;
+- the position each decision saw is the one the fills left (so the replay is the run's history);
+- every executed, approved, non-exempt order obeys core immunity, the holding period and
+  whipsaw rules unless the decision says the regime override lifted that system, in enforce mode;
+- every denial names systems whose rule really was broken at that moment;
+- shadow mode approves everything and reports would-blocks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+import pytest
+from conftest import SAMPLE_DATA
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from bt_protection.audit import read_audit
+from bt_protection.data import load_universe
+from bt_protection.integration.feeds import add_feeds
+from bt_protection.integration.mixin import ProtectionMixin
+from bt_protection.integration.recorder import OrderRecorder
+
+TICKERS = ("AAPL", "AMZN", "META", "NVDA")
+GUARDABLE = ("close", "decrease", "reverse")
+LIFTABLE = ("grace_period", "holding_period", "whipsaw_protection")
+SEVERITIES = ("low", "medium", "high", "critical")
+KINDS = ("target", "target", "target", "close", "buy", "sell", "exempt_close", "stop")
+WEIGHTS = (-0.3, -0.15, 0.0, 0.1, 0.2, 0.3)
+MAX_EXAMPLES = 40
+MIN_ORDERS = 600  # attempted orders checked over all the runs (about 780 at MAX_EXAMPLES = 40)
+# A regime indicator that reacts within a few bars, so override windows open in short runs.
+FAST_REGIME = {
+    "fast_period": 5,
+    "slow_period": 20,
+    "vol_period": 10,
+    "vol_high": 0.2,
+    "vol_crisis": 0.35,
+    "drawdown_period": 40,
+    "drawdown_bear": 0.05,
+    "drawdown_crisis": 0.1,
+}
+PROPERTY = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@cache
+def universe() -> dict[str, pd.DataFrame]:
+    return load_universe(SAMPLE_DATA, list(TICKERS), "2016-01-01", "2020-12-31")
+
+
+# --------------------------------------------------------------------------- the case
+
+
+@dataclass(frozen=True)
+class Case:
+    """One random run: profile mapping, window (first bar, number of bars), engine mode and
+    the script: (bar, kind, asset, value) steps."""
+
+    profile: dict[str, Any]
+    first: int
+    bars: int
+    script: tuple[tuple[int, str, str, float], ...]
+    runonce: bool = True
+    preload: bool = True
+
+
+durations = st.one_of(
+    st.builds("{} bars".format, st.integers(0, 15)),
+    st.builds("{} days".format, st.integers(0, 21)),
+    st.sampled_from(["1 week", "2 weeks"]),
+)
+guarded = st.lists(st.sampled_from(GUARDABLE), min_size=1, unique=True)
+
+
+def maybe(block: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any] | None]:
+    return st.one_of(st.none(), block)
+
+
+@st.composite
+def profiles(draw: st.DrawFn) -> dict[str, Any]:
+    blocks = {
+        "core_asset_immunity": draw(
+            maybe(
+                st.fixed_dictionaries(
+                    {
+                        "assets": st.lists(st.sampled_from(TICKERS), max_size=2, unique=True),
+                        "protect": guarded,
+                    }
+                )
+            )
+        ),
+        "regime_override": draw(
+            maybe(
+                st.fixed_dictionaries(
+                    {
+                        "window": durations,
+                        "cooldown": durations,
+                        "can_override": st.dictionaries(
+                            st.sampled_from(SEVERITIES),
+                            st.lists(st.sampled_from(LIFTABLE), min_size=1, unique=True),
+                            min_size=1,
+                        ),
+                    }
+                )
+            )
+        ),
+        "grace_period": draw(
+            maybe(st.fixed_dictionaries({"trigger": st.just("close"), "duration": durations}))
+        ),
+        "holding_period": draw(
+            maybe(st.fixed_dictionaries({"min_hold": durations, "protect": guarded}))
+        ),
+        "whipsaw_protection": draw(
+            maybe(
+                st.fixed_dictionaries(
+                    {
+                        "max_cycles": st.integers(1, 3),
+                        "window": durations,
+                        "min_reentry": durations,
+                    }
+                )
+            )
+        ),
+    }
+    return {
+        "name": "random",
+        "mode": draw(st.sampled_from(["enforce", "enforce", "enforce", "shadow"])),
+        "protections": {k: {"enabled": True, **v} for k, v in blocks.items() if v is not None},
+        "regime": {"data": draw(st.sampled_from(TICKERS)), **FAST_REGIME},
+    }
+
+
+@st.composite
+def steps(draw: st.DrawFn, bars: int) -> tuple[int, str, str, float]:
+    kind = draw(st.sampled_from(KINDS))
+    value = 0.0
+    if kind == "target":
+        value = draw(st.sampled_from(WEIGHTS))
+    elif kind in ("buy", "sell"):
+        value = float(draw(st.integers(1, 40)))
+    return draw(st.integers(1, bars - 1)), kind, draw(st.sampled_from(TICKERS)), value
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    bars = draw(st.integers(150, 250))
+    first = draw(st.integers(0, len(universe()["AAPL"]) - bars))
+    script = draw(st.lists(steps(bars), min_size=5, max_size=80))
+    return Case(
+        draw(profiles()),
+        first,
+        bars,
+        tuple(sorted(script, key=lambda s: s[0])),
+        draw(st.booleans()),
+        draw(st.booleans()),
+    )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class RandomTargets(ProtectionMixin, bt.Strategy):
+    """Places the scripted orders: at bar b (0 = first), each (b, kind, asset, value) step."""
+
+    params = (("script", ()),)
+
+    def __init__(self) -> None:
+        self.by_bar: dict[int, list[tuple[str, str, float]]] = {}
+        for bar, kind, asset, value in self.p.script:
+            self.by_bar.setdefault(bar, []).append((kind, asset, value))
+
+    def next(self) -> None:
+        for kind, asset, value in self.by_bar.get(len(self) - 1, ()):
+            data = self.getdatabyname(asset)
+            position = self.getposition(data).size
+            if kind == "target":
+                self.order_target_percent(data, target=value)
+            elif kind == "close":
+                self.close(data)
+            elif kind == "buy":
+                self.buy(data, size=value)
+            elif kind == "sell":
+                self.sell(data, size=value)
+            elif kind == "exempt_close":
+                self.close(data, protection_exempt=True)
+            elif position:  # a stop-loss a few percent away from the close
+                price = data.close[0] * (0.97 if position > 0 else 1.03)
+                order = self.sell if position > 0 else self.buy
+                order(data, size=abs(position), exectype=bt.Order.Stop, price=price)
+
+
+@dataclass
+class Outcome:
+    orders: pd.DataFrame
+    decisions: dict[int, dict[str, Any]]
+    calendar: pd.DatetimeIndex
+    audit_kinds: Counter[str] = field(default_factory=Counter)
+
+
+def run_case(case: Case) -> Outcome:
+    frames = {t: f.iloc[case.first : case.first + case.bars] for t, f in universe().items()}
+    cerebro = bt.Cerebro(stdstats=False, runonce=case.runonce, preload=case.preload)
+    add_feeds(cerebro, frames)
+    cerebro.broker.setcash(100_000.0)
+    cerebro.broker.setcommission(commission=0.001)
+    with tempfile.TemporaryDirectory() as folder:
+        audit = Path(folder) / "audit.jsonl"
+        cerebro.addstrategy(
+            RandomTargets, protection=case.profile, audit_path=str(audit), script=case.script
+        )
+        cerebro.addanalyzer(OrderRecorder, _name="orders")
+        strategy = cerebro.run()[0]
+        records = list(read_audit(audit, drop_wall=True))
+    decisions: dict[int, dict[str, Any]] = {}
+    for record in records:
+        if record["kind"] == "decision":
+            attempt = record["metadata"]["attempt"]
+            assert attempt not in decisions, f"attempt {attempt} has two decisions"
+            decisions[attempt] = record
+    orders = strategy.analyzers.orders.to_frame()
+    calendar = next(iter(frames.values())).index
+    return Outcome(orders, decisions, calendar, Counter(r["kind"] for r in records))
+
+
+# --------------------------------------------------------------------------- the replay
+
+
+Point = tuple[int, pd.Timestamp]  # (bar index, date)
+
+
+def elapsed(duration: str, start: Point, now: Point) -> bool:
+    """SPEC 4, by hand: bars count sessions, days and weeks count calendar days."""
+    amount, unit = duration.split()
+    if unit.startswith("bar"):
+        return now[0] - start[0] >= int(amount)
+    return (now[1] - start[1]).days >= int(amount) * (7 if unit.startswith("week") else 1)
+
+
+def action_of(before: float, after: float) -> str:
+    if before == 0:
+        return "open"
+    if after == 0:
+        return "close"
+    if (before > 0) != (after > 0):
+        return "reverse"
+    return "increase" if abs(after) > abs(before) else "decrease"
+
+
+@dataclass
+class Book:
+    """One asset as the fills left it: position, when it was opened, its exits."""
+
+    position: float = 0.0
+    opened: Point | None = None
+    exits: list[Point] = field(default_factory=list)
+
+    def fill(self, size: float, now: Point) -> None:
+        before, after = self.position, self.position + size
+        if before != 0 and (after == 0 or (before > 0) != (after > 0)):
+            self.exits.append(now)
+        if after == 0:
+            self.opened = None
+        elif before == 0 or (before > 0) != (after > 0):
+            self.opened = now
+        self.position = after
+
+
+def broken_rules(
+    profile: dict[str, Any], book: Book, asset: str, action: str, now: Point
+) -> set[str]:
+    """The systems among core, holding and whipsaw whose rule forbids `action` at `now`."""
+    blocks = profile["protections"]
+    broken = set()
+    core = blocks.get("core_asset_immunity")
+    if core and asset in core["assets"] and action in core["protect"]:
+        broken.add("core_asset_immunity")
+    hold = blocks.get("holding_period")
+    opened = book.opened
+    if hold and action in hold["protect"] and opened and not elapsed(hold["min_hold"], opened, now):
+        broken.add("holding_period")
+    whip = blocks.get("whipsaw_protection")
+    if whip and action in ("open", "reverse"):
+        recent = [e for e in book.exits if not elapsed(whip["window"], e, now)]
+        cycles = len(recent) + (action == "reverse")
+        too_soon = bool(book.exits) and not elapsed(whip["min_reentry"], book.exits[-1], now)
+        if cycles >= whip["max_cycles"] or too_soon:
+            broken.add("whipsaw_protection")
+    return broken
+
+
+CHECKED = ("core_asset_immunity", "holding_period", "whipsaw_protection")
+
+
+def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
+    """Every promise of the module docstring, for one run; counts what was checked."""
+    orders, decisions, calendar = outcome.orders, outcome.decisions, outcome.calendar
+    shadow = case.profile["mode"] == "shadow"
+    count = len(orders)
+    assert list(orders["attempt"]) == list(range(1, count + 1))
+    assert sorted(decisions) == list(range(1, count + 1)), "an attempt without one decision"
+    assert outcome.audit_kinds["decision"] == count
+    bar_of = {day: i for i, day in enumerate(calendar)}
+    last_bar = len(calendar) - 1
+
+    events = []
+    for row in orders.itertuples():
+        created = pd.Timestamp(row.created)
+        events.append(((bar_of[created], 1, row.attempt), (bar_of[created], created), row))
+        if row.filled:
+            executed = pd.Timestamp(row.executed)
+            events.append(((bar_of[executed], 0, row.attempt), (bar_of[executed], executed), row))
+    books: dict[str, Book] = {t: Book() for t in TICKERS}
+    for (_, phase, _), now, row in sorted(events, key=lambda e: e[0]):
+        book = books[row.asset]
+        if phase == 0:
+            book.fill(row.filled, now)
+            continue
+        decision = decisions[row.attempt]
+        where = f"order {row.attempt} ({row.asset} on {row.created}, case {case})"
+        # one decision per order, about that order, at that moment, on the replayed position
+        assert decision["asset"] == row.asset, where
+        assert decision["bar"] == now[0] and pd.Timestamp(decision["time"]) == now[1], where
+        assert abs(decision["current_size"] - book.position) < 1e-9, where
+        assert abs(decision["target_size"] - decision["current_size"] - row.size) < 1e-9, where
+        action = action_of(book.position, book.position + row.size)
+        assert decision["action"] == action, where
+        label = "exempt" if decision["exempt"] else "approved" if decision["approved"] else "denied"
+        assert row.protection == label, where
+        assert decision["would_block"] == bool(decision["blocking_systems"]), where
+        tally["orders"] += 1
+        tally[label] += 1
+
+        broken = broken_rules(case.profile, book, row.asset, action, now)
+        lifted = set(decision["overridden_systems"])
+        blocking = set(decision["blocking_systems"])
+        # the audit's verdict of each checked system is the rule's verdict
+        for system in CHECKED:
+            if system in case.profile["protections"]:
+                said = {r["system"]: r["allowed"] for r in decision["results"]}[system]
+                assert said == (system not in broken), f"{where}: {system} said {said}"
+        assert blocking & set(CHECKED) == broken - lifted, where
+        assert lifted <= set(LIFTABLE) and "core_asset_immunity" not in lifted, where
+        tally["overridden"] += bool(lifted)
+
+        if label == "denied":  # never executed, never reached the broker's book
+            assert not shadow, where
+            assert row.status == "Rejected" and row.filled == 0, where
+            assert blocking, where
+            continue
+        # approved or exempt: it reached the broker
+        assert row.status != "Rejected", where
+        if label == "approved" and row.created != calendar[-1].date().isoformat():
+            assert row.status in ("Completed", "Margin"), where  # a market order, processed
+        if shadow:
+            assert decision["approved"], where
+            tally["shadow_would_block"] += bool(blocking)
+            continue
+        if label == "approved" and row.filled:
+            for system in CHECKED:
+                if system in case.profile["protections"]:
+                    assert system not in broken - lifted, f"{where}: executed against {system}"
+                    tally[f"executed_checked_{system}"] += 1
+    assert last_bar >= 149
+    for kind in ("holding_period", "whipsaw_protection", "core_asset_immunity"):
+        tally[f"denied_{kind}"] += sum(
+            kind in d["blocking_systems"] and not d["approved"] for d in decisions.values()
+        )
+    tally["runs"] += 1
+
+
+# --------------------------------------------------------------------------- the test
+
+HOLD_AND_WHIPSAW = {
+    "name": "random",
+    "mode": "enforce",
+    "protections": {
+        "core_asset_immunity": {"enabled": True, "assets": ["AAPL"], "protect": ["close"]},
+        "holding_period": {"enabled": True, "min_hold": "10 bars", "protect": ["close", "reverse"]},
+        "whipsaw_protection": {
+            "enabled": True,
+            "max_cycles": 1,
+            "window": "3 weeks",
+            "min_reentry": "5 days",
+        },
+    },
+    "regime": {"data": "AAPL", **FAST_REGIME},
+}
+# Churn on two assets: opens, early closes, reversals, re-entries, exempt exits, a stop.
+CHURN = tuple(
+    (bar, kind, asset, value)
+    for bar in range(2, 140, 3)
+    for kind, asset, value in (
+        ("target", "AMZN", 0.2 if bar % 2 else -0.15),
+        ("close" if bar % 4 else "target", "AAPL", 0.1),
+        ("exempt_close" if bar % 9 == 0 else "stop", "NVDA", 0.0),
+        ("buy", "NVDA", 5.0),
+    )
+)
+OVERRIDES = {
+    **HOLD_AND_WHIPSAW,
+    "protections": {
+        **HOLD_AND_WHIPSAW["protections"],
+        "regime_override": {
+            "enabled": True,
+            "window": "10 bars",
+            "cooldown": "0 bars",
+            "can_override": {s: list(LIFTABLE) for s in SEVERITIES},
+        },
+    },
+}
+EXAMPLES = (
+    Case(HOLD_AND_WHIPSAW, 300, 200, CHURN, True, True),
+    Case(OVERRIDES, 500, 200, CHURN, False, False),
+    Case({**HOLD_AND_WHIPSAW, "mode": "shadow"}, 700, 160, CHURN, True, False),
+)
+
+
+def test_random_order_streams_keep_every_promise() -> None:
+    tally: Counter[str] = Counter()
+
+    @PROPERTY
+    @given(case=cases())
+    @example(case=EXAMPLES[0])
+    @example(case=EXAMPLES[1])
+    @example(case=EXAMPLES[2])
+    def prop(case: Case) -> None:
+        check(case, run_case(case), tally)
+
+    prop()
+    assert tally["runs"] >= MAX_EXAMPLES + len(EXAMPLES)
+    assert tally["orders"] >= MIN_ORDERS
+    # the checks are not vacuous: every kind of decision and every rule was exercised
+    for key in ("approved", "denied", "exempt", "overridden", "shadow_would_block"):
+        assert tally[key] > 0, (key, tally)
+    for system in CHECKED:
+        assert tally[f"executed_checked_{system}"] > 0, (system, tally)
+        assert tally[f"denied_{system}"] > 0, (system, tally)
+
+
+def test_the_replay_catches_an_order_that_broke_a_rule() -> None:
+    """The checker is not blind: a shadow run (every order approved, would-blocks reported)
+    judged as if it had been enforced fails on the first executed order that broke a rule."""
+    shadow = run_case(Case({**HOLD_AND_WHIPSAW, "mode": "shadow"}, 300, 200, CHURN))
+    with pytest.raises(AssertionError, match="executed against"):
+        check(Case(HOLD_AND_WHIPSAW, 300, 200, CHURN), shadow, Counter())
