@@ -133,6 +133,7 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         self.protection = ProtectionOrchestrator(profile, audit)
         self._protection_bar = -1
         self._protection_date: Any = None
+        self._protection_in_bar = False
         self._protection_attempts = 0
         self._protection_listeners: list[Callable[[ProtectionDecision], None]] = []
 
@@ -161,6 +162,8 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         return self._order_clock()[1]
 
     def _order_clock(self) -> tuple[Any, int]:
+        if self._protection_in_bar:  # inside the bar `_notify` opened: the common case
+            return self._protection_date, self._protection_bar
         newest = max(d.datetime[0] for d in self.datas if len(d))
         if len(self) == 0 or newest > self.lines.datetime[0]:
             return bt.num2date(newest), len(self)
@@ -185,6 +188,7 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
             self._protection_date = self.datetime.datetime(0)
             label = label_of(self.regime.regime[0])
             self.protection.on_regime(self._protection_date, label, bar=bar)
+            self._protection_in_bar = True  # until next/prenext returns
         super()._notify(qorders, qtrades)
 
     def _addnotification(self, order: Any, quicknotify: bool = False) -> None:
@@ -206,6 +210,8 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         except BaseException as error:
             self.protection.fail(error)
             raise
+        finally:
+            self._protection_in_bar = False  # timers and open-cheats come before the next bar
 
     def _oncepost(self, dt: float) -> None:
         try:
@@ -213,6 +219,8 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         except BaseException as error:
             self.protection.fail(error)
             raise
+        finally:
+            self._protection_in_bar = False  # timers and open-cheats come before the next bar
 
     def _stop(self) -> None:
         try:
