@@ -1,0 +1,308 @@
+"""`load_profile`: a YAML file or a mapping to a validated `Profile`.
+
+Each file of the `extends` chain is read into plain data plus the line of every key path
+(`yaml_reader`); the layers are deep-merged, child first; the merged data is converted field by
+field from the type hints of the dataclasses (`Profile`, `RegimeConfig`, `AuditConfig` and each
+system's `config_class`), so a new protection needs no change here. Every error is one
+`ProfileError` sentence `file:line: key.path: message`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import fields, is_dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType, UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from bt_protection.durations import Duration
+from bt_protection.errors import ProfileError
+from bt_protection.profile.model import Profile
+from bt_protection.profile.yaml_reader import (
+    MAPPING_NAME,
+    KeyPath,
+    Layer,
+    data_lines,
+    describe,
+    format_error,
+    read_layer,
+)
+from bt_protection.protections.base import ProtectionConfig, registry
+
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "extends",
+    "mode",
+    "on_error",
+    "protections",
+    "regime",
+    "audit",
+)
+_OWN_KEYS = ("name", "description", "extends")  # describe one file: never inherited
+
+
+class _Problem(Exception):
+    """A value that fails conversion; `at` (default `path`) is where to point the line."""
+
+    def __init__(self, path: KeyPath, message: str, at: KeyPath | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.at = path if at is None else at
+
+
+def load_profile(source: str | os.PathLike[str] | Mapping[str, Any] | Profile) -> Profile:
+    """Load and validate a profile from a YAML file or a mapping; a `Profile` passes through.
+
+    Raises `ProfileError` (one sentence naming file, key path and line) for any invalid value.
+    """
+    if isinstance(source, Profile):
+        return source
+    if isinstance(source, Mapping):
+        root = Layer(MAPPING_NAME, source, data_lines(source, MAPPING_NAME))
+        layers, name, path = _with_parents(root, ()), "custom", None
+    else:
+        path = os.fspath(source)
+        layers, name = _with_parents(read_layer(path), ()), Path(path).stem
+    data = _merge_layers(layers)
+    try:
+        return _build_profile(data, name, path)
+    except _Problem as problem:
+        file, line = _locate(layers, problem.at)
+        raise ProfileError(format_error(file, line, problem.path, problem.message)) from None
+
+
+def _locate(layers: list[Layer], path: KeyPath) -> tuple[str, int | None]:
+    """The file and line that gave `path` (or its closest ancestor); children win over parents."""
+    for size in range(len(path), -1, -1):
+        for layer in layers:
+            if path[:size] in layer.lines:
+                return layer.file, layer.lines[path[:size]]
+    return layers[0].file, None
+
+
+# --- extends -------------------------------------------------------------------------------------
+
+
+def _with_parents(
+    layer: Layer, chain: tuple[tuple[Path, str], ...], root: Path | None = None
+) -> list[Layer]:
+    """`layer` followed by the profiles it extends, nearest first; refuses cycles, missing
+    files and files outside `root`. `chain` holds the (resolved path, shown name) of the files
+    extending this one; `root` is the folder every file of the chain must lie in (or below):
+    the folder of the first file, or the working directory for a mapping."""
+    extends = layer.data.get("extends")
+    if extends is None:
+        return [layer]
+
+    def fail(message: str) -> ProfileError:
+        return ProfileError(
+            format_error(layer.file, layer.lines.get(("extends",)), ("extends",), message)
+        )
+
+    if not isinstance(extends, str) or not extends.strip():
+        raise fail(f"expected the name of a profile file, not {describe(extends)}.")
+    if root is None:
+        root = (Path.cwd() if layer.file == MAPPING_NAME else Path(layer.file).parent).resolve()
+    if layer.file != MAPPING_NAME:
+        chain = (*chain, (Path(layer.file).resolve(), layer.file))
+    folder = "" if layer.file == MAPPING_NAME else os.path.dirname(layer.file)
+    target = os.path.normpath(os.path.join(folder, extends))
+    if not Path(target).resolve().is_relative_to(root):  # symlinks are followed first
+        raise fail(
+            f"{target} lies outside {root}; extends may only name files in that folder "
+            "or its subfolders."
+        )
+    if Path(target).resolve() in {resolved for resolved, _ in chain}:
+        cycle = " -> ".join([*(shown for _, shown in chain), target])
+        raise fail(f"profiles extend each other in a cycle: {cycle}.")
+    if not Path(target).is_file():
+        raise fail(f"{target} does not exist (extends is relative to the file that names it).")
+    return [layer, *_with_parents(read_layer(target), chain, root)]
+
+
+def _merge_layers(layers: list[Layer]) -> Mapping[Any, Any]:
+    """Deep-merge the layers (nearest first): `name`, `description`, `extends` stay with
+    their own file."""
+    merged: Mapping[Any, Any] = {}
+    for parent in reversed(layers[1:]):
+        merged = _merge(merged, {k: v for k, v in parent.data.items() if k not in _OWN_KEYS})
+    return _merge(merged, layers[0].data)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Mappings merge key by key (`over` wins); any other value of `over` replaces `base`."""
+    if not (isinstance(base, Mapping) and isinstance(over, Mapping)):
+        return over
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _merge(base[key], value) if key in base else value
+    return merged
+
+
+# --- conversion from the dataclass field types ----------------------------------------------------
+
+
+def _build_profile(data: Mapping[Any, Any], default_name: str, source: str | None) -> Profile:
+    """The `Profile` of merged top-level data."""
+    _check_mapping(data, TOP_LEVEL_KEYS, ())
+    hints = get_type_hints(Profile)
+    name = _convert(data.get("name", default_name), str, ("name",))
+    if not name.strip():
+        raise _Problem(("name",), "the name is empty; write a short name such as balanced.")
+    given = ("description", "mode", "on_error", "regime", "audit")
+    values = {key: _convert(data[key], hints[key], (key,)) for key in given if key in data}
+    protections = _build_protections(data.get("protections", {}))
+    return Profile(name=name, protections=protections, source=source, **values)
+
+
+def _build_protections(value: Any) -> Mapping[str, ProtectionConfig]:
+    """A config for every registered system: given blocks are on unless `enabled: false`;
+    absent or disabled blocks are the class defaults with `enabled=False`."""
+    path: KeyPath = ("protections",)
+    systems = registry()
+    _check_mapping(value, tuple(systems), path, what="system")
+    configs: dict[str, ProtectionConfig] = {}
+    for key, cls in systems.items():
+        off = cls.config_class(enabled=False)
+        if key not in value:
+            configs[key] = off
+            continue
+        config = _build_config(cls.config_class, value[key], (*path, key), {"enabled": True})
+        configs[key] = config if config.enabled else off
+    return MappingProxyType(configs)
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The keys of a dataclass block, `enabled` last."""
+    names = [f.name for f in fields(cls) if f.init]
+    return (*(n for n in names if n != "enabled"), *(n for n in names if n == "enabled"))
+
+
+def _build_config(
+    cls: type[Any], value: Any, path: KeyPath, defaults: Mapping[str, Any] | None = None
+) -> Any:
+    """A dataclass from a mapping, each field converted from its type hint, then `validate()`d
+    (a `ConfigError` key is relative to this block)."""
+    names = _field_names(cls)
+    _check_mapping(value, names, path)
+    hints = get_type_hints(cls)
+    given = {key: _convert(item, hints[key], (*path, key)) for key, item in value.items()}
+    config = cls(**{**(defaults or {}), **given})
+    try:
+        getattr(config, "validate", lambda: None)()
+    except ValueError as error:
+        key = getattr(error, "key", "")
+        where = (*path, *key.split(".")) if key else path
+        raise _Problem(where, getattr(error, "message", str(error))) from None
+    return config
+
+
+def _check_mapping(value: Any, valid: tuple[str, ...], path: KeyPath, what: str = "key") -> None:
+    """`value` is a mapping whose keys are all in `valid` (suggest the closest otherwise)."""
+    if not isinstance(value, Mapping):
+        raise _Problem(
+            path, f"expected a mapping ({what}s: {', '.join(valid)}), not {describe(value)}."
+        )
+    for key in value:
+        if key not in valid:
+            raise _Problem(path, _unknown(what, key, valid, f"valid {what}s"), at=(*path, str(key)))
+
+
+def _unknown(what: str, value: Any, valid: tuple[str, ...], label: str) -> str:
+    """`unknown key 'x'; did you mean 'y'? Valid keys: a, b.`"""
+    close = difflib.get_close_matches(str(value), valid, n=1)
+    hint = f"; did you mean {close[0]!r}? {label.capitalize()}: " if close else f"; {label}: "
+    return f"unknown {what} {value!r}{hint}{', '.join(valid)}."
+
+
+def _convert(value: Any, hint: Any, path: KeyPath) -> Any:
+    """Convert one profile value to the field type `hint`."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType) and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        return None if value is None else _convert(value, inner, path)
+    if hint in _SCALARS:
+        return _SCALARS[hint](value, path)
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return _to_enum(hint, value, path)
+    if isinstance(hint, type) and is_dataclass(hint):
+        return _build_config(hint, value, path)
+    if origin in (frozenset, tuple):
+        return origin(_convert(v, args[0], (*path, i)) for i, v in enumerate(_items(value, path)))
+    if origin is Mapping:
+        return _to_mapping(value, args, path)
+    raise TypeError(f"the profile loader cannot read fields of type {hint!r} (at {path}).")
+
+
+def _items(value: Any, path: KeyPath) -> list[Any]:
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise _Problem(path, f"expected a list, not {describe(value)}.")
+    return list(value)
+
+
+def _to_mapping(value: Any, args: tuple[Any, ...], path: KeyPath) -> Mapping[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise _Problem(path, f"expected a mapping, not {describe(value)}.")
+    key_type, value_type = args
+    return MappingProxyType(
+        {
+            _convert(k, key_type, (*path, str(k))): _convert(v, value_type, (*path, str(k)))
+            for k, v in value.items()
+        }
+    )
+
+
+def _to_enum(enum: type[StrEnum], value: Any, path: KeyPath) -> StrEnum:
+    valid = tuple(member.value for member in enum)
+    if isinstance(value, str) and value in valid:
+        return enum(value)
+    raise _Problem(path, _unknown("value", value, valid, "valid values"))
+
+
+def _to_bool(value: Any, path: KeyPath) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(path, f"expected true or false, not {describe(value)}.")
+    return value
+
+
+def _to_int(value: Any, path: KeyPath) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Problem(path, f"expected a whole number (0 or more), not {describe(value)}.")
+    return value
+
+
+def _to_float(value: Any, path: KeyPath) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Problem(path, f"expected a number, not {describe(value)}.")
+    if not math.isfinite(value):
+        raise _Problem(path, f"expected a finite number, not {value}.")
+    return float(value)
+
+
+def _to_str(value: Any, path: KeyPath) -> str:
+    if isinstance(value, str):
+        return value
+    quote = "; put it in quotes to keep it as text" if isinstance(value, (bool, int, float)) else ""
+    raise _Problem(path, f"expected text, not {describe(value)}{quote}.")
+
+
+def _to_duration(value: Any, path: KeyPath) -> Duration:
+    try:
+        return Duration.parse(value)
+    except ValueError as error:
+        raise _Problem(path, str(error)) from None
+
+
+_SCALARS: dict[Any, Callable[[Any, KeyPath], Any]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    Duration: _to_duration,
+}

@@ -1,0 +1,118 @@
+"""The profile as frozen dataclasses: what `load_profile` returns and a run records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from bt_protection.durations import Duration
+from bt_protection.protections.base import ProtectionConfig, registry
+from bt_protection.protections.regime_override import DEFAULT_REGIMES, RegimeOverrideConfig
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    SHADOW = "shadow"
+
+
+class OnError(StrEnum):
+    DENY = "deny"
+    APPROVE = "approve"
+
+
+@dataclass(frozen=True)
+class RegimeConfig:
+    """Parameters of `RegimeIndicator` (see docs/regime.md for how the labels are drawn)."""
+
+    data: str | None = None
+    fast_period: int = 50
+    slow_period: int = 200
+    vol_period: int = 20
+    vol_high: float = 0.25
+    vol_crisis: float = 0.45
+    drawdown_period: int = 252
+    drawdown_bear: float = 0.10
+    drawdown_crisis: float = 0.20
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    path: str | None = None
+
+
+def _default_protections() -> Mapping[str, ProtectionConfig]:
+    return MappingProxyType({key: cls.config_class() for key, cls in registry().items()})
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A resolved profile: every registered system has a config (`enabled` says if it runs)."""
+
+    name: str
+    description: str = ""
+    mode: Mode = Mode.ENFORCE
+    on_error: OnError = OnError.DENY
+    protections: Mapping[str, ProtectionConfig] = field(default_factory=_default_protections)
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    source: str | None = field(default=None, compare=False)
+
+    @property
+    def enabled_systems(self) -> tuple[str, ...]:
+        """Keys of the enabled systems, in priority order."""
+        return tuple(k for k in registry() if k in self.protections and self.protections[k].enabled)
+
+    @property
+    def regimes(self) -> tuple[str, ...]:
+        config = self.protections.get("regime_override")
+        return config.regimes if isinstance(config, RegimeOverrideConfig) else DEFAULT_REGIMES
+
+    def durations(self) -> list[Duration]:
+        return [d for k in self.enabled_systems for d in self.protections[k].durations()]
+
+    @property
+    def uses_bars(self) -> bool:
+        return any(d.uses_bars for d in self.durations())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved profile in plain YAML/JSON types (what `profile.yaml` of a run holds)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "mode": self.mode.value,
+            "on_error": self.on_error.value,
+            "protections": {k: to_plain(v) for k, v in self.protections.items()},
+            "regime": to_plain(self.regime),
+            "audit": to_plain(self.audit),
+        }
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the resolved profile (first 16 hex digits): same settings, same hash."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses, durations, enums, sets and mappings as plain, sorted YAML/JSON types."""
+    if isinstance(value, Duration):
+        return str(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {
+            str(to_plain(k)): to_plain(v)
+            for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+        }
+    if isinstance(value, (set, frozenset)):
+        return sorted(to_plain(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
