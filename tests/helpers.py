@@ -85,3 +85,35 @@ def result_of(decision: ProtectionDecision, system: str):
     found = [r for r in decision.results if r.system == system]
     assert len(found) == 1, f"{system} has {len(found)} results in {decision}"
     return found[0]
+
+
+# --- an oracle for run folders: SPEC 4 and SPEC 3 by hand, not through the package ----------
+
+RUN_FILES = (
+    "profile.yaml",
+    "summary.json",
+    "equity.csv",
+    "trades.csv",
+    "orders.csv",
+    "status.json",
+)
+"""The files of a run folder that must be byte-identical for identical inputs."""
+
+
+def spec_elapsed(duration: str, start: tuple[int, Any], now: tuple[int, Any]) -> bool:
+    """SPEC 4: D started at (bar, date) `start` has elapsed at `now` when now - start >= D."""
+    amount, unit = duration.split()
+    if unit.startswith("bar"):
+        return now[0] - start[0] >= int(amount)
+    return (now[1] - start[1]).days >= int(amount) * (7 if unit.startswith("week") else 1)
+
+
+def spec_action(before: float, after: float) -> str:
+    """SPEC 3: the action that takes a signed position from `before` to `after`."""
+    if before == 0:
+        return "open"
+    if after == 0:
+        return "close"
+    if (before > 0) != (after > 0):
+        return "reverse"
+    return "increase" if abs(after) > abs(before) else "decrease"

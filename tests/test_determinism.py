@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import PROJECT_ROOT, SAMPLE_DATA
+from helpers import RUN_FILES
 
 from bt_protection.audit import read_audit
 from bt_protection.cli import main
@@ -25,14 +26,6 @@ from bt_protection.runner import RunSpec, execute_run
 
 CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2018-01-01", "2019-12-31"
-RUN_FILES = (
-    "profile.yaml",
-    "summary.json",
-    "equity.csv",
-    "trades.csv",
-    "orders.csv",
-    "status.json",
-)
 # (PYTHONHASHSEED, TZ) of the two processes: set and dict order, and local time, must not matter
 PROCESSES = (("0", "UTC"), ("4242", "Asia/Kolkata"))
 

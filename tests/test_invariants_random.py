@@ -32,6 +32,7 @@ import backtrader as bt
 import pandas as pd
 import pytest
 from conftest import SAMPLE_DATA
+from helpers import spec_action, spec_elapsed
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -254,24 +255,6 @@ def run_case(case: Case) -> Outcome:
 Point = tuple[int, pd.Timestamp]  # (bar index, date)
 
 
-def elapsed(duration: str, start: Point, now: Point) -> bool:
-    """SPEC 4, by hand: bars count sessions, days and weeks count calendar days."""
-    amount, unit = duration.split()
-    if unit.startswith("bar"):
-        return now[0] - start[0] >= int(amount)
-    return (now[1] - start[1]).days >= int(amount) * (7 if unit.startswith("week") else 1)
-
-
-def action_of(before: float, after: float) -> str:
-    if before == 0:
-        return "open"
-    if after == 0:
-        return "close"
-    if (before > 0) != (after > 0):
-        return "reverse"
-    return "increase" if abs(after) > abs(before) else "decrease"
-
-
 @dataclass
 class Book:
     """One asset as the fills left it: position, when it was opened, its exits."""
@@ -302,13 +285,18 @@ def broken_rules(
         broken.add("core_asset_immunity")
     hold = blocks.get("holding_period")
     opened = book.opened
-    if hold and action in hold["protect"] and opened and not elapsed(hold["min_hold"], opened, now):
+    if (
+        hold
+        and action in hold["protect"]
+        and opened
+        and not spec_elapsed(hold["min_hold"], opened, now)
+    ):
         broken.add("holding_period")
     whip = blocks.get("whipsaw_protection")
     if whip and action in ("open", "reverse"):
-        recent = [e for e in book.exits if not elapsed(whip["window"], e, now)]
+        recent = [e for e in book.exits if not spec_elapsed(whip["window"], e, now)]
         cycles = len(recent) + (action == "reverse")
-        too_soon = bool(book.exits) and not elapsed(whip["min_reentry"], book.exits[-1], now)
+        too_soon = bool(book.exits) and not spec_elapsed(whip["min_reentry"], book.exits[-1], now)
         if cycles >= whip["max_cycles"] or too_soon:
             broken.add("whipsaw_protection")
     return broken
@@ -348,7 +336,7 @@ def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
         assert decision["bar"] == now[0] and pd.Timestamp(decision["time"]) == now[1], where
         assert abs(decision["current_size"] - book.position) < 1e-9, where
         assert abs(decision["target_size"] - decision["current_size"] - row.size) < 1e-9, where
-        action = action_of(book.position, book.position + row.size)
+        action = spec_action(book.position, book.position + row.size)
         assert decision["action"] == action, where
         label = "exempt" if decision["exempt"] else "approved" if decision["approved"] else "denied"
         assert row.protection == label, where

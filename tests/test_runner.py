@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import PROJECT_ROOT, SAMPLE_DATA
+from helpers import RUN_FILES, spec_action, spec_elapsed
 
 from bt_protection.audit import read_audit
 from bt_protection.cli import main
@@ -32,14 +33,6 @@ from strategies import STRATEGIES
 CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2016-01-01", "2019-12-31"
 FILES = ("profile.yaml", "summary.json", "equity.csv", "trades.csv", "orders.csv", "audit.jsonl")
-DETERMINISTIC = (
-    "profile.yaml",
-    "summary.json",
-    "equity.csv",
-    "trades.csv",
-    "orders.csv",
-    "status.json",
-)
 ETF17_TICKERS = ("DBA", "EEM", "GLD", "QQQ", "SPY", "TLT", "XLU")
 
 
@@ -201,25 +194,6 @@ class _Asset:
     exits: list[tuple[int, pd.Timestamp]] = field(default_factory=list)
 
 
-def _elapsed(duration: str, start: tuple[int, pd.Timestamp], now: tuple[int, pd.Timestamp]) -> bool:
-    """SPEC 4: a duration D started at s has elapsed at t when t - s >= D."""
-    amount, unit = duration.split()
-    if unit.startswith("bar"):
-        return now[0] - start[0] >= int(amount)
-    days = int(amount) * (7 if unit.startswith("week") else 1)
-    return (now[1] - start[1]).days >= days
-
-
-def _action(before: float, after: float) -> str:
-    if before == 0:
-        return "open"
-    if after == 0:
-        return "close"
-    if (before > 0) != (after > 0):
-        return "reverse"
-    return "increase" if abs(after) > abs(before) else "decrease"
-
-
 def check_invariants(folder: Path) -> dict[str, int]:
     """Replay orders.csv on the data calendar; fail on any broken promise, count the checks."""
     profile = yaml.safe_load((folder / "profile.yaml").read_text())["protections"]
@@ -252,18 +226,20 @@ def check_invariants(folder: Path) -> dict[str, int]:
             continue
         if not row.filled or row.protection != "approved":
             continue  # denied orders did not trade; exempt ones may break the rules
-        action = _action(state.position, state.position + row.size)
+        action = spec_action(state.position, state.position + row.size)
         lifted = row.overridden_systems.split(";")
         where = f"{folder.name}: order {row.attempt} ({action} {row.asset} on {row.created})"
         if core["enabled"] and row.asset in core["assets"] and action in core["protect"]:
             raise AssertionError(f"{where} reduced a core asset")
         if hold["enabled"] and action in hold["protect"] and "holding_period" not in lifted:
-            assert _elapsed(hold["min_hold"], state.opened, now), f"{where} broke min_hold"
+            assert spec_elapsed(hold["min_hold"], state.opened, now), f"{where} broke min_hold"
             checks["closes"] += 1
         reentry = action == "open" and state.exits
         if whip["enabled"] and reentry and "whipsaw_protection" not in lifted:
-            assert _elapsed(whip["min_reentry"], state.exits[-1], now), f"{where} broke min_reentry"
-            recent = [e for e in state.exits if not _elapsed(whip["window"], e, now)]
+            assert spec_elapsed(whip["min_reentry"], state.exits[-1], now), (
+                f"{where} broke min_reentry"
+            )
+            recent = [e for e in state.exits if not spec_elapsed(whip["window"], e, now)]
             assert len(recent) < whip["max_cycles"], f"{where} broke max_cycles"
             checks["reentries"] += 1
     for attempt, decision in decisions_by_attempt(folder).items():
@@ -338,7 +314,7 @@ def test_runs_are_deterministic_in_every_mode(tmp_path: Path, run_of) -> None:
         ),
     ]
     for other in others:
-        for name in DETERMINISTIC:
+        for name in RUN_FILES:
             assert (other / name).read_bytes() == (first / name).read_bytes(), (
                 f"{other.name}/{name}"
             )
