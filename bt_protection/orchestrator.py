@@ -75,6 +75,7 @@ class ProtectionOrchestrator:
         self._regimes = self.profile.regimes
         self._needs_bars = self.profile.uses_bars
         self._now: ClockPoint | None = None
+        self._first: ClockPoint | None = None
         self._trace = 0
         self._trace_id: str | None = None
         self._regime: str | None = None
@@ -132,6 +133,8 @@ class ProtectionOrchestrator:
                 f"event of {point.describe()} is earlier than the last event "
                 f"({now.describe()}): events must come in backtest order."
             )
+        if self._first is None:
+            self._first = point
         self._now = point
         self._new_trace(point)
         return point
@@ -440,6 +443,21 @@ class ProtectionOrchestrator:
             self.audit.close()
 
     def close(self) -> None:
-        """Flush and close the audit log."""
-        if self.audit is not None:
-            self.audit.close()
+        """Record how the run ended (its date range and counts), then close the audit log."""
+        if self.audit is None or self.audit.closed:
+            return
+        if self._now is not None and self._first is not None:
+            counts = self._counts
+            self._emit(
+                "run_end",
+                self._now,
+                {
+                    "first": self._first.date,
+                    "last": self._now.date,
+                    "decisions": counts["decisions_processed"],
+                    "approved": counts["approved"],
+                    "denied": counts["denied"],
+                    "errors": counts["errors"],
+                },
+            )
+        self.audit.close()

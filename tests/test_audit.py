@@ -270,3 +270,21 @@ def test_read_audit_skips_a_truncated_last_line(tmp_path):
     with open(path, "ab") as handle:
         handle.write(b'{"seq": 1, "kind": "decis')
     assert [r["kind"] for r in read_audit(path)] == ["header"]
+
+
+def test_closing_the_orchestrator_records_the_run_end_with_its_range_and_counts(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    orch = ProtectionOrchestrator(the_profile(), AuditLog(path, FINGERPRINT))
+    c = Clock(orch, bars=True)
+    c.regime(0, "bull")
+    c.fill("SPY", 0, 0, 100)
+    c.ask("SPY", 3, 100, 0)  # core: denied
+    c.ask("AAA", 4, 0, 10)
+    orch.close()
+    orch.close()  # a second close adds nothing
+    records = list(read_audit(path))
+    end = records[-1]
+    assert [r["kind"] for r in records].count("run_end") == 1
+    assert end["kind"] == "run_end"
+    assert (end["first"], end["last"]) == (day(0).isoformat(), day(4).isoformat())
+    assert (end["decisions"], end["approved"], end["denied"], end["errors"]) == (2, 1, 1, 0)
