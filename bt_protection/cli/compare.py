@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bt_protection.cli.options import add_backtest_arguments, backtest_keywords
 from bt_protection.compare import (
     DEFAULT_PROFILES,
     DEFAULT_STRATEGY,
@@ -13,7 +14,6 @@ from bt_protection.compare import (
     markdown_table,
     run_comparison,
 )
-from bt_protection.runner import RunSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,32 +27,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"profile YAML files, one run each (default: configs/{{{','.join(DEFAULT_PROFILES)}}}"
         ".yaml)",
     )
-    parser.add_argument("--data", metavar="DIR", help="folder of <TICKER>.csv files (data/sample/)")
-    parser.add_argument("--start", help="first day, YYYY-MM-DD (default: first common date)")
-    parser.add_argument("--end", help="last day, YYYY-MM-DD (default: last common date)")
-    parser.add_argument("--cash", type=float, default=RunSpec.cash, help="starting cash (100000)")
+    add_backtest_arguments(parser, "folder of <TICKER>.csv files (default: data/sample/)")
     parser.add_argument(
-        "--commission", type=float, default=RunSpec.commission,
-        help="commission per trade value (0.001)",
-    )
-    parser.add_argument(
-        "--slippage", type=float, default=RunSpec.slippage,
-        help="slippage per fill, fraction (0.0005)",
-    )
-    parser.add_argument(
-        "--ablate", action="store_true",
+        "--ablate",
+        action="store_true",
         help="also run each profile once per enabled protection switched off",
     )
     parser.add_argument(
-        "--jobs", type=int, metavar="N",
+        "--jobs",
+        type=int,
+        metavar="N",
         help="worker processes (default: one per run, at most one per CPU; 1: no workers)",
     )
     parser.add_argument(
-        "--out", type=Path, metavar="DIR",
+        "--out",
+        type=Path,
+        metavar="DIR",
         help="comparison folder (default: runs/compare-<strategy>)",
     )
     parser.add_argument(
-        "--allow-mixed-data", action="store_true",
+        "--allow-mixed-data",
+        action="store_true",
         help="put runs on different data (tickers or dates) in one table",
     )
 
@@ -61,16 +56,11 @@ def run(args: argparse.Namespace) -> int:
     comparison = run_comparison(
         args.strategy,
         args.profiles,
-        data=args.data,
-        start=args.start,
-        end=args.end,
-        cash=args.cash,
-        commission=args.commission,
-        slippage=args.slippage,
         ablate=args.ablate,
         jobs=args.jobs,
         out=args.out,
         allow_mixed_data=args.allow_mixed_data,
+        **backtest_keywords(args),
     )
     total = len(comparison.runs) + len(comparison.failed)
     if comparison.runs:

@@ -6,26 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
+from bt_protection.cli.options import add_backtest_arguments, backtest_keywords
+from bt_protection.runner import RunSpec, default_out, execute_run
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", required=True, help="strategy name, e.g. momentum_rotation")
     parser.add_argument("--profile", required=True, metavar="FILE", help="profile YAML file")
-    parser.add_argument(
-        "--data",
-        metavar="DIR",
-        help="folder of <TICKER>.csv files (default: data/sample/, or the fetch cache "
-        "data/cache/ when --tickers is given)",
+    add_backtest_arguments(
+        parser,
+        "folder of <TICKER>.csv files (default: data/sample/, or the fetch cache data/cache/ "
+        "when --tickers is given)",
     )
     parser.add_argument("--tickers", nargs="+", metavar="T", help="tickers (default: every file)")
-    parser.add_argument("--start", help="first day, YYYY-MM-DD (default: first common date)")
-    parser.add_argument("--end", help="last day, YYYY-MM-DD (default: last common date)")
-    parser.add_argument("--cash", type=float, default=100_000.0, help="starting cash (100000)")
-    parser.add_argument(
-        "--commission", type=float, default=0.001, help="commission per trade value (0.001)"
-    )
-    parser.add_argument(
-        "--slippage", type=float, default=0.0005, help="slippage per fill, fraction (0.0005)"
-    )
     parser.add_argument(
         "--out", type=Path, metavar="DIR", help="run folder (default: runs/<strategy>-<profile>)"
     )
@@ -44,20 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bt_protection.runner import RunSpec, default_out, execute_run  # backtrader: only here
-
     spec = RunSpec(
         strategy=args.strategy,
         profile=args.profile,
-        data=args.data,
         tickers=tuple(args.tickers) if args.tickers else None,
-        start=args.start,
-        end=args.end,
-        cash=args.cash,
-        commission=args.commission,
-        slippage=args.slippage,
         runonce=args.runonce,
         preload=args.preload,
+        **backtest_keywords(args),
     )
     out = execute_run(spec, args.out or default_out(spec))
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))

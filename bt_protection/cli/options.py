@@ -1,0 +1,36 @@
+"""Options that `run` and `compare` share: the data and the broker of a backtest."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bt_protection.runner import RunSpec
+
+
+def add_backtest_arguments(parser: argparse.ArgumentParser, data_help: str) -> None:
+    """`--data --start --end --cash --commission --slippage`, defaults from `RunSpec`."""
+    parser.add_argument("--data", metavar="DIR", help=data_help)
+    parser.add_argument("--start", help="first day, YYYY-MM-DD (default: first common date)")
+    parser.add_argument("--end", help="last day, YYYY-MM-DD (default: last common date)")
+    parser.add_argument(
+        "--cash", type=float, default=RunSpec.cash, help=f"starting cash ({RunSpec.cash:g})"
+    )
+    parser.add_argument(
+        "--commission",
+        type=float,
+        default=RunSpec.commission,
+        help=f"commission as a fraction of each fill's value ({RunSpec.commission:g})",
+    )
+    parser.add_argument(
+        "--slippage",
+        type=float,
+        default=RunSpec.slippage,
+        help=f"slippage as a fraction of the price ({RunSpec.slippage:g})",
+    )
+
+
+def backtest_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of those options, by their `RunSpec` names."""
+    names = ("data", "start", "end", "cash", "commission", "slippage")
+    return {name: getattr(args, name) for name in names}
