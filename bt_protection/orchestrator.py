@@ -311,9 +311,7 @@ class ProtectionOrchestrator:
         now = self._advance(date, bar)
         self._positions[asset] = after
         for protection in self._hooks["on_fill"]:
-            self._guarded(
-                protection, "on_fill", now, asset, protection.on_fill, asset, now, before, after
-            )
+            self._guarded(protection, "on_fill", now, asset, asset, now, before, after)
         self._emit("fill", now, {"asset": asset, "size_before": before, "size_after": after})
 
     def on_regime(self, date: Any, regime: str, bar: int | None = None) -> None:
@@ -329,7 +327,7 @@ class ProtectionOrchestrator:
                 self._emit("regime_change", now, {"from": self._regime, "to": regime})
             self._regime = regime
         for protection in self._hooks["on_regime"]:
-            self._guarded(protection, "on_regime", now, None, protection.on_regime, now, regime)
+            self._guarded(protection, "on_regime", now, None, now, regime)
 
     def on_scores(self, date: Any, scores: Mapping[str, float], bar: int | None = None) -> None:
         """A score report (one per rebalance); it starts a new trace."""
@@ -345,7 +343,7 @@ class ProtectionOrchestrator:
             self._new_trace(now)
         self._emit("scores", now, {"scores": dict(sorted(clean.items()))})
         for protection in self._hooks["on_scores"]:
-            self._guarded(protection, "on_scores", now, None, protection.on_scores, now, clean)
+            self._guarded(protection, "on_scores", now, None, now, clean)
 
     def _guarded(
         self,
@@ -353,12 +351,11 @@ class ProtectionOrchestrator:
         hook: str,
         now: ClockPoint,
         asset: str | None,
-        fn: Any,
         *args: Any,
     ) -> None:
-        """Run an event hook; a failure is recorded and counted, and the run goes on."""
+        """Run the event hook `hook`; a failure is recorded and counted, and the run goes on."""
         try:
-            fn(*args)
+            getattr(protection, hook)(*args)
         except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
             self._counts["errors"] += 1
             self._emit(
