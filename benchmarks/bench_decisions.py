@@ -114,6 +114,10 @@ def measure(assets: int, decisions: int, audit: bool, per_bar: int = 500) -> dic
         }
 
 
+def per_second(result: dict[str, float]) -> float:
+    return result["per_second"]
+
+
 def state_memory(assets: int) -> float:
     """MB allocated to build an orchestrator with `assets` positions of state."""
     gc.collect()
@@ -168,14 +172,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer decisions (smoke run)")
     args = parser.parse_args()
     decisions = 20_000 if args.quick else 200_000
-    print("decisions/s of can_execute_action, all five systems on (one core)")
+    print("decisions/s of can_execute_action, all five systems on (one core), best of 3")
     print(
         f"{'assets':>7} {'audit':>6} {'decisions':>10} {'per second':>12} "
         f"{'p50 us':>8} {'p99 us':>8}"
     )
     for assets in (10, 1_000, 10_000):
         for audit in (False, True):
-            r = measure(assets, decisions, audit)
+            # best of three: the machine's noise only ever slows a run down
+            r = max((measure(assets, decisions, audit) for _ in range(3)), key=per_second)
             print(
                 f"{assets:>7} {'file' if audit else 'off':>6} {r['decisions']:>10,} "
                 f"{r['per_second']:>12,.0f} {r['p50_us']:>8.2f} {r['p99_us']:>8.2f}"

@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from bt_protection.audit import remember_constant
@@ -109,7 +110,7 @@ class Protection:
         raise NotImplementedError
 
     def allow(self, reason: str, **details: Any) -> ProtectionResult:
-        return ProtectionResult(self.key, self.priority, True, reason, details)
+        return ProtectionResult(self.key, self.priority, True, reason, MappingProxyType(details))
 
     def constant(self, reason: str, **details: Any) -> ProtectionResult:
         """An allowing result made once and reused; its JSON is cached for the audit."""
@@ -118,7 +119,7 @@ class Protection:
         return result
 
     def deny(self, reason: str, **details: Any) -> ProtectionResult:
-        return ProtectionResult(self.key, self.priority, False, reason, details)
+        return ProtectionResult(self.key, self.priority, False, reason, MappingProxyType(details))
 
     def overrides(self, now: ClockPoint) -> frozenset[str]:
         """Systems whose denials do not block at `now` (only regime override lifts any)."""
