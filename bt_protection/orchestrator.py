@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from array import array
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from time import perf_counter_ns
@@ -28,6 +29,7 @@ from bt_protection.profile import Mode, OnError, Profile, load_profile
 from bt_protection.protections.base import Protection, registry
 
 _LATENCY_SAMPLES = 1 << 16  # percentiles cover the latest 65,536 decisions: constant memory
+_RECENT_ERRORS = 10  # texts of the latest failures kept for the metrics
 
 
 class ProtectionOrchestrator:
@@ -88,6 +90,7 @@ class ProtectionOrchestrator:
             "overrides_applied": 0,
             "errors": 0,
         }
+        self._recent_errors: deque[str] = deque(maxlen=_RECENT_ERRORS)
         self._blocks = {key: 0 for key in self.profile.enabled_systems}
         self._would_block = dict(self._blocks)
         self._latency = array("q", bytes(8 * _LATENCY_SAMPLES))
@@ -171,8 +174,7 @@ class ProtectionOrchestrator:
             except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
                 errors.append(self._error_text(protection, exc))
         for text in errors:
-            self._counts["errors"] += 1
-            self._emit("error", now, {"asset": request.asset, "error": text})
+            self._record_error(now, {"asset": request.asset, "error": text})
         return decision
 
     def _decide(
@@ -357,12 +359,14 @@ class ProtectionOrchestrator:
         try:
             getattr(protection, hook)(*args)
         except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
-            self._counts["errors"] += 1
-            self._emit(
-                "error",
-                now,
-                {"asset": asset, "hook": hook, "error": self._error_text(protection, exc)},
-            )
+            text = self._error_text(protection, exc)
+            self._record_error(now, {"asset": asset, "hook": hook, "error": text})
+
+    def _record_error(self, now: ClockPoint, payload: dict[str, Any]) -> None:
+        """Count a protection's failure, keep its text for the metrics and audit it."""
+        self._counts["errors"] += 1
+        self._recent_errors.append(payload["error"])
+        self._emit("error", now, payload)
 
     # --- questions --------------------------------------------------------------------------
 
@@ -422,6 +426,7 @@ class ProtectionOrchestrator:
         counts["approval_rate"] = counts["approved"] / n if n else 0.0
         counts["blocks_by_system"] = dict(self._blocks)
         counts["would_block_by_system"] = dict(self._would_block)
+        counts["recent_errors"] = list(self._recent_errors)
         samples = sorted(self._latency[: min(n, _LATENCY_SAMPLES)])
         counts["decision_time_us"] = {
             "mean": self._latency_total / n / 1000.0 if n else 0.0,

@@ -136,6 +136,7 @@ def test_a_protection_that_raises_follows_on_error_and_the_run_goes_on(
     assert c.ask("BBB", 21, 0, 100).approved
     metrics = c.orch.get_performance_metrics()
     assert metrics["errors"] == 1
+    assert metrics["recent_errors"] == ["grace_period raised RuntimeError: boom"]
     assert metrics["decisions_processed"] == 3
     c.orch.close()
     errors = [r for r in read_audit(path) if r["kind"] == "error"]
@@ -156,7 +157,9 @@ def test_a_failing_event_hook_is_counted_and_logged_and_the_run_goes_on(monkeypa
     monkeypatch.setattr(holding, "on_fill", boom)
     held(c)  # the hook fails, the fill is still recorded
     assert c.orch.positions == {"AAA": 100}
-    assert c.orch.get_performance_metrics()["errors"] == 1
+    metrics = c.orch.get_performance_metrics()
+    assert metrics["errors"] == 1
+    assert metrics["recent_errors"] == ["holding_period raised KeyError: 'state'"]
     c.orch.close()
     errors = [r for r in read_audit(path) if r["kind"] == "error"]
     assert [e["hook"] for e in errors] == ["on_fill"]
