@@ -47,14 +47,12 @@ class ProtectionAnalyzer(bt.Analyzer):
             )
         self._systems = tuple(self.strategy.protection.profile.enabled_systems)
         self._decisions: list[ProtectionDecision] = []
-        self._attempts: list[int] = []
         self._metrics: dict[str, Any] | None = None
         add_listener(self._record)
 
     def _record(self, decision: ProtectionDecision) -> None:
+        # listening from `start`, before any order: the n-th decision is the n-th attempt
         self._decisions.append(decision)
-        # the mixin numbers attempts and calls listeners right after numbering this one
-        self._attempts.append(self.strategy._protection_attempts)
 
     def stop(self) -> None:
         self._metrics = self.strategy.protection.get_performance_metrics()
@@ -97,7 +95,7 @@ class ProtectionAnalyzer(bt.Analyzer):
                 "target_size": d.target_size,
                 "attempt": attempt,
             }
-            for d, attempt in zip(self._decisions, self._attempts, strict=True)
+            for attempt, d in enumerate(self._decisions, start=1)
         ]
         index = pd.DatetimeIndex([d.date for d in self._decisions], name="date")
         return pd.DataFrame(rows, index=index, columns=list(FRAME_COLUMNS))

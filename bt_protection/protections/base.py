@@ -99,14 +99,11 @@ class Protection:
 
     # --- evaluation -------------------------------------------------------------------------
 
-    def evaluate(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
-        """The result for `request`; actions outside `guards` are allowed without a look."""
-        if request.action not in self.guards:
-            return self.not_guarded[request.action]
-        return self.check(request, now)
-
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
-        """Evaluate a guarded action. Pure: no state changes here."""
+        """Evaluate an action in `guards` (others get `not_guarded[action]` without a call).
+
+        Pure: no state changes here.
+        """
         raise NotImplementedError
 
     def allow(self, reason: str, **details: Any) -> ProtectionResult:
