@@ -108,8 +108,8 @@ def test_block_without_enabled_is_on_and_enabled_false_is_defaults(tmp_path: Pat
 
 
 def test_ints_are_accepted_as_floats() -> None:
-    profile = load_profile({"regime": {"vol_high": 1}})
-    assert profile.regime.vol_high == 1.0 and isinstance(profile.regime.vol_high, float)
+    profile = load_profile({"regime": {"vol_crisis": 1}})
+    assert profile.regime.vol_crisis == 1.0 and isinstance(profile.regime.vol_crisis, float)
 
 
 def test_extends_deep_merges_and_child_wins(tmp_path: Path) -> None:
@@ -262,6 +262,46 @@ BAD = {
         'protections:\n  regime_override:\n    severity: {"bull->bear": extreme}\n',
         "{f}:3: protections.regime_override.severity.bull->bear: unknown value 'extreme'; "
         "valid values: low, medium, high, critical.",
+    ),
+    "regime-fast-not-below-slow": (
+        "regime:\n  slow_period: 200\n  fast_period: 300\n",
+        "{f}:3: regime.fast_period: fast_period (300) must be below slow_period (200).",
+    ),
+    "regime-zero-period": (
+        "regime:\n  vol_period: 0\n",
+        "{f}:2: regime.vol_period: vol_period must be a whole number of at least 2, not 0.",
+    ),
+    "regime-zero-confirmation": (
+        "regime:\n  confirm_bars: 0\n",
+        "{f}:2: regime.confirm_bars: confirm_bars must be a whole number of at least 1, not 0.",
+    ),
+    "regime-vol-crisis-not-above-vol-high": (
+        "regime:\n  vol_high: 0.5\n  vol_crisis: 0.45\n",
+        "{f}:3: regime.vol_crisis: vol_crisis (0.45) must be above vol_high (0.5).",
+    ),
+    "regime-drawdown-crisis-not-above-drawdown-bear": (
+        "regime:\n  drawdown_crisis: 0.1\n",
+        "{f}:2: regime.drawdown_crisis: drawdown_crisis (0.1) must be above drawdown_bear (0.1).",
+    ),
+    "regime-drawdown-crisis-total-loss": (
+        "regime:\n  drawdown_crisis: 1\n",
+        "{f}:2: regime.drawdown_crisis: drawdown_crisis (1) must be below 1 (a 100% loss).",
+    ),
+    "regime-labels-the-indicator-cannot-give": (
+        "protections:\n  regime_override:\n    regimes: [calm, stress]\n",
+        "{f}:3: protections.regime_override.regimes: regimes must be [bull, neutral, bear, "
+        "crisis], the labels RegimeIndicator gives from calm to stressed, not [calm, stress].",
+    ),
+    "decisions-outside-the-override-window": (
+        "protections:\n  holding_period:\n    min_hold: 3 decisions\n",
+        "{f}:3: protections.holding_period.min_hold: '3 decisions' counts decisions, which only "
+        'regime_override.window can; write bars or days here, such as "10 bars" or "14 days".',
+    ),
+    "severity-wildcard-target": (
+        'protections:\n  regime_override:\n    severity: {"bull->*": low}\n',
+        "{f}:3: protections.regime_override.severity.bull->*: 'bull->*' is not a transition; "
+        'write "from->to", e.g. "bull->bear", or "*->to" for every change into a regime, '
+        'e.g. "*->crisis".',
     ),
     "disabled-block-still-checked": (
         "protections:\n  whipsaw_protection:\n    enabled: false\n    max_cycle: 3\n",
