@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GSPC = ROOT.parent / "shared" / "data" / "single" / "GSPC.csv"
 PERIOD = ("2000-01-01", "2013-12-31")
 CRASH = ("2008-09-15", "2009-03-09")
-BEAR_MARKETS = {"2000-2002": ("2000-01-01", "2002-12-31"), "2007-2009": ("2007-01-01", "2009-12-31")}
+BEAR_MARKETS = {
+    "2000-2002": ("2000-01-01", "2002-12-31"),
+    "2007-2009": ("2007-01-01", "2009-12-31"),
+}
 FLAP_BARS = 5
 COLOURS = {"bull": "#c8e6c9", "neutral": "#eeeeee", "bear": "#ffe0b2", "crisis": "#ffcdd2"}
 
@@ -108,7 +111,9 @@ def main() -> None:
     close = frame["Adj Close"].astype(float)
     rows = {n: stability(close, replace(RegimeConfig(), confirm_bars=n)) for n in args.confirm}
     table = pd.DataFrame(rows).T.rename_axis("confirm_bars")
-    print(f"{args.csv.name} {PERIOD[0]}..{PERIOD[1]}, flaps: changes reversed within {FLAP_BARS} bars")
+    print(
+        f"{args.csv.name} {PERIOD[0]}..{PERIOD[1]}, flaps: changes reversed within {FLAP_BARS} bars"
+    )
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
     if args.plot:
         plot(close, RegimeConfig(), args.plot)

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from bt_protection.integration.regime import (
-    CompositeIndex,
     RegimeIndicator,
     RegimeState,
     classify,

@@ -80,8 +80,9 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
 
     Params: `protection` (profile file, mapping or `Profile`; required), `regime_data` (name of
     the feed the regime indicator watches; default the profile's `regime.data`, else the only
-    feed, else the equal-weight composite of every feed: `CompositeIndex`), `audit_path` (JSONL file; `{profile}` is replaced by the profile name) and
-    `run_info` (a mapping added to the audit header, e.g. the data's date range).
+    feed, else the equal-weight composite of every feed: `CompositeIndex`), `audit_path`
+    (JSONL file; `{profile}` is replaced by the profile name) and `run_info` (a mapping added
+    to the audit header, e.g. the data's date range).
     Order keywords: `protection_exempt=True` marks a safety exit, `protection_reason` and
     `protection_score` travel with the request.
     """

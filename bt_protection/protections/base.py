@@ -45,13 +45,13 @@ class ProtectionConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Duration) and value.counts_decisions:
-                if f.name not in self.decision_fields:
-                    raise ConfigError(
-                        f.name,
-                        f"{str(value)!r} counts decisions, which only regime_override.window "
-                        'can; write bars or days here, such as "10 bars" or "14 days".',
-                    )
+            counts = isinstance(value, Duration) and value.counts_decisions
+            if counts and f.name not in self.decision_fields:
+                raise ConfigError(
+                    f.name,
+                    f"{str(value)!r} counts decisions, which only regime_override.window "
+                    'can; write bars or days here, such as "10 bars" or "14 days".',
+                )
 
     def validate(self) -> None:
         """Cross-field checks; raise `ConfigError` naming the key."""
