@@ -84,9 +84,9 @@ def plot(close: pd.Series, config: RegimeConfig, path: Path) -> None:
     found = labels(close, config).loc[PERIOD[0] : PERIOD[1]]
     shown = close.loc[found.index]
     fig, ax = plt.subplots(figsize=(11, 4.2), dpi=100)
-    runs = (found != found.shift()).cumsum()
-    for _, run in found.groupby(runs):
-        ax.axvspan(run.index[0], run.index[-1], color=COLOURS[run.iloc[0]], lw=0)
+    starts = [i for i in range(len(found)) if i == 0 or found.iloc[i] != found.iloc[i - 1]]
+    for first, after in zip(starts, [*starts[1:], len(found) - 1], strict=True):
+        ax.axvspan(found.index[first], found.index[after], color=COLOURS[found.iloc[first]], lw=0)
     ax.plot(shown.index, shown.to_numpy(), color="black", lw=0.8)
     ax.set_yscale("log")
     ax.set_title(
