@@ -75,9 +75,7 @@ def test_balanced_values_are_typed() -> None:
     assert core.protect == frozenset({Action.CLOSE, Action.DECREASE, Action.REVERSE})
     assert core.dynamic is not None and core.dynamic.duration == Duration.parse("60 bars")
     assert override.severity == {"neutral->bear": Severity.HIGH}
-    assert override.can_override[Severity.HIGH] == frozenset(
-        {"grace_period", "whipsaw_protection"}
-    )
+    assert override.can_override[Severity.HIGH] == frozenset({"grace_period", "whipsaw_protection"})
     assert override.window == Duration.parse("2 decisions") and override.window.counts_decisions
     assert profile.on_error is OnError.DENY
     assert profile.regime.data is None and profile.regime.confirm_bars == 8
