@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import backtrader as bt
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import PROJECT_ROOT, SAMPLE_DATA
@@ -20,7 +21,7 @@ from bt_protection.compare import run_comparison
 from bt_protection.data import load_universe
 from bt_protection.errors import UserError
 from bt_protection.integration.feeds import add_feeds
-from bt_protection.integration.regime import CompositeIndex
+from bt_protection.integration.regime import CompositeIndex, RegimeIndicator
 from bt_protection.regimes import regime_source
 from bt_protection.runner import RunSpec, execute_run
 
@@ -43,29 +44,56 @@ def test_regime_source_is_the_named_feed_the_only_feed_or_the_composite() -> Non
 
 
 class _Composite(bt.Strategy):
+    """Records the composite of every feed and the regime the indicator reads from it."""
+
     def __init__(self) -> None:
         self.index = CompositeIndex(*self.datas)
-        self.values: list[float] = []
+        self.regime = RegimeIndicator(self.index)
+        self.values: list[tuple[float, float]] = []
 
     def next(self) -> None:
-        self.values.append(self.index.close[0])
+        self.values.append((self.index.close[0], self.regime.regime[0]))
 
 
-@pytest.mark.parametrize("runonce", [True, False])
-def test_composite_is_the_chained_mean_of_the_feeds_returns(runonce: bool) -> None:
-    frames = load_universe(SAMPLE_DATA, ["AAPL", "NFLX", "NVDA"], end="2014-12-31")
+def _composite(frames: dict[str, pd.DataFrame], **cerebro: bool) -> list[tuple[float, float]]:
+    engine = bt.Cerebro(stdstats=False, **cerebro)
+    add_feeds(engine, frames)
+    engine.addstrategy(_Composite)
+    return engine.run()[0].values
+
+
+@pytest.fixture(scope="module")
+def three_stocks() -> dict[str, pd.DataFrame]:
+    frames = load_universe(SAMPLE_DATA, ["AAPL", "NFLX", "NVDA"], end="2016-12-31")
     holes = frames["NFLX"].copy()
     holes.iloc[[10, 11, 200], holes.columns.get_loc("close")] = float("nan")  # no bar there
     frames["NFLX"] = holes
-    cerebro = bt.Cerebro(stdstats=False, runonce=runonce)
-    add_feeds(cerebro, frames)
-    cerebro.addstrategy(_Composite)
-    values = cerebro.run()[0].values
-    closes = pd.DataFrame({t: f["close"] for t, f in frames.items()})
+    return frames
+
+
+@pytest.mark.parametrize("runonce", [True, False])
+def test_composite_is_the_chained_mean_of_the_feeds_returns(
+    three_stocks: dict[str, pd.DataFrame], runonce: bool
+) -> None:
+    values = [value for value, _ in _composite(three_stocks, runonce=runonce)]
+    closes = pd.DataFrame({t: f["close"] for t, f in three_stocks.items()})
     returns = closes / closes.ffill().shift() - 1  # from each feed's last valid close
     expected = 100 * (1 + returns.mean(axis=1, skipna=True).fillna(0)).cumprod()
     assert values == pytest.approx(list(expected), rel=1e-12)
     assert values[0] == 100.0
+
+
+@pytest.mark.parametrize("runonce", [True, False])
+@pytest.mark.parametrize("preload", [True, False])
+def test_composite_regime_has_no_look_ahead(
+    three_stocks: dict[str, pd.DataFrame], runonce: bool, preload: bool
+) -> None:
+    """The composite and its regime on the feeds cut at random bars equal the full run's."""
+    full = _composite(three_stocks)
+    assert len({code for _, code in full}) > 1  # the regime does move on these stocks
+    for n in sorted(np.random.default_rng(7).integers(60, len(full), size=2)):
+        cut = {t: f.iloc[:n] for t, f in three_stocks.items()}
+        assert _composite(cut, runonce=runonce, preload=preload) == full[:n], n
 
 
 def _run(tmp: Path, profile: str, data: Path, **kwargs: Any) -> Path:
