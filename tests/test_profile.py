@@ -433,3 +433,15 @@ def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     captured = capsys.readouterr()
     assert captured.err == f"{missing}: no such file.\n"
     assert "Traceback" not in captured.out + captured.err
+
+
+REGIME_CASES = {k: v for k, v in BAD.items() if k.startswith("regime")}
+
+
+@pytest.mark.parametrize(("text", "message"), REGIME_CASES.values(), ids=REGIME_CASES.keys())
+def test_validate_refuses_what_the_regime_indicator_cannot_run(
+    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "bad.yaml", text)
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out == message.format(f=path) + "\n"
