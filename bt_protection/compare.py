@@ -112,6 +112,7 @@ def run_comparison(
     profiles: Sequence[str | os.PathLike[str]] | None = None,
     *,
     data: str | os.PathLike[str] | None = None,
+    regime_data: str | None = None,
     start: str | None = None,
     end: str | None = None,
     cash: float = RunSpec.cash,
@@ -126,6 +127,7 @@ def run_comparison(
     """Run `strategy` under each profile (and, with `ablate`, under each profile with one
     enabled protection switched off) into `out` and write the comparison files there.
 
+    `regime_data`: the ticker every run's regime indicator watches (`RunSpec.regime_data`).
     `jobs`: worker processes (default: one per run, at most one per CPU; 1 runs in this
     process). Raises UserError, with nothing written, for bad input.
     """
@@ -136,8 +138,15 @@ def run_comparison(
     partial = folder.with_name(folder.name + ".partial")
     loaded = _load_profiles(default_profiles() if profiles is None else profiles)
     base = RunSpec(
-        strategy, "", data=data, start=start, end=end, cash=cash, commission=commission,
+        strategy,
+        "",
+        data=data,
+        start=start,
+        end=end,
+        cash=cash,
+        commission=commission,
         slippage=slippage,
+        regime_data=regime_data,
     )
     plan = plan_run(replace(base, profile=loaded[0][0]), partial / loaded[0][1].name)
     base = replace(base, data=data_folder(base).resolve())  # workers may have another cwd
@@ -281,7 +290,10 @@ def _execute(
     bar; returns the failed runs' errors by name, in table order."""
     failed: dict[str, str] = {}
     bar = tqdm(
-        total=len(entries), desc="compare", unit="run", file=sys.stderr,
+        total=len(entries),
+        desc="compare",
+        unit="run",
+        file=sys.stderr,
         disable=None if progress else True,
     )
 

@@ -27,6 +27,7 @@ from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.recorder import EquityRecorder, OrderRecorder, TradeRecorder
 from bt_protection.metrics import performance
 from bt_protection.profile import Profile, load_profile
+from bt_protection.regimes import regime_source
 from strategies import get_strategy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,9 @@ class RunFailed(UserError):
 @dataclass(frozen=True)
 class RunSpec:
     """The inputs of one run. `data` None: `data/sample/`, or the fetch cache `data/cache/`
-    when `tickers` are given; `tickers` None: every CSV of the data folder."""
+    when `tickers` are given; `tickers` None: every CSV of the data folder; `regime_data`:
+    the ticker the regime indicator watches (None: the profile's `regime.data`, else the only
+    ticker, else the composite of all, see `bt_protection.regimes`)."""
 
     strategy: str
     profile: str | Path
@@ -55,6 +58,7 @@ class RunSpec:
     slippage: float = 0.0005
     runonce: bool = True
     preload: bool = True
+    regime_data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ def plan_run(spec: RunSpec, out: Path) -> RunPlan:
     _check_out(out)
     frames = load_universe(data_folder(spec), spec.tickers, start, end)
     index = next(iter(frames.values())).index
+    source = regime_source(spec.regime_data or profile.regime.data, sorted(frames))
     fingerprint = {
         "package_version": __version__,
         "strategy": spec.strategy,
@@ -129,6 +134,7 @@ def plan_run(spec: RunSpec, out: Path) -> RunPlan:
         "data": sorted(frames),
         "start": index[0].date().isoformat(),
         "end": index[-1].date().isoformat(),
+        "regime_data": source.label,
         "cash": spec.cash,
         "commission": spec.commission,
         "slippage": spec.slippage,
@@ -174,7 +180,11 @@ def _cerebro(plan: RunPlan, audit: Path) -> bt.Cerebro:
     cerebro.broker.set_coc(False)
     add_feeds(cerebro, plan.frames)
     cerebro.addstrategy(
-        plan.strategy, protection=plan.profile, audit_path=str(audit), run_info=plan.fingerprint
+        plan.strategy,
+        protection=plan.profile,
+        regime_data=spec.regime_data,
+        audit_path=str(audit),
+        run_info=plan.fingerprint,
     )
     cerebro.addanalyzer(OrderRecorder, _name="orders")
     cerebro.addanalyzer(EquityRecorder, _name="equity")
@@ -212,6 +222,7 @@ def build_summary(
     fp = plan.fingerprint
     return {
         **{k: fp[k] for k in ("strategy", "profile", "profile_hash", "data", "start", "end")},
+        "regime_data": fp["regime_data"],
         **{k: fp[k] for k in ("cash", "commission", "slippage")},
         **performance(equity, orders, trades),
         "final_value": float(equity["value"].iloc[-1]),

@@ -22,12 +22,23 @@ S = datetime(2024, 1, 1)
         ("2 weeks", 14, DurationUnit.DAYS),
         ("1 week", 7, DurationUnit.DAYS),
         ("  5  Bars ", 5, DurationUnit.BARS),
+        ("3 decisions", 3, DurationUnit.DECISIONS),
+        ("1 decision", 1, DurationUnit.DECISIONS),
     ],
 )
 def test_parse_durations_with_units(text, amount, unit):
     duration = Duration.parse(text)
     assert (duration.amount, duration.unit) == (amount, unit)
     assert duration.uses_bars is (unit is DurationUnit.BARS)
+
+
+def test_decisions_are_no_clock_time():
+    decisions = Duration.parse("3 decisions")
+    assert decisions.counts_decisions and not decisions.uses_bars
+    start, now = ClockPoint(S, 0), ClockPoint(S + timedelta(days=9), 9)
+    with pytest.raises(ValueError, match="3 decisions counts decisions, not time"):
+        decisions.elapsed(start, now)
+    assert decisions.ends(start) == "after 3 decisions from 2024-01-01 (bar 0)"
 
 
 def test_two_weeks_equals_fourteen_days():

@@ -249,7 +249,7 @@ class FullDisk:
         self.real.close()
 
 
-GOOD_FLUSHES = (1, 60, 200)
+GOOD_FLUSHES = (1, 60, 150)
 
 
 @pytest.mark.parametrize("good_flushes", GOOD_FLUSHES)

@@ -356,6 +356,11 @@ SMA = ["--strategy", "sma_crossover", "--profile", BALANCED]
             "--start '2020-13-01' is not a date; expected YYYY-MM-DD.",
         ),
         ([*SMA, "--cash", "0"], "--cash must be above 0, not 0."),
+        (
+            [*SMA, "--data", str(SAMPLE_DATA), "--regime-data", "SPY"],
+            "regime data 'SPY' is not a feed of this run; feeds: AAPL, AMZN, GOOG, META, NFLX, "
+            "NVDA.",
+        ),
         ([*SMA, "--commission", "-0.01"], "--commission must be 0 or more, not -0.01."),
     ],
 )

@@ -9,8 +9,15 @@ from bt_protection.runner import RunSpec
 
 
 def add_backtest_arguments(parser: argparse.ArgumentParser, data_help: str) -> None:
-    """`--data --start --end --cash --commission --slippage`, defaults from `RunSpec`."""
+    """`--data --regime-data --start --end --cash --commission --slippage`, defaults from
+    `RunSpec`."""
     parser.add_argument("--data", metavar="DIR", help=data_help)
+    parser.add_argument(
+        "--regime-data",
+        metavar="TICKER",
+        help="ticker the regime indicator watches (default: the profile's regime.data, else "
+        "the only ticker, else an equal-weight composite of all; docs/regime.md)",
+    )
     parser.add_argument("--start", help="first day, YYYY-MM-DD (default: first common date)")
     parser.add_argument("--end", help="last day, YYYY-MM-DD (default: last common date)")
     parser.add_argument(
@@ -32,5 +39,5 @@ def add_backtest_arguments(parser: argparse.ArgumentParser, data_help: str) -> N
 
 def backtest_keywords(args: argparse.Namespace) -> dict[str, Any]:
     """The values of those options, by their `RunSpec` names."""
-    names = ("data", "start", "end", "cash", "commission", "slippage")
+    names = ("data", "regime_data", "start", "end", "cash", "commission", "slippage")
     return {name: getattr(args, name) for name in names}

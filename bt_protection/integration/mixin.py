@@ -16,10 +16,11 @@ import backtrader as bt
 
 from bt_protection import __version__
 from bt_protection.errors import UserError
-from bt_protection.integration.regime import RegimeIndicator, label_of
+from bt_protection.integration.regime import CompositeIndex, RegimeIndicator, label_of
 from bt_protection.models import ProtectionDecision, ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
+from bt_protection.regimes import RegimeSource, regime_source
 
 # Stop orders protect a position that exists: they are safety exits, never held back.
 _SAFETY_EXECTYPES = frozenset(
@@ -78,9 +79,10 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
     """Put the protection orchestrator between the strategy and the broker.
 
     Params: `protection` (profile file, mapping or `Profile`; required), `regime_data` (name of
-    the feed the regime indicator watches; default the profile's `regime.data`, else the first
-    feed), `audit_path` (JSONL file; `{profile}` is replaced by the profile name) and
-    `run_info` (a mapping added to the audit header, e.g. the data's date range).
+    the feed the regime indicator watches; default the profile's `regime.data`, else the only
+    feed, else the equal-weight composite of every feed: `CompositeIndex`), `audit_path`
+    (JSONL file; `{profile}` is replaced by the profile name) and `run_info` (a mapping added
+    to the audit header, e.g. the data's date range).
     Order keywords: `protection_exempt=True` marks a safety exit, `protection_reason` and
     `protection_score` travel with the request.
     """
@@ -114,9 +116,10 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
                 f"broker {type(self.broker).__name__} has no notify(order) method, so denied "
                 "orders could not reach notify_order; use backtrader's BackBroker."
             )
-        self.regime = RegimeIndicator.from_config(
-            self._regime_feed(profile.regime.data), profile.regime
+        source = regime_source(
+            self.p.regime_data or profile.regime.data, [asset_name(d) for d in self.datas]
         )
+        self.regime = RegimeIndicator.from_config(self._regime_feed(source), profile.regime)
         audit = None
         if self.p.audit_path or profile.audit.path:
             from bt_protection.audit import AuditLog
@@ -128,6 +131,7 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
                 "profile_hash": profile.hash,
                 "data": [asset_name(d) for d in self.datas],
                 **dict(self.p.run_info or {}),
+                "regime_data": source.label,
             }
             audit = AuditLog(path, fingerprint)
         self.protection = ProtectionOrchestrator(profile, audit)
@@ -137,15 +141,11 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         self._protection_attempts = 0
         self._protection_listeners: list[Callable[[ProtectionDecision], None]] = []
 
-    def _regime_feed(self, profile_choice: str | None) -> Any:
-        name = self.p.regime_data or profile_choice
-        if not name:
-            return self.datas[0]
-        for data in self.datas:
-            if data._name == name:
-                return data
-        known = ", ".join(asset_name(d) for d in self.datas)
-        raise UserError(f"regime data {name!r} is not a feed of this run; feeds: {known}.")
+    def _regime_feed(self, source: RegimeSource) -> Any:
+        """The feed the regime indicator watches, or the composite index of every feed."""
+        if source.feed is None:
+            return CompositeIndex(*self.datas)
+        return next(d for d in self.datas if asset_name(d) == source.feed)
 
     @property
     def protection_date(self) -> Any:

@@ -193,8 +193,8 @@ def _build_config(
     _check_mapping(value, names, path)
     hints = get_type_hints(cls)
     given = {key: _convert(item, hints[key], (*path, key)) for key, item in value.items()}
-    config = cls(**{**(defaults or {}), **given})
     try:
+        config = cls(**{**(defaults or {}), **given})
         getattr(config, "validate", lambda: None)()
     except ValueError as error:
         key = getattr(error, "key", "")

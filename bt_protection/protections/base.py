@@ -33,9 +33,25 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProtectionConfig:
-    """Parameters every protection block has."""
+    """Parameters every protection block has.
+
+    `decision_fields` names the durations that may count decisions (`"3 decisions"`); any
+    other duration given in decisions is refused when the config is made.
+    """
 
     enabled: bool = False
+    decision_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            counts = isinstance(value, Duration) and value.counts_decisions
+            if counts and f.name not in self.decision_fields:
+                raise ConfigError(
+                    f.name,
+                    f"{str(value)!r} counts decisions, which only regime_override.window "
+                    'can; write bars or days here, such as "10 bars" or "14 days".',
+                )
 
     def validate(self) -> None:
         """Cross-field checks; raise `ConfigError` naming the key."""
