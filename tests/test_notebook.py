@@ -30,4 +30,3 @@ def test_compare_profiles_notebook_executes() -> None:
     assert len(images) >= 4, "equity, drawdown, denials and the comparison figure"
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
     assert len(tables) >= 3, "the comparison table and the two attribution tables"
-
