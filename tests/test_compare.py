@@ -20,7 +20,7 @@ from bt_protection.errors import UserError
 from bt_protection.profile import load_profile
 from bt_protection.runner import RunSpec, execute_run
 from bt_protection.runs import SUMMARY_COLUMNS, compare_runs, load_run
-from strategies import STRATEGIES, MomentumRotation
+from strategies import MomentumRotation
 
 CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2019-01-01", "2020-12-31"
@@ -216,15 +216,10 @@ def test_forward_returns_and_right_rate_on_a_toy_series() -> None:
     got = forward_returns(prices, pd.Series([dates[1], dates[6]]), pd.Series(["X", "X"]), (1, 5))
     assert got["fwd_1"].tolist() == pytest.approx([12 / 11 - 1, 8 / 16 - 1])
     assert got["fwd_5"].iloc[0] == pytest.approx(16 / 11 - 1) and math.isnan(got["fwd_5"].iloc[1])
-    rows = pd.DataFrame(
-        {
-            "run": "r",
-            "asset": "X",
-            "side": ["sell", "buy"],
-            "blocking_systems": "grace_period",
-            "fwd_1": got["fwd_1"],
-        }
-    )
+    rows = pd.DataFrame({
+        "run": "r", "asset": "X", "side": ["sell", "buy"], "blocking_systems": "grace_period",
+        "fwd_1": got["fwd_1"],
+    })
     result = summarize(rows, (1,))
     assert result[["count", "right_1"]].values.tolist() == [[2, 1.0]]  # up after the sell,
     # down after the buy: both right
@@ -235,9 +230,8 @@ def test_forward_returns_and_right_rate_on_a_toy_series() -> None:
 
 def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> None:
     later = execute_run(
-        RunSpec(
-            "momentum_rotation", CONFIGS / "off.yaml", data=SAMPLE_DATA, start="2019-06-01", end=END
-        ),
+        RunSpec("momentum_rotation", CONFIGS / "off.yaml", data=SAMPLE_DATA, start="2019-06-01",
+                end=END),
         tmp_path / "later",
     )
     with pytest.raises(UserError) as error:
@@ -248,8 +242,7 @@ def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> 
     assert "later uses" in message and "another date range" in message
     assert "allow_mixed_data=True (--allow-mixed-data)" in message
     assert list(compare_runs([ablated / "off", later], allow_mixed_data=True).index) == [
-        "off",
-        "later",
+        "off", "later"
     ]
 
 
@@ -263,10 +256,8 @@ def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> 
         (["--profiles", "missing.yaml"], "missing.yaml: no such file."),
         (["--jobs", "0"], "--jobs must be 1 or more, not 0."),
         (["--jobs", "-2"], "--jobs must be 1 or more, not -2."),
-        (
-            ["--profiles", str(CONFIGS / "off.yaml"), str(CONFIGS / "off.yaml")],
-            "two runs would be named 'off'",
-        ),
+        (["--profiles", str(CONFIGS / "off.yaml"), str(CONFIGS / "off.yaml")],
+         "two runs would be named 'off'"),
         (["--cash", "0"], "--cash must be above 0"),
     ],
 )
@@ -327,12 +318,12 @@ class FailsUnderBalanced(MomentumRotation):
 
 
 def test_a_failing_run_is_reported_and_the_others_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(STRATEGIES, "fails_under_balanced", FailsUnderBalanced)
     out = tmp_path / "cmp"
     profiles = [str(CONFIGS / "off.yaml"), str(CONFIGS / "balanced.yaml")]
-    argv = ["compare", "--strategy", "fails_under_balanced", "--profiles", *profiles, "--jobs", "1"]
+    strategy = "test_compare:FailsUnderBalanced"  # a module on sys.path (tests/)
+    argv = ["compare", "--strategy", strategy, "--profiles", *profiles, "--jobs", "1"]
     assert main([*argv, *COMMON, "--out", str(out)]) == 1
     captured = capsys.readouterr()
     kept = out / "balanced.failed"
@@ -350,14 +341,8 @@ def test_a_failing_run_is_reported_and_the_others_kept(
 
 def test_library_call_returns_path_table_and_runs(ablated: Path) -> None:
     comparison = run_comparison(
-        "momentum_rotation",
-        [CONFIGS / "off.yaml"],
-        data=SAMPLE_DATA,
-        start=START,
-        end=END,
-        out=ablated.parent / "library",
-        jobs=1,
-        progress=False,
+        "momentum_rotation", [CONFIGS / "off.yaml"], data=SAMPLE_DATA, start=START, end=END,
+        out=ablated.parent / "library", jobs=1, progress=False,
     )
     assert comparison.path == ablated.parent / "library"
     assert list(comparison.table.index) == ["off"] and comparison.failed == {}
