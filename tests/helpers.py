@@ -58,6 +58,10 @@ class Clock:
         date, bar = self.point(at)
         self.orch.on_regime(date, label, bar=bar)
 
+    def portfolio(self, at: int, value: float) -> None:
+        date, bar = self.point(at)
+        self.orch.on_portfolio(date, value, bar=bar)
+
     def scores(self, at: int, scores: dict[str, float]) -> None:
         date, bar = self.point(at)
         self.orch.on_scores(date, scores, bar=bar)

@@ -133,7 +133,7 @@ class DrawdownGuard(Protection):
         if self._peak is None or value > self._peak:
             self._peak = value
             return
-        if self._peak > 0 and 1 - value / self._peak >= config.max_drawdown:
+        if self._peak > 0 and value <= self._peak * (1 - config.max_drawdown):
             self._trip = _Trip(now, self._peak, value)
             self.emit(
                 "drawdown_guard_tripped",

@@ -49,7 +49,8 @@ class TurnoverBudget(Protection):
 
     def setup(self) -> None:
         self.guards = frozenset(Action)
-        self._fills: deque[tuple[ClockPoint, float]] = deque()  # (when, traded value)
+        self._fills: deque[tuple[ClockPoint, float]] = deque()  # (when, 1) per fill
+        self._traded: deque[tuple[ClockPoint, float]] = deque()  # (when, value traded)
         self._values: deque[tuple[ClockPoint, float]] = deque()  # (when, portfolio value)
         self._prices: dict[str, float] = {}
 
@@ -59,10 +60,9 @@ class TurnoverBudget(Protection):
 
     def _used(self, now: ClockPoint) -> tuple[int, float, float]:
         """Fills in the window, value traded in it, and the average portfolio value."""
-        traded = self._inside(self._fills, now)
         values = self._inside(self._values, now) or [v for _, v in list(self._values)[-1:]]
         average = sum(values) / len(values) if values else 0.0
-        return len(traded), sum(traded), average
+        return len(self._inside(self._fills, now)), sum(self._inside(self._traded, now)), average
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
         config, window = self.config, self.config.window
@@ -95,10 +95,14 @@ class TurnoverBudget(Protection):
             turnover=used,
         )
 
+    def on_fill(self, asset: str, now: ClockPoint, size_before: float, size_after: float) -> None:
+        self._fills.append((now, 1.0))
+        self._drop(self._fills, now)
+
     def on_trade(self, asset: str, now: ClockPoint, size: float, price: float) -> None:
         self._prices[asset] = price
-        self._fills.append((now, size * price))
-        self._drop(self._fills, now)
+        self._traded.append((now, size * price))
+        self._drop(self._traded, now)
 
     def on_portfolio(self, now: ClockPoint, value: float) -> None:
         self._values.append((now, value))
