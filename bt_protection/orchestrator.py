@@ -15,9 +15,9 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
-from bt_protection import __version__
 from bt_protection.audit import AuditLog
 from bt_protection.durations import ClockPoint
+from bt_protection.fingerprint import run_fingerprint
 from bt_protection.models import (
     Action,
     ProtectionDecision,
@@ -46,14 +46,7 @@ class ProtectionOrchestrator:
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         if isinstance(audit, (str, Path, os.PathLike)):
-            audit = AuditLog(
-                audit,
-                {
-                    "package_version": __version__,
-                    "profile": self.profile.name,
-                    "profile_hash": self.profile.hash,
-                },
-            )
+            audit = AuditLog(audit, run_fingerprint(self.profile))
         self.audit: AuditLog | None = audit
         systems = registry()
         self._protections: list[Protection] = [

@@ -14,8 +14,8 @@ from typing import Any
 
 import backtrader as bt
 
-from bt_protection import __version__
 from bt_protection.errors import UserError
+from bt_protection.fingerprint import run_fingerprint
 from bt_protection.integration.regime import RegimeIndicator, label_of
 from bt_protection.models import ProtectionDecision, ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
@@ -122,14 +122,8 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
             from bt_protection.audit import AuditLog
 
             path = str(self.p.audit_path or profile.audit.path).format(profile=profile.name)
-            fingerprint = {
-                "package_version": __version__,
-                "profile": profile.name,
-                "profile_hash": profile.hash,
-                "data": [asset_name(d) for d in self.datas],
-                **dict(self.p.run_info or {}),
-            }
-            audit = AuditLog(path, fingerprint)
+            details = {"data": [asset_name(d) for d in self.datas], **(self.p.run_info or {})}
+            audit = AuditLog(path, run_fingerprint(profile, **details))
         self.protection = ProtectionOrchestrator(profile, audit)
         self._protection_bar = -1
         self._protection_date: Any = None
