@@ -177,7 +177,7 @@ class ProtectionDecision:
     would_block: bool = False
     error: str | None = None
     trace_id: str | None = None
-    decision_time_us: float = 0.0
+    decision_time_us: float = field(default=0.0, compare=False)  # wall clock: not the decision
     bar: int | None = None
     current_size: float = 0.0
     target_size: float = 0.0

@@ -9,6 +9,7 @@ mapping name -> Run); a run keeps its colour in every panel.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import cycle
 from pathlib import Path
 
 import matplotlib
@@ -97,7 +98,7 @@ def plot_denials(runs: Runs, ax: Axes | None = None) -> Figure:
     """Cumulative denials over time: colour = run (as in the other panels), style = system."""
     named = named_runs(runs)
     ax = _axes(ax)
-    styles = dict(zip(registry(), SYSTEM_STYLES, strict=False))
+    styles = dict(zip(registry(), cycle(SYSTEM_STYLES)))  # plugins may add systems
     used: set[str] = set()
     for colour, (_, run) in zip(_colours(len(named)), named.items(), strict=True):
         counts = denial_counts(run)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+from datetime import date, datetime
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from enum import StrEnum
@@ -292,6 +293,17 @@ def _to_str(value: Any, path: KeyPath) -> str:
     raise _Problem(path, f"expected text, not {describe(value)}{quote}.")
 
 
+def _to_date(value: Any, path: KeyPath) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value  # YAML reads an unquoted 2021-04-28 as a date
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise _Problem(path, f"expected a date YYYY-MM-DD, not {describe(value)}.")
+
+
 def _to_duration(value: Any, path: KeyPath) -> Duration:
     try:
         return Duration.parse(value)
@@ -305,4 +317,5 @@ _SCALARS: dict[Any, Callable[[Any, KeyPath], Any]] = {
     float: _to_float,
     str: _to_str,
     Duration: _to_duration,
+    date: _to_date,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import date
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -101,7 +102,9 @@ class Profile:
 def to_plain(value: Any) -> Any:
     """Dataclasses, durations, enums, sets and mappings as plain, sorted YAML/JSON types."""
     if isinstance(value, Duration):
-        return str(value)
+        return value.canonical
+    if isinstance(value, date):
+        return value.isoformat()
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, StrEnum):
