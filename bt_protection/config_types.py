@@ -35,8 +35,10 @@ def _readable(hint: Any) -> bool:
     if isinstance(hint, type) and (issubclass(hint, StrEnum) or is_dataclass(hint)):
         return not is_dataclass(hint) or not unreadable_fields(hint)
     if origin in (frozenset, tuple):
-        return len(args) == (2 if origin is tuple else 1) and _readable(args[0]) and (
-            origin is frozenset or args[1] is Ellipsis
+        return (
+            len(args) == (2 if origin is tuple else 1)
+            and _readable(args[0])
+            and (origin is frozenset or args[1] is Ellipsis)
         )
     if origin is Mapping:
         return all(map(_readable, args))

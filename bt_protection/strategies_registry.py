@@ -55,8 +55,11 @@ def resolve_strategy(source: StrategySource) -> type[bt.Strategy]:
         found = getattr(module, name)
     except AttributeError:
         classes = sorted(
-            k for k, v in vars(module).items()
-            if isinstance(v, type) and issubclass(v, bt.Strategy) and v.__module__ == module.__name__
+            k
+            for k, v in vars(module).items()
+            if isinstance(v, type)
+            and issubclass(v, bt.Strategy)
+            and v.__module__ == module.__name__
         )
         defined = ", ".join(classes) or "none"
         raise UserError(
@@ -104,7 +107,9 @@ def with_protection(strategy: type[bt.Strategy]) -> type[ProtectionMixin]:
     if issubclass(strategy, ProtectionMixin):
         return strategy
     try:
-        composed = type(strategy.__name__, (ProtectionMixin, strategy), {"__doc__": strategy.__doc__})
+        composed = type(
+            strategy.__name__, (ProtectionMixin, strategy), {"__doc__": strategy.__doc__}
+        )
     except TypeError as error:  # e.g. a metaclass that does not derive from backtrader's
         raise UserError(
             f"{strategy.__qualname__} cannot be combined with ProtectionMixin ({error}); "
@@ -147,9 +152,7 @@ def convert_params(strategy: type[bt.Strategy], given: Mapping[str, Any]) -> dic
     converted: dict[str, Any] = {}
     for key, value in given.items():
         if key not in defaults:
-            raise UserError(
-                f"{strategy.__qualname__} has no param {key!r}; its params: {valid}."
-            )
+            raise UserError(f"{strategy.__qualname__} has no param {key!r}; its params: {valid}.")
         converted[key] = _convert(strategy.__qualname__, key, value, defaults[key])
     return converted
 
@@ -193,7 +196,9 @@ def _convert(owner: str, key: str, value: Any, default: Any) -> Any:
             "only to bool, int, float and str, so pass this one through the API "
             "(RunSpec(params=...) or run_comparison(params=...))."
         )
-    raise UserError(f"{where} takes {_KIND_WORDS[kind]} like its default {default!r}, not {value!r}.")
+    raise UserError(
+        f"{where} takes {_KIND_WORDS[kind]} like its default {default!r}, not {value!r}."
+    )
 
 
 _KIND_WORDS = {
@@ -270,7 +275,11 @@ def _load_file(where: str) -> Any:
 
 def _checked(found: Any, source: str) -> type[bt.Strategy]:
     if not (isinstance(found, type) and issubclass(found, bt.Strategy)):
-        what = f"class {found.__qualname__}" if isinstance(found, type) else f"a {type(found).__name__}"
+        what = (
+            f"class {found.__qualname__}"
+            if isinstance(found, type)
+            else f"a {type(found).__name__}"
+        )
         raise UserError(
             f"--strategy {source!r} is {what}, not a backtrader strategy (a subclass of "
             "bt.Strategy)."

@@ -23,7 +23,9 @@ def install(source: Path, site: Path) -> str:
     project = project_file["project"]
     site.mkdir(parents=True, exist_ok=True)
     for package in project_file["tool"]["setuptools"]["packages"]:
-        shutil.copytree(source / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            source / package, site / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     name, version = project["name"], project["version"]
     info = site / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir()

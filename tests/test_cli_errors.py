@@ -369,7 +369,9 @@ CASES: list[Bad] = [
         "--param with a value of the wrong type",
         (*RUN, "--param", "fast=quick"),
         2,
-        run_error("param fast of SmaCrossover takes a whole number like its default 20, not 'quick'."),
+        run_error(
+            "param fast of SmaCrossover takes a whole number like its default 20, not 'quick'."
+        ),
     ),
     Bad(
         "run-param-bool",

@@ -318,11 +318,12 @@ class FailsUnderBalanced(MomentumRotation):
 
 
 def test_a_failing_run_is_reported_and_the_others_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cmp"
     profiles = [str(CONFIGS / "off.yaml"), str(CONFIGS / "balanced.yaml")]
-    argv = ["compare", "--strategy", "test_compare:FailsUnderBalanced", "--profiles", *profiles, "--jobs", "1"]
+    strategy = "test_compare:FailsUnderBalanced"  # a module on sys.path (tests/)
+    argv = ["compare", "--strategy", strategy, "--profiles", *profiles, "--jobs", "1"]
     assert main([*argv, *COMMON, "--out", str(out)]) == 1
     captured = capsys.readouterr()
     kept = out / "balanced.failed"

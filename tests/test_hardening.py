@@ -424,7 +424,8 @@ def compare_killing(
     script.write_text(KILLER, encoding="utf-8")
     env = {**os.environ, "BT_KILL_PROFILE": kill or ""}
     profiles = [str(CONFIGS / f"{name}.yaml") for name in KILL_PROFILES]
-    argv = ["compare", "--strategy", f"{script}:KillsItself", "--profiles", *profiles, "--jobs", str(jobs)]
+    strategy = f"{script}:KillsItself"
+    argv = ["compare", "--strategy", strategy, "--profiles", *profiles, "--jobs", str(jobs)]
     window = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
     return subprocess.run(
         [sys.executable, str(script), *argv, *window, "--out", str(tmp_path / "cmp")],

@@ -110,8 +110,14 @@ def test_a_module_on_sys_path_runs_and_compares_with_params(
     (package / "trend.py").write_text(TREND)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     source = "my_strategies.trend:Trend"
-    spec = RunSpec(source, PROFILES[0], data=SAMPLE_DATA, start=START, end=END,
-                   params={"weight": 0.2, "long_only": "yes"})
+    spec = RunSpec(
+        source,
+        PROFILES[0],
+        data=SAMPLE_DATA,
+        start=START,
+        end=END,
+        params={"weight": 0.2, "long_only": "yes"},
+    )
     run = execute_run(spec, tmp_path / "run")
     assert first_weight(run) == pytest.approx(0.2, rel=0.02)
     summary = json.loads((run / "summary.json").read_text())
@@ -146,10 +152,16 @@ def test_params_are_converted_to_the_type_of_their_default(tmp_path: Path) -> No
     trend = resolve_strategy(f"{file}:Trend")
     text = {"period": " 30", "weight": "0.25", "long_only": "off", "tag": "x y", "cap": "0.5"}
     assert convert_params(trend, text) == {
-        "period": 30, "weight": 0.25, "long_only": False, "tag": "x y", "cap": 0.5,
+        "period": 30,
+        "weight": 0.25,
+        "long_only": False,
+        "tag": "x y",
+        "cap": 0.5,
     }
     assert convert_params(trend, {"cap": "null", "weight": 1, "assets": ("NVDA",)}) == {
-        "cap": None, "weight": 1.0, "assets": ("NVDA",),
+        "cap": None,
+        "weight": 1.0,
+        "assets": ("NVDA",),
     }
     with pytest.raises(UserError, match=r"takes a whole number like its default 50, not 2.5"):
         convert_params(trend, {"period": 2.5})

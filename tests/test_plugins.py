@@ -64,7 +64,10 @@ def test_the_plugin_is_listed_and_validated_like_a_built_in(site: Path, tmp_path
     ]
     assert [row[1] for row in rows[1:-1]] == list(registry())
     bad = {
-        "typo.yaml": ("event_blackout: {befor: 3 days}", "unknown key 'befor'; did you mean 'before'?"),
+        "typo.yaml": (
+            "event_blackout: {befor: 3 days}",
+            "unknown key 'befor'; did you mean 'before'?",
+        ),
         "bare.yaml": ("event_blackout: {before: 3}", "3 is a bare number; durations carry a unit"),
         "bars.yaml": (
             "event_blackout: {after: 2 bars}",
@@ -78,7 +81,9 @@ def test_the_plugin_is_listed_and_validated_like_a_built_in(site: Path, tmp_path
     }
     for name, (block, _) in bad.items():
         (tmp_path / name).write_text(f"name: x\nprotections:\n  {block}\n")
-    checked = cli(site, "validate", str(EXAMPLE / "blackout.yaml"), *(str(tmp_path / n) for n in bad))
+    checked = cli(
+        site, "validate", str(EXAMPLE / "blackout.yaml"), *(str(tmp_path / n) for n in bad)
+    )
     assert checked.returncode == 1
     lines = checked.stdout.splitlines()
     assert lines[0].startswith(f"ok  {EXAMPLE / 'blackout.yaml'} (blackout: holding_period, ")
@@ -103,8 +108,17 @@ def first_opens(folder: Path) -> pd.Series:
 
 def test_the_plugin_denies_in_a_run_and_a_comparison(site: Path, tmp_path: Path) -> None:
     off = tmp_path / "off"
-    done = cli(site, "run", "--strategy", "sma_crossover", "--profile", str(CONFIGS / "off.yaml"),
-               *WINDOW, "--out", str(off))
+    done = cli(
+        site,
+        "run",
+        "--strategy",
+        "sma_crossover",
+        "--profile",
+        str(CONFIGS / "off.yaml"),
+        *WINDOW,
+        "--out",
+        str(off),
+    )
     assert done.returncode == 0, done.stderr
     events = first_opens(off)  # events on the days the unprotected run opened positions
     assert len(events) >= 4
@@ -118,8 +132,19 @@ def test_the_plugin_denies_in_a_run_and_a_comparison(site: Path, tmp_path: Path)
 
     out = tmp_path / "cmp"
     profiles = [str(CONFIGS / "off.yaml"), str(tmp_path / "blackout.yaml")]
-    done = cli(site, "compare", "--strategy", "sma_crossover", "--profiles", *profiles,
-               "--jobs", "2", *WINDOW, "--out", str(out))
+    done = cli(
+        site,
+        "compare",
+        "--strategy",
+        "sma_crossover",
+        "--profiles",
+        *profiles,
+        "--jobs",
+        "2",
+        *WINDOW,
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(out / "comparison.csv", index_col="run")
     assert table.loc["off", "denied_event_blackout"] == 0
@@ -240,7 +265,10 @@ CONTRACT = {
     ),
     "no key": ({"key": None}, "needs a class attribute `key`"),
     "key with capitals": ({"key": "My Key"}, "not 'My Key'"),
-    "no priority": ({"priority": "high"}, "needs an integer class attribute `priority`, not 'high'."),
+    "no priority": (
+        {"priority": "high"},
+        "needs an integer class attribute `priority`, not 'high'.",
+    ),
     "priority taken": (
         {"priority": 4},
         "takes priority 4, which bt_protection.protections.holding_period.HoldingPeriod has",
@@ -250,7 +278,10 @@ CONTRACT = {
         {"config_class": UndecoratedConfig},
         "UndecoratedConfig, which is not a frozen dataclass",
     ),
-    "not a config": ({"config_class": dict}, "needs `config_class`, a subclass of ProtectionConfig"),
+    "not a config": (
+        {"config_class": dict},
+        "needs `config_class`, a subclass of ProtectionConfig",
+    ),
     "field without default": ({"config_class": RequiredConfig}, "fields limit have no default"),
     "unreadable field": (
         {"config_class": UnreadableConfig},

@@ -404,7 +404,6 @@ class _Boom(ProtectionMixin, bt.Strategy):
 def test_a_strategy_that_raises_leaves_a_failed_folder(
     tmp_path: Path,
     run_of,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     runonce: bool,
 ) -> None:

@@ -22,5 +22,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((str(cls.priority), key, overridable, sources[key], keys))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return 0

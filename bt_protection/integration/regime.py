@@ -15,11 +15,11 @@ from typing import Any
 
 import backtrader as bt
 
+from bt_protection.metrics import TRADING_DAYS
 from bt_protection.profile import RegimeConfig
 
 REGIME_LABELS: tuple[str, ...] = ("bull", "neutral", "bear", "crisis")
 BULL, NEUTRAL, BEAR, CRISIS = range(4)
-TRADING_DAYS = 252
 
 _PARAMS: tuple[tuple[str, Any], ...] = tuple(
     (f.name, f.default) for f in fields(RegimeConfig) if f.name != "data"

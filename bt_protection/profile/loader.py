@@ -12,9 +12,9 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from datetime import date, datetime
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType, UnionType

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import date
 from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 from bt_protection.audit import remember_constant
 from bt_protection.config_types import unreadable_fields
-from bt_protection.errors import PluginError
 from bt_protection.durations import ClockPoint, Duration
+from bt_protection.errors import PluginError
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, ProtectionResult
 
 EventSink = Callable[[str, ClockPoint, dict[str, Any]], None]
@@ -229,7 +229,9 @@ def _check_contract(cls: Any) -> None:
             f"has config_class {config.__qualname__}, which is not a frozen dataclass; "
             "decorate it with @dataclass(frozen=True)"
         )
-    missing = [f.name for f in fields(config) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [
+        f.name for f in fields(config) if f.default is MISSING and f.default_factory is MISSING
+    ]
     unreadable = unreadable_fields(config)
     if unreadable:
         raise broken(
