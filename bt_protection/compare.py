@@ -368,7 +368,7 @@ def _write_outputs(
     summary = summarize(found)
     if not runs:
         return table, found, summary
-    csv = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
+    csv: dict[str, Any] = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
     table.to_csv(folder / "comparison.csv", **csv)
     (folder / "comparison.md").write_text(markdown_table(table), encoding="utf-8")
     plot_comparison(runs, folder / "comparison.png")

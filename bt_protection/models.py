@@ -86,7 +86,8 @@ class ProtectionRequest:
     current_date: datetime
     current_size: float
     target_size: float
-    action: Action | None = None
+    # None (the default) means: derive it from the sizes; after construction it is never None
+    action: Action = None  # type: ignore[assignment]
     reason: str = ""
     score: float | None = None
     bar: int | None = None

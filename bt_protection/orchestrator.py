@@ -210,7 +210,7 @@ class ProtectionOrchestrator:
         reason = self._reason(request, blocking, overridden, results)
         decision = ProtectionDecision.from_values(
             approved,
-            action,  # type: ignore[arg-type]
+            action,
             request.asset,
             now.date,
             reason,
@@ -414,7 +414,7 @@ class ProtectionOrchestrator:
 
     def get_performance_metrics(self) -> dict[str, Any]:
         """Counts of decisions, blocks by system, errors, and decision time (microseconds)."""
-        counts = dict(self._counts)
+        counts: dict[str, Any] = dict(self._counts)
         n = counts["decisions_processed"]
         counts["approval_rate"] = counts["approved"] / n if n else 0.0
         counts["blocks_by_system"] = dict(self._blocks)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from itertools import cycle
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -41,7 +42,13 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (11, 4)) -> Axes:
     return figure.add_subplot()
 
 
-def _legend(ax: Axes, **kwargs: object) -> None:
+def _figure(ax: Axes) -> Figure:
+    """The figure `ax` draws on (the root figure when `ax` lies in a subfigure)."""
+    figure = ax.figure
+    return figure if isinstance(figure, Figure) else figure.figure
+
+
+def _legend(ax: Axes, **kwargs: Any) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, ncols=2, **kwargs)
 
@@ -57,7 +64,7 @@ def plot_equity(runs: Runs, ax: Axes | None = None) -> Figure:
     ax.set_ylabel("portfolio value")
     ax.grid(alpha=0.3)
     _legend(ax, loc="upper left")
-    return ax.figure
+    return _figure(ax)
 
 
 def drawdown(value: pd.Series) -> pd.Series:
@@ -77,7 +84,7 @@ def plot_drawdowns(runs: Runs, ax: Axes | None = None, legend: bool = True) -> F
     ax.grid(alpha=0.3)
     if legend:
         _legend(ax, loc="lower left")
-    return ax.figure
+    return _figure(ax)
 
 
 def denial_counts(run: Run) -> pd.DataFrame:
@@ -117,7 +124,7 @@ def plot_denials(runs: Runs, ax: Axes | None = None) -> Figure:
     ax.set_title("Denials by system (cumulative)")
     ax.set_ylabel("denied orders")
     ax.grid(alpha=0.3)
-    return ax.figure
+    return _figure(ax)
 
 
 def plot_comparison(runs: Runs, path: str | Path | None = None) -> Figure:

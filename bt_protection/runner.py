@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections import Counter
 from collections.abc import Mapping
@@ -56,8 +57,8 @@ class RunSpec:
     `tickers` None: every CSV of the data folder."""
 
     strategy: StrategySource
-    profile: str | Path
-    data: str | Path | None = None
+    profile: str | os.PathLike[str]
+    data: str | os.PathLike[str] | None = None
     tickers: tuple[str, ...] | None = None
     start: str | None = None
     end: str | None = None
@@ -215,7 +216,7 @@ def _write_results(plan: RunPlan, strategy: Any, folder: Path) -> None:
     orders = analyzers.orders.to_frame()
     equity = analyzers.equity.to_frame()
     trades = analyzers.trades.to_frame()
-    csv = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
+    csv: dict[str, Any] = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
     orders.to_csv(folder / "orders.csv", index=False, **csv)
     trades.to_csv(folder / "trades.csv", index=False, **csv)
     equity.to_csv(folder / "equity.csv", date_format="%Y-%m-%d", **csv)

@@ -14,7 +14,6 @@ import importlib.util
 import math
 import sys
 from collections.abc import Mapping
-from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -99,13 +98,17 @@ def strategy_reference(source: StrategySource) -> str | None:
     return f"{source.__module__}:{source.__qualname__}"
 
 
-@cache
+_COMPOSED: dict[type, type[ProtectionMixin]] = {}
+
+
 def with_protection(strategy: type[bt.Strategy]) -> type[ProtectionMixin]:
     """`strategy` itself when it already derives from `ProtectionMixin`, else the class
     `(ProtectionMixin, strategy)`: the same strategy with every order asking the orchestrator
     (what a hand-written `class X(ProtectionMixin, Strategy)` gives)."""
     if issubclass(strategy, ProtectionMixin):
         return strategy
+    if strategy in _COMPOSED:
+        return _COMPOSED[strategy]
     try:
         composed = type(
             strategy.__name__, (ProtectionMixin, strategy), {"__doc__": strategy.__doc__}
@@ -116,6 +119,7 @@ def with_protection(strategy: type[bt.Strategy]) -> type[ProtectionMixin]:
             "derive it from ProtectionMixin yourself."
         ) from None
     composed.__module__ = strategy.__module__
+    _COMPOSED[strategy] = composed
     return composed
 
 

@@ -85,7 +85,7 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
     `protection_score` travel with the request.
     """
 
-    params = (
+    params: Any = (  # backtrader turns it into the params class `self.p`
         ("protection", None),
         ("regime_data", None),
         ("audit_path", None),

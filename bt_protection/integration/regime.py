@@ -187,14 +187,16 @@ class RegimeIndicator(bt.Indicator):
     past closes; a value is written from the first bar (see docs/regime.md for the warm-up).
     """
 
-    lines = ("regime",)
+    lines: Any = ("regime",)  # backtrader turns it into the Lines object `self.lines`
     params = _PARAMS
     plotinfo = dict(plotymargin=0.1, plotyticks=[BULL, NEUTRAL, BEAR, CRISIS])
 
     @classmethod
     def from_config(cls, data: Any, config: RegimeConfig) -> RegimeIndicator:
         """The indicator on `data` with the parameters of a profile's `regime:` block."""
-        return cls(data, **{name: getattr(config, name) for name, _ in _PARAMS})
+        values = {name: getattr(config, name) for name, _ in _PARAMS}
+        # backtrader's metaclass takes the data and the params before `__init__`
+        return cls(data, **values)  # type: ignore[call-arg]
 
     def __init__(self) -> None:
         self._state = RegimeState(**{name: getattr(self.p, name) for name, _ in _PARAMS})

@@ -133,7 +133,8 @@ def _merge_layers(layers: list[Layer]) -> Mapping[Any, Any]:
     merged: Mapping[Any, Any] = {}
     for parent in reversed(layers[1:]):
         merged = _merge(merged, {k: v for k, v in parent.data.items() if k not in _OWN_KEYS})
-    return _merge(merged, layers[0].data)
+    top: Mapping[Any, Any] = _merge(merged, layers[0].data)
+    return top
 
 
 def _merge(base: Any, over: Any) -> Any:
