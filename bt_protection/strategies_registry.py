@@ -14,6 +14,7 @@ import importlib.util
 import math
 import sys
 from collections.abc import Mapping
+from functools import reduce
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,13 @@ def resolve_strategy(source: StrategySource) -> type[bt.Strategy]:
     if ":" not in source:
         return _registered(source)
     where, _, name = source.rpartition(":")
-    if not where or not name.isidentifier():
+    if not where or not all(part.isidentifier() for part in name.split(".")):
         raise UserError(
             f"--strategy {source!r} is not NAME, package.module:Class or path/to/file.py:Class."
         )
     module = _load_file(where) if where.endswith(".py") else _import(where, source)
     try:
-        found = getattr(module, name)
+        found = reduce(getattr, name.split("."), module)  # `Outer.Inner` for a nested class
     except AttributeError:
         classes = sorted(
             k
@@ -72,7 +73,9 @@ def strategy_label(source: StrategySource) -> str:
     name only, so the label does not depend on where the project lies), or
     `module:Class` of a class."""
     if isinstance(source, type):
-        return f"{source.__module__}:{source.__qualname__}"
+        file = _FILES.get(source.__module__)
+        module = file.name if file is not None else source.__module__
+        return f"{module}:{source.__qualname__}"
     where, colon, name = source.rpartition(":")
     return f"{Path(where).name}:{name}" if colon and where.endswith(".py") else source
 

@@ -25,6 +25,7 @@ from bt_protection.runner import RunSpec, execute_run
 from bt_protection.strategies_registry import (
     convert_params,
     resolve_strategy,
+    strategy_label,
     strategy_reference,
     with_protection,
 )
@@ -61,6 +62,11 @@ TREND = textwrap.dedent(
         return None
     '''
 )
+
+
+class Holder:
+    class Nested(bt.Strategy):
+        """A nested class, named `module:Holder.Nested`."""
 
 
 def orders(folder: Path) -> pd.DataFrame:
@@ -144,6 +150,10 @@ def test_strategy_sources_resolve_to_the_same_class(tmp_path: Path) -> None:
         pass
 
     assert strategy_reference(Local) is None  # only this process has it: runs in-process
+    assert strategy_label(loaded) == "mine.py:Trend"  # as the workers, given the file, name it
+    nested = "test_own_strategy:Holder.Nested"
+    assert resolve_strategy(nested) is Holder.Nested
+    assert strategy_reference(Holder.Nested) == nested
 
 
 def test_params_are_converted_to_the_type_of_their_default(tmp_path: Path) -> None:
