@@ -176,17 +176,31 @@ def test_the_plugin_denies_in_a_run_and_a_comparison(site: Path, tmp_path: Path)
         print(orch.get_protection_status(asset, day, bar=0)["protections"]["event_blackout"])
         orch.can_execute_action(ProtectionRequest(asset, day, 0, 10, bar=0))
         print(orch.get_performance_metrics()["blocks_by_system"])
+        from datetime import date, timedelta
+        event = date.fromisoformat(day)
+        for offset in range(-3, 3):  # before: 2 days, after: 1 day, both ends included
+            when = (event + timedelta(days=offset)).isoformat()
+            status = orch.get_protection_status(asset, when)["protections"]["event_blackout"]
+            print(offset, status["in_blackout"], status["clear_from"])
         """
     )
     shown = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=environment(site)
     )
     assert shown.returncode == 0, shown.stderr
-    explained, status, blocks = shown.stdout.splitlines()
+    explained, status, blocks, *window = shown.stdout.splitlines()
     assert explained.startswith(f"open of {events.index[0]} on {events.iloc[0]}")
     assert "denied by event_blackout" in explained
     assert "'in_blackout': True" in status
     assert blocks == "{'event_blackout': 1}"
+    event = pd.Timestamp(events.iloc[0])
+    clear = (event + pd.Timedelta(days=2)).date().isoformat()
+    expected = [
+        f"{offset} {-2 <= offset <= 1} {clear if -2 <= offset <= 1 else day.date().isoformat()}"
+        for offset in range(-3, 3)
+        for day in [event + pd.Timedelta(days=offset)]
+    ]
+    assert window == expected
 
 
 def test_a_broken_plugin_stops_every_command_with_one_sentence(tmp_path: Path) -> None:
