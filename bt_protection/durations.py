@@ -49,11 +49,12 @@ BARE_NUMBER_HINT = (
 
 @dataclass(frozen=True, slots=True)
 class Duration:
-    """A whole number of bars or calendar days; `text` keeps the profile's spelling."""
+    """A whole number of bars or calendar days; `text` keeps the profile's spelling for
+    reasons, and takes no part in equality: "2 weeks" == "14 days"."""
 
     amount: int
     unit: DurationUnit
-    text: str = ""
+    text: str = field(default="", compare=False)
 
     @classmethod
     def parse(cls, value: object) -> Duration:
@@ -87,7 +88,12 @@ class Duration:
         return cls(amount * _DAYS_PER[word], DurationUnit.DAYS, stripped)
 
     def __str__(self) -> str:
-        return self.text or f"{self.amount} {self.unit.value}"
+        return self.text or self.canonical
+
+    @property
+    def canonical(self) -> str:
+        """`"14 days"` for "2 weeks": one spelling per duration (profile.yaml, profile hash)."""
+        return f"{self.amount} {self.unit.value}"
 
     @property
     def uses_bars(self) -> bool:

@@ -46,7 +46,21 @@ def test_two_weeks_equals_fourteen_days():
     start, now = ClockPoint(S), ClockPoint(S + timedelta(days=14))
     assert two_weeks.amount == fourteen.amount == 14
     assert two_weeks.elapsed(start, now) and fourteen.elapsed(start, now)
-    assert str(two_weeks) == "2 weeks"
+    assert str(two_weeks) == "2 weeks"  # reasons keep the profile's spelling
+    assert two_weeks == fourteen and hash(two_weeks) == hash(fourteen)
+    assert two_weeks != Duration.parse("14 bars") and two_weeks != Duration.parse("15 days")
+    assert two_weeks.canonical == fourteen.canonical == "14 days"
+
+
+def test_equal_durations_give_equal_profiles_and_hashes():
+    from bt_protection.profile import Profile, load_profile
+
+    def hold(text: str) -> Profile:
+        return load_profile({"name": "p", "protections": {"holding_period": {"min_hold": text}}})
+
+    assert hold("2 weeks") == hold("14 days") and hold("2 weeks").hash == hold("14 days").hash
+    assert hold("2 weeks").to_dict()["protections"]["holding_period"]["min_hold"] == "14 days"
+    assert hold("2 weeks").hash != hold("14 bars").hash
 
 
 def test_parse_returns_a_duration_unchanged():

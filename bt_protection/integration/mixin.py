@@ -14,8 +14,8 @@ from typing import Any
 
 import backtrader as bt
 
-from bt_protection import __version__
 from bt_protection.errors import UserError
+from bt_protection.fingerprint import run_fingerprint
 from bt_protection.integration.regime import CompositeIndex, RegimeIndicator, label_of
 from bt_protection.models import ProtectionDecision, ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
@@ -87,7 +87,7 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
     `protection_score` travel with the request.
     """
 
-    params = (
+    params: Any = (  # backtrader turns it into the params class `self.p`
         ("protection", None),
         ("regime_data", None),
         ("audit_path", None),
@@ -125,15 +125,12 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
             from bt_protection.audit import AuditLog
 
             path = str(self.p.audit_path or profile.audit.path).format(profile=profile.name)
-            fingerprint = {
-                "package_version": __version__,
-                "profile": profile.name,
-                "profile_hash": profile.hash,
+            details = {
                 "data": [asset_name(d) for d in self.datas],
-                **dict(self.p.run_info or {}),
+                **(self.p.run_info or {}),
                 "regime_data": source.label,
             }
-            audit = AuditLog(path, fingerprint)
+            audit = AuditLog(path, run_fingerprint(profile, **details))
         self.protection = ProtectionOrchestrator(profile, audit)
         self._protection_bar = -1
         self._protection_date: Any = None

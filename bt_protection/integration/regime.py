@@ -15,11 +15,11 @@ from typing import Any
 
 import backtrader as bt
 
+from bt_protection.metrics import TRADING_DAYS
 from bt_protection.profile import RegimeConfig
 from bt_protection.regimes import REGIME_LABELS
 
 BULL, NEUTRAL, BEAR, CRISIS = range(4)
-TRADING_DAYS = 252
 
 _PARAMS: tuple[tuple[str, Any], ...] = tuple(
     (f.name, f.default) for f in fields(RegimeConfig) if f.name != "data"
@@ -188,14 +188,16 @@ class RegimeIndicator(bt.Indicator):
     past closes; a value is written from the first bar (see docs/regime.md for the warm-up).
     """
 
-    lines = ("regime", "raw")
+    lines: Any = ("regime", "raw")  # backtrader turns it into the Lines object `self.lines`
     params = _PARAMS
     plotinfo = dict(plotymargin=0.1, plotyticks=[BULL, NEUTRAL, BEAR, CRISIS])
 
     @classmethod
     def from_config(cls, data: Any, config: RegimeConfig) -> RegimeIndicator:
         """The indicator on `data` with the parameters of a profile's `regime:` block."""
-        return cls(data, **{name: getattr(config, name) for name, _ in _PARAMS})
+        values = {name: getattr(config, name) for name, _ in _PARAMS}
+        # backtrader's metaclass takes the data and the params before `__init__`
+        return cls(data, **values)  # type: ignore[call-arg]
 
     def __init__(self) -> None:
         config = RegimeConfig(**{name: getattr(self.p, name) for name, _ in _PARAMS})
@@ -232,7 +234,7 @@ class CompositeIndex(bt.Indicator):
     watches it when several feeds run and none is named (docs/regime.md).
     """
 
-    lines = ("close",)
+    lines: Any = ("close",)  # backtrader turns it into the Lines object `self.lines`
     plotinfo = dict(subplot=True)
 
     def __init__(self) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -136,7 +137,9 @@ class Profile:
 def to_plain(value: Any) -> Any:
     """Dataclasses, durations, enums, sets and mappings as plain, sorted YAML/JSON types."""
     if isinstance(value, Duration):
-        return str(value)
+        return value.canonical
+    if isinstance(value, date):
+        return value.isoformat()
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, StrEnum):

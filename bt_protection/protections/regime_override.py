@@ -218,7 +218,7 @@ class RegimeOverride(Protection):
         self.emit("override_window_opened", now, self._describe(self._window))
 
     def _describe(self, window: _Window) -> dict[str, Any]:
-        described = {
+        described: dict[str, Any] = {
             "transition": window.transition,
             "severity": window.severity.value,
             "lifts": sorted(window.systems),
