@@ -241,7 +241,10 @@ def _check_out(out: Path, identity: dict[str, Any]) -> None:
                 "comparison.json); choose another folder or remove it."
             )
         return
-    previous = {key: old.get(key) for key in IDENTITY}
+    # a comparison made before strategy params existed had none
+    previous = {key: old.get(key) for key in IDENTITY} | {
+        "strategy_params": old.get("strategy_params") or {}
+    }
     if previous != identity:
         raise UserError(
             f"--out {out} already holds another comparison ({_describe(previous)}), not "
@@ -251,7 +254,9 @@ def _check_out(out: Path, identity: dict[str, Any]) -> None:
 
 def _describe(identity: dict[str, Any]) -> str:
     data = " ".join(identity["data"] or ())
-    return f"{identity['strategy']} on {data} from {identity['start']} to {identity['end']}"
+    params = identity.get("strategy_params")
+    given = f" with params {params}" if params else ""
+    return f"{identity['strategy']}{given} on {data} from {identity['start']} to {identity['end']}"
 
 
 # --------------------------------------------------------------------------- ablation
