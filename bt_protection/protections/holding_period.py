@@ -140,7 +140,7 @@ class HoldingPeriod(Protection):
     def status(self, asset: str, now: ClockPoint) -> dict[str, Any]:
         opened = self._opened.get(asset)
         min_hold = self.config.min_hold
-        status = {
+        status: dict[str, Any] = {
             "enabled": True,
             "opened": None if opened is None else opened.date.isoformat(),
             "held": None if opened is None else min_hold.progress(opened, now),
