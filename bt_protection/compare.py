@@ -136,7 +136,13 @@ def run_comparison(
     partial = folder.with_name(folder.name + ".partial")
     loaded = _load_profiles(default_profiles() if profiles is None else profiles)
     base = RunSpec(
-        strategy, "", data=data, start=start, end=end, cash=cash, commission=commission,
+        strategy,
+        "",
+        data=data,
+        start=start,
+        end=end,
+        cash=cash,
+        commission=commission,
         slippage=slippage,
     )
     plan = plan_run(replace(base, profile=loaded[0][0]), partial / loaded[0][1].name)
@@ -281,7 +287,10 @@ def _execute(
     bar; returns the failed runs' errors by name, in table order."""
     failed: dict[str, str] = {}
     bar = tqdm(
-        total=len(entries), desc="compare", unit="run", file=sys.stderr,
+        total=len(entries),
+        desc="compare",
+        unit="run",
+        file=sys.stderr,
         disable=None if progress else True,
     )
 

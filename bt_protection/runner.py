@@ -55,6 +55,7 @@ class RunSpec:
     slippage: float = 0.0005
     runonce: bool = True
     preload: bool = True
+    trade_start: str | None = None  # ISO date: bars before it only warm up indicators
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,8 @@ def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
     (partial / "profile.yaml").write_text(
         yaml.safe_dump(plan.profile.to_dict(), sort_keys=False), encoding="utf-8"
     )
-    cerebro = _cerebro(plan, partial / "audit.jsonl")
     try:
-        strategy = cerebro.run()[0]
+        strategy = backtest(plan, partial / "audit.jsonl")
     except BaseException as error:
         failed = keep_failed(partial, out, error)
         if not isinstance(error, Exception):
@@ -165,7 +165,28 @@ def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
     return out
 
 
-def _cerebro(plan: RunPlan, audit: Path) -> bt.Cerebro:
+def backtest(plan: RunPlan, audit: Path | None = None) -> Any:
+    """Run the plan's backtest (with the recorder analyzers) and return the strategy instance."""
+    return _cerebro(plan, audit).run()[0]
+
+
+def gated(strategy: type, trade_start: str) -> type:
+    """`strategy` that places no order on bars before `trade_start` (an ISO date): on those
+    bars its `next` runs and its indicators warm up, but `buy` and `sell` (and with them
+    `order_target_*` and `close`) return None, as backtrader does for an order of size 0."""
+    first = pd.Timestamp(trade_start).date()
+
+    def buy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return strategy.buy(self, *args, **kwargs) if self.datetime.date(0) >= first else None
+
+    def sell(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return strategy.sell(self, *args, **kwargs) if self.datetime.date(0) >= first else None
+
+    namespace = {"buy": buy, "sell": sell, "__module__": strategy.__module__}
+    return type(strategy)(strategy.__name__, (strategy,), namespace)
+
+
+def _cerebro(plan: RunPlan, audit: Path | None) -> bt.Cerebro:
     spec = plan.spec
     cerebro = bt.Cerebro(runonce=spec.runonce, preload=spec.preload, stdstats=False)
     cerebro.broker.setcash(spec.cash)
@@ -173,8 +194,12 @@ def _cerebro(plan: RunPlan, audit: Path) -> bt.Cerebro:
     cerebro.broker.set_slippage_perc(spec.slippage, slip_open=True)
     cerebro.broker.set_coc(False)
     add_feeds(cerebro, plan.frames)
+    strategy = plan.strategy if spec.trade_start is None else gated(plan.strategy, spec.trade_start)
     cerebro.addstrategy(
-        plan.strategy, protection=plan.profile, audit_path=str(audit), run_info=plan.fingerprint
+        strategy,
+        protection=plan.profile,
+        audit_path=None if audit is None else str(audit),
+        run_info=plan.fingerprint,
     )
     cerebro.addanalyzer(OrderRecorder, _name="orders")
     cerebro.addanalyzer(EquityRecorder, _name="equity")
@@ -194,8 +219,8 @@ def _write_results(plan: RunPlan, strategy: Any, folder: Path) -> None:
     summary = build_summary(
         plan, equity, orders, trades, strategy.protection.get_performance_metrics()
     )
-    _write_json(folder / "summary.json", summary)
-    _write_json(folder / "status.json", {"status": "complete"})
+    write_json(folder / "summary.json", summary)
+    write_json(folder / "status.json", {"status": "complete"})
 
 
 def build_summary(
@@ -237,7 +262,7 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(_rounded(data), sort_keys=True, indent=2, allow_nan=False)
     path.write_text(text + "\n", encoding="utf-8")
 
@@ -245,7 +270,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def keep_failed(partial: Path, out: Path, error: BaseException) -> Path:
     """Rename the partial folder to `<out>.failed/` with a status.json naming the error."""
     failed = out.with_name(out.name + ".failed")
-    _write_json(
+    write_json(
         partial / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     )
     shutil.rmtree(failed, ignore_errors=True)

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("fetch", "Download daily prices with yfinance into the local cache."),
     "run": ("run", "Run one strategy under one profile into a run folder."),
     "compare": ("compare", "Run a strategy under several profiles and compare the runs."),
+    "tune": ("tune", "Walk-forward tuning of protection parameters, judged out of sample."),
 }
 
 
