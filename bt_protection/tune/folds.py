@@ -4,7 +4,8 @@ Window lengths are calendar spans (`3y`, `6m`, `8w`, `90d`). The first train win
 after the first `warmup` trading days, so every window has `warmup` days before it on which
 indicators warm up. Fold k (from 0) trains on [t0 + k*step, t0 + k*step + train) (rolling) or
 [t0, t0 + train + k*step) (anchored) and tests on the `test` span right after; a fold exists
-only if its test window ends within the data. Windows hold trading days, half-open in time.
+only if its test window ends within the data (weekend days after the last day count as
+within). Windows hold trading days, half-open in time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from bt_protection.errors import UserError
@@ -79,8 +81,8 @@ def make_folds(
         start = t0 if anchored else t0 + step_span * k
         train_end = t0 + train_span + step_span * k if anchored else start + train_span
         test_end = train_end + test_span
-        if test_end > dates[-1] + pd.Timedelta(days=1):
-            break
+        if _weekdays_between(dates[-1], test_end):
+            break  # the test window would end after the data
         train_window = _window(dates, start, train_end, warmup)
         test_window = _window(dates, train_end, test_end, warmup)
         if train_window is None or test_window is None:
@@ -107,6 +109,13 @@ def _window(
     return Window(
         _day(dates[max(0, first - warmup)]), _day(dates[first]), _day(dates[stop - 1]), stop - first
     )
+
+
+def _weekdays_between(last: pd.Timestamp, end: pd.Timestamp) -> int:
+    """Weekdays after `last` and before `end` (data ending on a Friday covers a window that
+    ends on the Monday after it)."""
+    after = (last + pd.Timedelta(days=1)).date()
+    return int(np.busday_count(after, end.date())) if end.date() > after else 0
 
 
 def _day(moment: pd.Timestamp) -> str:

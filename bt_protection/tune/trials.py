@@ -91,11 +91,12 @@ def run_trial(trial: Trial, frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
     except Exception as error:  # recorded with the trial and left out of the search
         return {"metrics": None, "equity": None, "error": f"{type(error).__name__}: {error}"}
     analyzers = strategy.analyzers
-    equity = analyzers.equity.to_frame().loc[pd.Timestamp(window.first).date() :]
+    equity = analyzers.equity.to_frame()
+    equity = equity[equity.index >= pd.Timestamp(window.first)]
     orders = analyzers.orders.to_frame()
     metrics = performance(equity, orders, analyzers.trades.to_frame())
     metrics["orders_denied"] = int((orders["protection"] == "denied").sum())
     series = None
     if trial.keeps_equity:
-        series = [[d.isoformat(), float(v)] for d, v in equity["value"].items()]
+        series = [[d.strftime("%Y-%m-%d"), float(v)] for d, v in equity["value"].items()]
     return {"metrics": metrics, "equity": series, "error": None}

@@ -108,18 +108,15 @@ def walk_forward(
     )
     search = _search(spec, space, profile, regime_data, settings, partial)
     _check_out(out)
-    if jobs is not None and jobs < 1:
-        raise UserError(f"--jobs must be 1 or more, not {jobs}.")
-
-    partial.mkdir(parents=True, exist_ok=True)
-    if not (partial / STORE_NAME).exists() and (folder / STORE_NAME).is_file():
-        shutil.copyfile(folder / STORE_NAME, partial / STORE_NAME)  # rerun: reuse every trial
-    store = TrialStore(partial / STORE_NAME)
-    try:
-        with Engine(search.frames, jobs, scheduler) as engine:
+    with Engine(search.frames, jobs, scheduler) as engine:  # checks jobs, reaches the cluster
+        partial.mkdir(parents=True, exist_ok=True)
+        if not (partial / STORE_NAME).exists() and (folder / STORE_NAME).is_file():
+            shutil.copyfile(folder / STORE_NAME, partial / STORE_NAME)  # a rerun reuses all
+        store = TrialStore(partial / STORE_NAME)
+        try:
             results, chosen = _run_all(search, engine, store, progress)
-    finally:
-        store.close()
+        finally:
+            store.close()
     walk = write_outputs(search, results, chosen, partial)
     (partial / FINGERPRINT).write_text(
         json.dumps(_fingerprint(search), indent=2, sort_keys=True) + "\n", encoding="utf-8"
