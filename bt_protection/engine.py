@@ -27,13 +27,13 @@ WORKER_PRELOAD = ("bt_protection.runner", "strategies")
 _shared: Any = None  # a local worker's copy of the shared data
 
 
-def pool_context() -> BaseContext:
-    """forkserver (workers fork from a server that has imported `WORKER_PRELOAD` once), or
-    spawn where forkserver does not exist."""
+def pool_context(preload: Sequence[str] = WORKER_PRELOAD) -> BaseContext:
+    """forkserver (workers fork from a server that has imported the `preload` modules once),
+    or spawn where forkserver does not exist."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_PRELOAD))
+    context.set_forkserver_preload(list(preload))
     return context
 
 

@@ -31,3 +31,25 @@ def test_compare_profiles_notebook_executes() -> None:
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
     assert len(tables) >= 3, "the comparison table and the two attribution tables"
 
+
+
+WALK_FORWARD = PROJECT_ROOT / "notebooks" / "walk_forward.ipynb"
+
+
+def test_walk_forward_notebook_executes() -> None:
+    notebook = nbformat.read(WALK_FORWARD, as_version=4)
+    client = NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=120,
+        resources={"metadata": {"path": str(PROJECT_ROOT)}},
+    )
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2, "the out-of-sample equity and the parameters per fold"
+    tables = [o for o in outputs if "text/html" in o.get("data", {})]
+    assert len(tables) >= 4, "folds, trials, arms and bootstrap"
+    sentence = outputs[0]["data"]["text/plain"]
+    assert "folds tuned protection beat off out of sample in" in sentence

@@ -297,6 +297,28 @@ def test_dask_cluster_gives_the_same_bytes_even_when_a_worker_is_killed(
     same_files(tuned.path, out)
 
 
+def test_compare_on_the_dask_cluster_writes_what_local_processes_write(
+    cluster, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from bt_protection.compare import run_comparison
+
+    profiles = [PROJECT_ROOT / "configs" / f"{name}.yaml" for name in ("off", "balanced")]
+    common = {"data": SAMPLE_DATA, "start": "2019-01-01", "end": "2019-12-31", "progress": False}
+    local = run_comparison("sma_crossover", profiles, jobs=1, out=tmp_path / "a", **common)
+    remote = run_comparison(
+        "sma_crossover", profiles, scheduler=cluster.scheduler_address, out=tmp_path / "b",
+        ablate=False, **common,
+    )  # fmt: skip
+    assert (local.path / "comparison.csv").read_bytes() == (
+        remote.path / "comparison.csv"
+    ).read_bytes()
+    for name in ("off", "balanced"):
+        for file in ("orders.csv", "equity.csv", "summary.json"):
+            assert (local.path / name / file).read_bytes() == (
+                remote.path / name / file
+            ).read_bytes()
+
+
 def _stored(store: Path) -> int:
     if not store.exists():
         return 0

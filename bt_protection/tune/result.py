@@ -357,7 +357,7 @@ def report(walk: WalkForward, search: Search) -> str:
     v = walk.verdict
     arms = pd.DataFrame(v["arms"]).T
     arms.index.name = "arm"
-    boot = pd.DataFrame(
+    boot = pd.DataFrame.from_dict(
         {
             name: {
                 "Sharpe difference": b["estimate"],
@@ -367,8 +367,9 @@ def report(walk: WalkForward, search: Search) -> str:
                 "folds won": v["folds_won"][name],
             }
             for name, b in v["bootstrap"].items()
-        }
-    ).T
+        },
+        orient="index",
+    )
     boot.index.name = "comparison"
     shown = ["fold", "test_start", "test_end", "chosen", *walk.parameters]
     shown += [f"test_{arm}_sharpe" for arm in ARMS]
