@@ -280,19 +280,24 @@ def _attempt(entry: _Entry, folder: Path) -> BaseException | None:
     return None
 
 
+def _bar(total: int, progress: bool) -> tqdm:
+    """The progress bar over the runs, on stderr (shown when stderr is a terminal)."""
+    return tqdm(
+        total=total,
+        desc="compare",
+        unit="run",
+        file=sys.stderr,
+        disable=None if progress else True,
+    )
+
+
 def _execute(
     entries: list[_Entry], folder: Path, out: Path, workers: int, progress: bool
 ) -> dict[str, str]:
     """Run every entry into `folder` (in this process when `workers` is 1) with a progress
     bar; returns the failed runs' errors by name, in table order."""
     failed: dict[str, str] = {}
-    bar = tqdm(
-        total=len(entries),
-        desc="compare",
-        unit="run",
-        file=sys.stderr,
-        disable=None if progress else True,
-    )
+    bar = _bar(len(entries), progress)
 
     def finished(entry: _Entry, error: BaseException | None) -> None:
         if error is not None:
@@ -349,13 +354,7 @@ def _execute_on(
     specs = [replace(e.spec, profile=e.profile.to_dict()) for e in entries]  # no local paths
     keys = [f"run-{e.name}-{e.profile.hash}" for e in entries]
     by_spec = {id(spec): entry for spec, entry in zip(specs, entries, strict=True)}
-    bar = tqdm(
-        total=len(entries),
-        desc="compare",
-        unit="run",
-        file=sys.stderr,
-        disable=None if progress else True,
-    )
+    bar = _bar(len(entries), progress)
     with bar:
         for spec, (error, files) in engine.map(run_packed, specs, keys):
             entry = by_spec[id(spec)]

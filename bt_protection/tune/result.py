@@ -22,6 +22,7 @@ from bt_protection.metrics import performance
 from bt_protection.plots import DPI, _axes
 from bt_protection.profile import Profile
 from bt_protection.runner import CSV_FLOAT, write_json
+from bt_protection.runs import SUMMARY_COLUMNS
 from bt_protection.tune.folds import Fold
 from bt_protection.tune.search import (
     Search,
@@ -35,16 +36,7 @@ from bt_protection.tune.trials import trial_key
 
 ARMS = ("tuned", "base", "off")
 FOLD_METRICS = ("sharpe", "cagr", "total_return", "max_drawdown", "turnover")
-TRIAL_METRICS = (
-    "total_return",
-    "cagr",
-    "volatility",
-    "sharpe",
-    "max_drawdown",
-    "turnover",
-    "trades",
-    "orders_denied",
-)
+TRIAL_METRICS = (*SUMMARY_COLUMNS[:7], "orders_denied")  # total_return ... trades
 Results = dict[str, dict[str, Any]]
 Chosen = dict[int, int | None]
 
