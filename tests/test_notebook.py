@@ -32,7 +32,6 @@ def test_compare_profiles_notebook_executes() -> None:
     assert len(tables) >= 3, "the comparison table and the two attribution tables"
 
 
-
 WALK_FORWARD = PROJECT_ROOT / "notebooks" / "walk_forward.ipynb"
 
 

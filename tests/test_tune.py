@@ -428,6 +428,10 @@ BAD_OPTIONS = {
         "unknown objective 'sortino'; valid objectives: sharpe, calmar, cagr, "
         "return_over_turnover.",
     ),
+    "unknown-regime-data": (
+        ["--regime-data", "SPY"],
+        "--regime-data SPY is not among the data's tickers (AAPL, NVDA).",
+    ),
     "bad-window": (
         ["--test", "6 months"],
         "--test '6 months' is not a window length; write a whole number and a unit such as 3y "

@@ -46,8 +46,8 @@ def default_out(strategy: Any) -> Path:
 
 
 def walk_forward(
-    strategy: Any = "momentum_rotation",
-    space: str | os.PathLike[str] | Mapping[str, Any] = "",
+    strategy: Any,
+    space: str | os.PathLike[str] | Mapping[str, Any],
     profile: str | os.PathLike[str] | Mapping[str, Any] | Profile | None = None,
     *,
     data: str | os.PathLike[str] | None = None,
