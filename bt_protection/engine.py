@@ -62,12 +62,6 @@ class Engine(AbstractContextManager["Engine"]):
             self._client = connect(scheduler)
             self._scattered = self._client.scatter([shared], broadcast=True)[0]
 
-    @property
-    def workers(self) -> int:
-        if self._client is not None:
-            return max(1, len(self._client.scheduler_info(n_workers=-1)["workers"]))
-        return self.jobs
-
     def map(
         self, fn: Callable[[Any, Any], Any], items: Sequence[Any], keys: Sequence[str]
     ) -> Iterator[tuple[Any, Any]]:

@@ -108,7 +108,7 @@ def write_outputs(search: Search, results: Results, chosen: Chosen, folder: Path
     equity = stitched_equity(search, results, chosen)
     ranks = mean_ranks(search, results)
     recommended = recommended_profile(search, ranks)
-    verdict = build_verdict(search, results, folds, equity, ranks, recommended)
+    verdict = build_verdict(search, results, chosen, folds, equity, ranks, recommended)
     csv = {"float_format": CSV_FLOAT, "lineterminator": "\n", "index": False}
     folds.to_csv(folder / "folds.csv", **csv)
     trials.to_csv(folder / "trials.csv", **csv)
@@ -255,6 +255,7 @@ def _arm_metrics(equity: pd.DataFrame, folds: pd.DataFrame, arm: str) -> dict[st
 def build_verdict(
     search: Search,
     results: Results,
+    chosen: Chosen,
     folds: pd.DataFrame,
     equity: pd.DataFrame,
     ranks: dict[int, float],
@@ -285,7 +286,6 @@ def build_verdict(
     dsr = deflated_sharpe(
         returns["tuned"], len(search.candidates), float(np.mean(variances)) if variances else 0.0
     )
-    chosen = [{k: row[k] for k in search.space.keys} for _, row in folds.iterrows()]
     best = min(ranks, key=lambda i: (ranks[i], i))
     failed = sum(
         1
@@ -305,7 +305,7 @@ def build_verdict(
         "bootstrap": {name: result.to_dict() for name, result in boot.items()},
         "folds_won": won,
         "deflated_sharpe": dsr,
-        "stability": stability(chosen),
+        "stability": stability([candidate_values(search, chosen[f.index]) for f in search.folds]),
         "recommended": {
             "profile": recommended.name,
             "candidate": f"c{best}",

@@ -15,6 +15,7 @@ import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
+from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
@@ -98,7 +99,7 @@ def _field_paths(cls: type, prefix: str) -> list[str]:
 
 def _dataclass_of(hint: Any) -> type | None:
     """The dataclass a field holds (also inside `X | None`), else None."""
-    if get_origin(hint) is Union or type(hint).__name__ == "UnionType":
+    if get_origin(hint) in (Union, UnionType):
         found = [a for a in get_args(hint) if isinstance(a, type) and is_dataclass(a)]
         return found[0] if found else None
     return hint if isinstance(hint, type) and is_dataclass(hint) else None
