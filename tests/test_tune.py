@@ -156,6 +156,21 @@ def test_grid_runs_every_candidate_and_each_fold_chooses_its_best(tuned: WalkFor
         assert row["train_tuned_sharpe"] == pytest.approx(best["sharpe"])
 
 
+def test_a_trial_that_raises_is_recorded_and_left_out(tmp_path: Path) -> None:
+    """Candidate c1 watches a regime feed the data does not have: its backtests raise, its
+    rows in trials.csv carry the error, and every fold chooses c0."""
+    space = {"regime.data": ["NVDA", "XXX"]}
+    walk = walk_forward("sma_crossover", space, jobs=1, out=tmp_path / "out", **TUNE)
+    failed = walk.trials[walk.trials["candidate"] == "c1"]
+    assert len(failed) == 3
+    assert set(failed["error"]) == {
+        "UserError: regime data 'XXX' is not a feed of this run; feeds: AAPL, NVDA."
+    }
+    assert failed["objective"].isna().all() and not failed["chosen"].any()
+    assert list(walk.folds["chosen"]) == ["c0"] * 3
+    assert walk.verdict["failed_trials"] == 3
+
+
 # --------------------------------------------------------------------------- statistics
 
 

@@ -36,7 +36,6 @@ from bt_protection.tune.trials import Objective, Trial, run_trial
 DEFAULT_BASE = "balanced"
 SAMPLERS = ("grid", "random")
 FINGERPRINT = "fingerprint.json"
-ARMS = ("tuned", "base", "off")
 
 
 def default_out(strategy: Any) -> Path:
