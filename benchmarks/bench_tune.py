@@ -91,7 +91,11 @@ def main() -> None:
                 best[name] = min(best[name], seconds)
                 print(f"round {round_ + 1}: {name}: {seconds:.2f} s")
         rate = {name: trials / seconds * 60 for name, seconds in best.items()}
-        print(f"\ntune of {trials} trials, {os.cpu_count()} CPUs, best of {args.repeat}:")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"\ntune of {trials} trials, {os.cpu_count()} CPUs (load average now {load}: other "
+            f"processes on the machine slow the parallel settings most), best of {args.repeat}:"
+        )
         for name in settings:
             print(f"  {name}: {best[name]:.2f} s, {rate[name]:.0f} trials/minute")
         print(
