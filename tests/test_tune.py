@@ -32,6 +32,7 @@ from bt_protection.profile import load_profile
 from bt_protection.tune import WalkForward, walk_forward
 from bt_protection.tune.folds import make_folds
 from bt_protection.tune.search import TuneSettings, choose
+from bt_protection.tune.space import check_candidates, load_space
 from bt_protection.tune.stats import deflated_sharpe, paired_bootstrap
 from bt_protection.tune.store import STORE_NAME
 from bt_protection.tune.trials import Objective, trial_key
@@ -481,6 +482,12 @@ def test_out_holding_something_else_is_refused(
     )
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert not (tmp_path / "out.partial").exists()
+
+
+def test_the_shipped_example_space_is_valid() -> None:
+    space = load_space(PROJECT_ROOT / "configs" / "spaces" / "example.yaml")
+    base = load_profile(PROJECT_ROOT / "configs" / "balanced.yaml")
+    assert space.size == 4 and len(check_candidates(space, base, space.grid())) == 4
 
 
 def test_objectives_are_those_of_the_issue() -> None:
