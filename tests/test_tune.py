@@ -172,6 +172,51 @@ def test_a_trial_that_raises_is_recorded_and_left_out(tmp_path: Path) -> None:
     assert walk.verdict["failed_trials"] == 3
 
 
+TPE_SPACE = {
+    "protections.holding_period.min_hold": {"bars": [5, 40], "step": 5},
+    "protections.whipsaw_protection.enabled": [True, False],
+    "protections.grace_period.enabled": [True, False],
+}
+
+
+def test_tpe_proposes_the_same_candidates_on_one_process_and_two(tmp_path: Path) -> None:
+    """32 candidates, 6 proposals per fold in rounds of 4 and 2: the files do not depend on
+    the worker count; each fold tried at most 6 distinct candidates of the grid and chose the
+    best of those."""
+    pytest.importorskip("optuna")
+    runs = [
+        walk_forward(
+            "sma_crossover",
+            TPE_SPACE,
+            sampler="tpe",
+            trials=6,
+            jobs=jobs,
+            out=tmp_path / f"jobs{jobs}",
+            **TUNE,
+        )  # fmt: skip
+        for jobs in (1, 2)
+    ]
+    same_files(runs[0].path, runs[1].path)
+    trials = runs[0].trials
+    per_fold = trials.groupby("fold")["candidate"]
+    assert (per_fold.nunique() <= 6).all() and (per_fold.nunique() >= 3).all()
+    assert trials["candidate"].str[1:].astype(int).between(0, 31).all()
+    for _, group in trials.groupby("fold"):
+        assert group.loc[group["objective"].idxmax(), "chosen"]
+    assert runs[0].verdict["candidates"] == 32 and runs[0].verdict["sampler"] == "tpe"
+
+
+def test_tpe_without_optuna_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(UserError, match=r"--sampler tpe needs Optuna; install it with pip"):
+        walk_forward(
+            "sma_crossover", TPE_SPACE, sampler="tpe", jobs=1, out=tmp_path / "out", **TUNE
+        )
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -492,5 +537,5 @@ def test_the_shipped_example_space_is_valid() -> None:
 
 def test_objectives_are_those_of_the_issue() -> None:
     assert [o.value for o in Objective] == ["sharpe", "calmar", "cagr", "return_over_turnover"]
-    with pytest.raises(UserError, match="unknown sampler 'tpe'"):
-        walk_forward("sma_crossover", SPACE, sampler="tpe", **TUNE)
+    with pytest.raises(UserError, match="unknown sampler 'optuna'"):
+        walk_forward("sma_crossover", SPACE, sampler="optuna", **TUNE)

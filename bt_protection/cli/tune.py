@@ -9,7 +9,7 @@ from bt_protection.cli.options import add_backtest_arguments, backtest_keywords
 from bt_protection.compare import DEFAULT_STRATEGY
 from bt_protection.tune.search import TuneSettings
 from bt_protection.tune.trials import Objective
-from bt_protection.tune.walk import SAMPLERS, walk_forward
+from bt_protection.tune.walk import walk_forward
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,14 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sampler",
         default="grid",
         metavar="NAME",
-        help=f"{' or '.join(SAMPLERS)} (default: grid, every candidate)",
+        help="grid (every candidate, the default), random (--trials of them, seeded) or tpe "
+        "(Optuna proposes --trials per fold)",
     )
     parser.add_argument(
         "--trials",
         type=int,
         default=TuneSettings.trials,
         metavar="N",
-        help=f"candidates the random sampler draws (default: {TuneSettings.trials})",
+        help=f"candidates random draws, or tpe proposes per fold ({TuneSettings.trials})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of sampler and bootstrap")
     parser.add_argument(

@@ -160,7 +160,8 @@ def trials_table(search: Search, results: Results, chosen: Chosen) -> pd.DataFra
     """trials.csv: one row per candidate and fold with its train metrics or its error."""
     rows = []
     for fold in search.folds:
-        for i, profile in enumerate(search.profiles):
+        for i in search.tried(results, fold):
+            profile = search.profiles[i]
             result = _result(search, results, fold, "train", profile)
             metrics = result["metrics"] or {}
             rows.append(
@@ -221,15 +222,20 @@ def stitched_equity(search: Search, results: Results, chosen: Chosen) -> pd.Data
 
 
 def mean_ranks(search: Search, results: Results) -> dict[int, float]:
-    """Each candidate's mean rank (1 = best) by the train objective over the folds; failed or
-    undefined objectives rank last."""
-    total = np.zeros(len(search.profiles))
+    """The mean rank (1 = best) by the train objective over the folds of each candidate tried
+    in at least one fold; failed, undefined or (tpe) untried candidates rank last."""
+    tried = {fold.index: search.tried(results, fold) for fold in search.folds}
+    eligible = sorted({i for indices in tried.values() for i in indices})
+    total = dict.fromkeys(eligible, 0.0)
     for fold in search.folds:
-        values = [train_objective(search, results, fold, p) for p in search.profiles]
-        order = sorted(range(len(values)), key=lambda i: (values[i] is None, -(values[i] or 0), i))
-        for rank, i in enumerate(order, start=1):
-            total[i] += rank
-    return {i: float(total[i] / len(search.folds)) for i in range(len(search.profiles))}
+        values = {
+            i: train_objective(search, results, fold, search.profiles[i]) for i in tried[fold.index]
+        }
+        order = sorted(values, key=lambda i: (values[i] is None, -(values[i] or 0), i))
+        rank = {i: r for r, i in enumerate(order, start=1)}
+        for i in eligible:
+            total[i] += rank.get(i, len(order) + 1)
+    return {i: total[i] / len(search.folds) for i in eligible}
 
 
 # --------------------------------------------------------------------------- verdict
@@ -278,20 +284,25 @@ def build_verdict(
         for arm in ("tuned", "base")
     }
     variances = []
+    tried = {fold.index: search.tried(results, fold) for fold in search.folds}
     for fold in search.folds:
-        values = [_train_sharpe(search, results, fold, p) for p in search.profiles]
+        values = [
+            _train_sharpe(search, results, fold, search.profiles[i]) for i in tried[fold.index]
+        ]
         values = [v for v in values if v is not None]
         if len(values) > 1:
             variances.append(float(np.var(np.array(values) / np.sqrt(252), ddof=1)))
     dsr = deflated_sharpe(
-        returns["tuned"], len(search.candidates), float(np.mean(variances)) if variances else 0.0
+        returns["tuned"],
+        max(len(indices) for indices in tried.values()),
+        float(np.mean(variances)) if variances else 0.0,
     )
     best = min(ranks, key=lambda i: (ranks[i], i))
     failed = sum(
         1
         for fold in search.folds
-        for p in search.profiles
-        if _result(search, results, fold, "train", p)["error"] is not None
+        for i in tried[fold.index]
+        if _result(search, results, fold, "train", search.profiles[i])["error"] is not None
     )
     verdict = {
         "strategy": search.identity["strategy"],
@@ -299,7 +310,7 @@ def build_verdict(
         "sampler": search.settings.sampler,
         "folds": len(search.folds),
         "candidates": len(search.candidates),
-        "train_trials": len(search.folds) * len(search.candidates),
+        "train_trials": sum(len(indices) for indices in tried.values()),
         "failed_trials": failed,
         "arms": {arm: _arm_metrics(equity, folds, arm) for arm in ARMS},
         "bootstrap": {name: result.to_dict() for name, result in boot.items()},

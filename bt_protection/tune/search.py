@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -47,6 +48,19 @@ class Search:
     settings: TuneSettings
     broker: tuple[float, float, float]
 
+    @cached_property
+    def _hashes(self) -> list[str]:
+        return [profile.hash for profile in self.profiles]
+
+    def train_key(self, fold: Fold, index: int) -> str:
+        """The result key of candidate `index` on the fold's train window."""
+        return trial_key(self.identity, fold.train, self._hashes[index], "train")
+
+    def tried(self, results: Mapping[str, Any], fold: Fold) -> list[int]:
+        """The candidates with a result on the fold's train window (all of them, except with
+        the tpe sampler), in candidate order."""
+        return [i for i in range(len(self.profiles)) if self.train_key(fold, i) in results]
+
     def trial(self, fold: Fold, phase: str, arm: str, profile: Profile) -> Trial:
         window = fold.train if phase == "train" else fold.test
         key = trial_key(self.identity, window, profile.hash, phase)
@@ -69,8 +83,8 @@ def choose(search: Search, results: dict[str, dict[str, Any]]) -> dict[int, int 
     chosen: dict[int, int | None] = {}
     for fold in search.folds:
         best: tuple[float, int] | None = None
-        for i, profile in enumerate(search.profiles):
-            value = train_objective(search, results, fold, profile)
+        for i in search.tried(results, fold):
+            value = train_objective(search, results, fold, search.profiles[i])
             if value is not None and (best is None or value > best[0]):
                 best = (value, i)
         chosen[fold.index] = None if best is None else best[1]

@@ -31,10 +31,11 @@ from bt_protection.tune.result import WalkForward, write_outputs
 from bt_protection.tune.search import Search, TuneSettings, choose, profile_of
 from bt_protection.tune.space import check_candidates, load_space
 from bt_protection.tune.store import STORE_NAME, TrialStore
+from bt_protection.tune.tpe import run_tpe
 from bt_protection.tune.trials import Objective, Trial, run_trial
 
 DEFAULT_BASE = "balanced"
-SAMPLERS = ("grid", "random")
+SAMPLERS = ("grid", "random", "tpe")
 FINGERPRINT = "fingerprint.json"
 
 
@@ -155,10 +156,10 @@ def _search(
     base = load_profile(_default_base() if profile is None else profile)
     off = load_profile({"name": "off", "description": "No protection (the tune's baseline)."})
     space = load_space(space_source)
-    if settings.sampler == "grid":
-        candidates = space.grid()
-    else:
+    if settings.sampler == "random":
         candidates = space.sample(settings.trials, settings.seed)
+    else:  # grid runs them all; tpe proposes among them
+        candidates = space.grid()
     plan = plan_run(replace(spec, profile=base), partial / "plan-check")
     if regime_data is not None:
         if regime_data not in plan.frames:
@@ -261,35 +262,49 @@ def _fingerprint(search: Search) -> dict[str, Any]:
 def _run_all(
     search: Search, engine: Engine, store: TrialStore, progress: bool
 ) -> tuple[dict[str, dict[str, Any]], dict[int, int | None]]:
-    """Every trial's result: train trials of each candidate, base and off, and the test runs
-    of base and off (one batch); then each fold's chosen candidate on its test window."""
+    """Every trial's result: base and off on each train and test window and the candidates
+    on each train window (grid and random: one batch; tpe: in rounds), then each fold's chosen
+    candidate on its test window."""
+    settings = search.settings
     first: list[Trial] = []
     for fold in search.folds:
-        for i, profile in enumerate(search.profiles):
-            first.append(search.trial(fold, "train", f"c{i}", profile))
+        if settings.sampler != "tpe":
+            for i, profile in enumerate(search.profiles):
+                first.append(search.trial(fold, "train", f"c{i}", profile))
         for phase in ("train", "test"):
             first.append(search.trial(fold, phase, "base", search.base))
             first.append(search.trial(fold, phase, "off", search.off))
+    proposed = len(search.folds) * settings.trials if settings.sampler == "tpe" else 0
     results: dict[str, dict[str, Any]] = {}
+    reused = 0
     bar = tqdm(
-        total=len({t.key for t in first}) + len(search.folds),
+        total=len({t.key for t in first}) + proposed + len(search.folds),
         desc="tune",
         unit="trial",
         file=sys.stderr,
         disable=None if progress else True,
     )
+
+    def batch(trials: list[Trial]) -> dict[str, dict[str, Any]]:
+        nonlocal reused
+        reused += _run_batch(trials, engine, store, bar, results)
+        return results
+
     with bar:
-        reused = _run_batch(first, engine, store, bar, results)
+        batch(first)
+        if settings.sampler == "tpe":
+            run_tpe(search, batch)
         chosen = choose(search, results)
-        tuned = [
-            search.trial(fold, "test", "tuned", profile_of(search, chosen[fold.index]))
-            for fold in search.folds
-        ]
-        bar.total -= len(search.folds) - len({t.key for t in tuned} - set(results))
-        reused += _run_batch(tuned, engine, store, bar, results)
+        batch(
+            [
+                search.trial(fold, "test", "tuned", profile_of(search, chosen[fold.index]))
+                for fold in search.folds
+            ]
+        )
+        bar.total = bar.n  # proposals that repeated earlier ones ran once
     if reused:
         print(
-            f"tune: reused {reused} of {bar.total} trial results stored in {store.path}.",
+            f"tune: reused {reused} of {bar.n} trial results stored in {store.path}.",
             file=sys.stderr,
         )
     return results, chosen
