@@ -384,7 +384,8 @@ def report(walk: WalkForward, search: Search) -> str:
         "",
         f"**Verdict:** {v['verdict']}.",
         "",
-        f"{v['folds']} folds, {v['candidates']} candidates ({v['sampler']}), objective "
+        f"{v['folds']} folds, {v['train_trials']} train trials of {v['candidates']} candidates "
+        f"({v['sampler']} sampler), objective "
         f"`{v['objective']}`, {v['failed_trials']} failed trials. Base profile: "
         f"`{search.base.name}`.",
         "",
