@@ -11,15 +11,14 @@ others finish. Files and columns: docs/compare.md.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from bt_protection import __version__
 from bt_protection.attribution import attribute, closes, summarize
+from bt_protection.engine import Engine, pool_context
 from bt_protection.errors import UserError
 from bt_protection.plots import plot_comparison
 from bt_protection.profile import Profile, load_profile
@@ -124,6 +124,7 @@ def run_comparison(
     slippage: float = RunSpec.slippage,
     ablate: bool = False,
     jobs: int | None = None,
+    scheduler: str | None = None,
     out: str | os.PathLike[str] | None = None,
     allow_mixed_data: bool = False,
     progress: bool = True,
@@ -136,7 +137,9 @@ def run_comparison(
     indicator watches (`RunSpec.regime_data`). `jobs`: worker processes (default: one per
     run, at most one per CPU; 1 runs in this process). A class that only this process has
     (defined in a notebook cell, a script's `__main__` or a function) runs in this process
-    whatever `jobs` says (docs/extending.md). Raises UserError, with nothing written, for bad
+    whatever `jobs` says (docs/extending.md). `scheduler`: a Dask scheduler address to run the
+    runs on instead (its workers read the data folder at the same path). Raises UserError,
+    with nothing written, for bad
     input.
     """
     if jobs is not None and jobs < 1:
@@ -170,10 +173,17 @@ def run_comparison(
         entries = [replace(e, spec=replace(e.spec, strategy=reference)) for e in entries]
 
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    if ablate:
-        _write_ablated(entries, partial / PROFILES_FOLDER)
-    failed = _execute(entries, partial, out, workers, progress)
+    if scheduler is not None:
+        with Engine(None, scheduler=scheduler) as engine:  # reach the cluster before writing
+            partial.mkdir(parents=True)
+            if ablate:
+                _write_ablated(entries, partial / PROFILES_FOLDER)
+            failed = _execute_on(engine, entries, partial, out, progress)
+    else:
+        partial.mkdir(parents=True)
+        if ablate:
+            _write_ablated(entries, partial / PROFILES_FOLDER)
+        failed = _execute(entries, partial, out, workers, progress)
     runs = {e.name: load_run(partial / e.name) for e in entries if e.name not in failed}
     table, found, summary = _write_outputs(partial, runs, plan.frames, allow_mixed_data)
     write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
@@ -204,7 +214,7 @@ def _entries(
             entries.append(_Entry(ablated.name, spec, ablated, (profile.name, system)))
     seen: dict[str, _Entry] = {}
     for entry in entries:
-        _check_name(entry.name, entry.spec.profile)
+        _check_name(entry.name, entry.spec.profile)  # type: ignore[arg-type]  # a file here
         if entry.name in seen:
             raise UserError(
                 f"two runs would be named {entry.name!r} ({seen[entry.name].spec.profile} and "
@@ -277,20 +287,10 @@ def _write_ablated(entries: list[_Entry], folder: Path) -> None:
     for entry in entries:
         if entry.ablation is not None:
             text = yaml.safe_dump(entry.profile.to_dict(), sort_keys=False)
-            Path(entry.spec.profile).write_text(text, encoding="utf-8")
+            Path(entry.spec.profile).write_text(text, encoding="utf-8")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- running
-
-
-def _pool_context() -> BaseContext:
-    """forkserver (workers fork from a server that has imported `WORKER_PRELOAD` once), or
-    spawn where forkserver does not exist."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_PRELOAD))
-    return context
 
 
 def _attempt(entry: _Entry, folder: Path) -> BaseException | None:
@@ -302,19 +302,24 @@ def _attempt(entry: _Entry, folder: Path) -> BaseException | None:
     return None
 
 
+def _bar(total: int, progress: bool) -> tqdm:
+    """The progress bar over the runs, on stderr (shown when stderr is a terminal)."""
+    return tqdm(
+        total=total,
+        desc="compare",
+        unit="run",
+        file=sys.stderr,
+        disable=None if progress else True,
+    )
+
+
 def _execute(
     entries: list[_Entry], folder: Path, out: Path, workers: int, progress: bool
 ) -> dict[str, str]:
     """Run every entry into `folder` (in this process when `workers` is 1) with a progress
     bar; returns the failed runs' errors by name, in table order."""
     failed: dict[str, str] = {}
-    bar = tqdm(
-        total=len(entries),
-        desc="compare",
-        unit="run",
-        file=sys.stderr,
-        disable=None if progress else True,
-    )
+    bar = _bar(len(entries), progress)
 
     def finished(entry: _Entry, error: BaseException | None) -> None:
         if error is not None:
@@ -329,7 +334,7 @@ def _execute(
             for entry in entries:
                 finished(entry, _attempt(entry, folder))
         else:
-            context = _pool_context()
+            context = pool_context(WORKER_PRELOAD)
             path = tuple(sys.path)
             lost: list[_Entry] = []
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
@@ -354,6 +359,44 @@ def _work(spec: RunSpec, out: Path, path: tuple[str, ...]) -> Path:
     started with the caller's `sys.path` of that time, a notebook may have added to it since."""
     sys.path[:0] = [p for p in path if p not in sys.path]
     return execute_run(spec, out)
+
+
+def run_packed(spec: RunSpec, _shared: Any = None) -> tuple[Exception | None, dict[str, bytes]]:
+    """Run `spec` in a temporary folder of the machine this runs on; the error (None if the
+    run completed) and the files of its run folder (or failed folder) by relative path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        error: Exception | None = None
+        try:
+            execute_run(spec, out)
+        except Exception as caught:  # a failing run is reported, the comparison goes on
+            error, out = caught, out.with_name("run.failed")
+        files = {str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    return error, files
+
+
+def _execute_on(
+    engine: Engine, entries: list[_Entry], folder: Path, out: Path, progress: bool
+) -> dict[str, str]:
+    """Run every entry on the engine's Dask cluster; each run's files come back and are
+    written under `folder`. Returns the failed runs' errors by name, in table order."""
+    failed: dict[str, str] = {}
+    specs = [replace(e.spec, profile=e.profile.to_dict()) for e in entries]  # no local paths
+    keys = [f"run-{e.name}-{e.profile.hash}" for e in entries]
+    by_spec = {id(spec): entry for spec, entry in zip(specs, entries, strict=True)}
+    bar = _bar(len(entries), progress)
+    with bar:
+        for spec, (error, files) in engine.map(run_packed, specs, keys):
+            entry = by_spec[id(spec)]
+            target = folder / (entry.name if error is None else f"{entry.name}.failed")
+            for name, data in files.items():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                (target / name).write_bytes(data)
+            if error is not None:
+                failed[entry.name] = _failure(target, error)
+                tqdm.write(f"run {entry.name} failed: {failed[entry.name]}", file=sys.stderr)
+            bar.update()
+    return {e.name: failed[e.name] for e in entries if e.name in failed}
 
 
 def _died(run: Path) -> ChildProcessError:

@@ -134,9 +134,7 @@ def plot_comparison(runs: Runs, path: str | Path | None = None) -> Figure:
     figure = Figure(figsize=(11, 11), dpi=DPI)
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.04, top=0.97, hspace=0.18)
     FigureCanvasAgg(figure)
-    equity, drawdowns, denied = figure.subplots(
-        3, 1, sharex=True, height_ratios=(2, 1.2, 1.2)
-    )
+    equity, drawdowns, denied = figure.subplots(3, 1, sharex=True, height_ratios=(2, 1.2, 1.2))
     plot_equity(named, equity)
     plot_drawdowns(named, drawdowns, legend=False)  # the equity panel's legend names the runs
     plot_denials(named, denied)

@@ -60,7 +60,7 @@ class RunSpec:
     composite of all, see `bt_protection.regimes`)."""
 
     strategy: StrategySource
-    profile: str | os.PathLike[str]
+    profile: str | os.PathLike[str] | Mapping[str, Any]  # what load_profile reads
     data: str | os.PathLike[str] | None = None
     tickers: tuple[str, ...] | None = None
     start: str | None = None
@@ -72,6 +72,7 @@ class RunSpec:
     preload: bool = True
     regime_data: str | None = None
     params: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
+    trade_start: str | None = None  # ISO date: bars before it only warm up indicators
 
     def __post_init__(self) -> None:
         # sorted (key, value) pairs: the spec stays hashable and compares equal to itself
@@ -180,9 +181,8 @@ def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
     (partial / "profile.yaml").write_text(
         yaml.safe_dump(plan.profile.to_dict(), sort_keys=False), encoding="utf-8"
     )
-    cerebro = _cerebro(plan, partial / "audit.jsonl")
     try:
-        strategy = cerebro.run()[0]
+        strategy = backtest(plan, partial / "audit.jsonl")
     except BaseException as error:
         failed = keep_failed(partial, out, error)
         if not isinstance(error, Exception):
@@ -196,7 +196,28 @@ def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
     return out
 
 
-def _cerebro(plan: RunPlan, audit: Path) -> bt.Cerebro:
+def backtest(plan: RunPlan, audit: Path | None = None) -> Any:
+    """Run the plan's backtest (with the recorder analyzers) and return the strategy instance."""
+    return _cerebro(plan, audit).run()[0]
+
+
+def gated(strategy: Any, trade_start: str) -> Any:
+    """`strategy` that places no order on bars before `trade_start` (an ISO date): on those
+    bars its `next` runs and its indicators warm up, but `buy` and `sell` (and with them
+    `order_target_*` and `close`) return None, as backtrader does for an order of size 0."""
+    first = pd.Timestamp(trade_start).date()
+
+    def buy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return strategy.buy(self, *args, **kwargs) if self.datetime.date(0) >= first else None
+
+    def sell(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return strategy.sell(self, *args, **kwargs) if self.datetime.date(0) >= first else None
+
+    namespace = {"buy": buy, "sell": sell, "__module__": strategy.__module__}
+    return type(strategy)(strategy.__name__, (strategy,), namespace)
+
+
+def _cerebro(plan: RunPlan, audit: Path | None) -> bt.Cerebro:
     spec = plan.spec
     cerebro = bt.Cerebro(runonce=spec.runonce, preload=spec.preload, stdstats=False)
     cerebro.broker.setcash(spec.cash)
@@ -204,11 +225,12 @@ def _cerebro(plan: RunPlan, audit: Path) -> bt.Cerebro:
     cerebro.broker.set_slippage_perc(spec.slippage, slip_open=True)
     cerebro.broker.set_coc(False)
     add_feeds(cerebro, plan.frames)
+    strategy = plan.strategy if spec.trade_start is None else gated(plan.strategy, spec.trade_start)
     cerebro.addstrategy(
-        plan.strategy,
+        strategy,
         protection=plan.profile,
         regime_data=spec.regime_data,
-        audit_path=str(audit),
+        audit_path=None if audit is None else str(audit),
         run_info=plan.fingerprint,
         **plan.params,
     )

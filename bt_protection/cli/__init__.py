@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare", "Run a strategy under several profiles and compare the runs."),
     "systems": ("systems", "List the protection systems, built-in and plugins."),
     "strategies": ("strategies", "List the registered strategy names."),
+    "tune": ("tune", "Walk-forward tuning of protection parameters, judged out of sample."),
 }
 
 

@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="worker processes (default: one per run, at most one per CPU; 1: no workers)",
     )
     parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on the Dask cluster at tcp://HOST:PORT (docs/scaling.md)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         metavar="DIR",
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         profiles=args.profiles,
         ablate=args.ablate,
         jobs=args.jobs,
+        scheduler=args.scheduler,
         out=args.out,
         allow_mixed_data=args.allow_mixed_data,
         **strategy_keywords(args),

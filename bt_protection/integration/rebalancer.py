@@ -157,9 +157,7 @@ class ProtectionAwareRebalancer:
         size = broker.getcommissioninfo(data).getsize(data.close[0], abs(target_value - value))
         return float(size if target_value > value else -size)
 
-    def _send(
-        self, move: _Move, reason: str, score: float | None, result: RebalanceResult
-    ) -> None:
+    def _send(self, move: _Move, reason: str, score: float | None, result: RebalanceResult) -> None:
         """One `order_target_percent`; the mixin makes its single decision on it."""
         order = self.strategy.order_target_percent(
             data=move.data, target=move.target, protection_reason=reason, protection_score=score

@@ -1,0 +1,109 @@
+"""`bt-protection tune`: walk-forward tuning of protection parameters (docs/tune.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bt_protection.cli.options import (
+    add_backtest_arguments,
+    add_strategy_arguments,
+    backtest_keywords,
+    strategy_keywords,
+)
+from bt_protection.compare import DEFAULT_STRATEGY
+from bt_protection.tune.search import TuneSettings
+from bt_protection.tune.trials import Objective
+from bt_protection.tune.walk import walk_forward
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_strategy_arguments(parser, DEFAULT_STRATEGY)
+    parser.add_argument(
+        "--space",
+        required=True,
+        metavar="SPACE.yaml",
+        help="profile key paths mapped to candidate values or ranges",
+    )
+    parser.add_argument(
+        "--profile", metavar="BASE.yaml", help="base profile (default: configs/balanced.yaml)"
+    )
+    add_backtest_arguments(parser, "folder of <TICKER>.csv files (default: data/sample/)")
+    parser.add_argument("--tickers", nargs="+", metavar="T", help="tickers of the data folder")
+    parser.add_argument("--train", default=TuneSettings.train, help="train window (default: 3y)")
+    parser.add_argument("--test", default=TuneSettings.test, help="test window (default: 1y)")
+    parser.add_argument("--step", help="shift between folds (default: the test window)")
+    parser.add_argument(
+        "--anchored", action="store_true", help="train windows all start at the first day"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=TuneSettings.warmup,
+        metavar="BARS",
+        help=f"trading days before each window for indicators (default: {TuneSettings.warmup})",
+    )
+    parser.add_argument(
+        "--objective",
+        default="sharpe",
+        metavar="NAME",
+        help=f"what the search maximises: {', '.join(o.value for o in Objective)} "
+        "(default: sharpe)",
+    )
+    parser.add_argument(
+        "--sampler",
+        default="grid",
+        metavar="NAME",
+        help="grid (every candidate, the default), random (--trials of them, seeded) or tpe "
+        "(Optuna proposes --trials per fold)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=TuneSettings.trials,
+        metavar="N",
+        help=f"candidates random draws, or tpe proposes per fold ({TuneSettings.trials})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of sampler and bootstrap")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: one per CPU; 1: no workers)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run trials on the Dask cluster at tcp://HOST:PORT (docs/scaling.md)",
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="tune folder (default: runs/tune-<strategy>)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    walk = walk_forward(
+        space=args.space,
+        profile=args.profile,
+        tickers=args.tickers,
+        train=args.train,
+        test=args.test,
+        step=args.step,
+        anchored=args.anchored,
+        warmup=args.warmup,
+        objective=args.objective,
+        sampler=args.sampler,
+        trials=args.trials,
+        seed=args.seed,
+        jobs=args.jobs,
+        scheduler=args.scheduler,
+        out=args.out,
+        **strategy_keywords(args),
+        **backtest_keywords(args),
+    )
+    print(f"{walk.sentence}.")
+    print(
+        f"{walk.path}/: folds.csv, trials.csv, oos_equity.csv, verdict.json, report.md, "
+        "tune.png, recommended.yaml, fingerprint.json."
+    )
+    return 0
