@@ -295,7 +295,7 @@ def broken_rules(
     whip = blocks.get("whipsaw_protection")
     if whip and action in ("open", "reverse"):
         recent = [e for e in book.exits if not spec_elapsed(whip["window"], e, now)]
-        cycles = len(recent) + (action == "reverse")
+        cycles = len(recent)  # round trips completed so far
         too_soon = bool(book.exits) and not spec_elapsed(whip["min_reentry"], book.exits[-1], now)
         if cycles >= whip["max_cycles"] or too_soon:
             broken.add("whipsaw_protection")
