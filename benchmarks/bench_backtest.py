@@ -3,8 +3,9 @@
 The same strategy (`sma_crossover`) on the first 1, 5 and all feeds of a real set, run side by
 side in one process: without the mixin, with the mixin and the `off` profile, with `balanced`,
 and with `balanced` asking again every bar after a denial (`retry_every=1`: the most decisions
-per bar a denial can cause). Rounds are interleaved so that machine noise hits every variant
-alike; the best round of each is compared with the best plain run of the same size.
+per bar a denial can cause). Rounds are interleaved, each starting with another variant, so
+that machine noise hits every variant alike; the best round of each is compared with the best
+plain run of the same size.
 
     python benchmarks/bench_backtest.py                 # etf17_quantfiction, 2008-2018
     python benchmarks/bench_backtest.py --rounds 7 --sizes 1 17
@@ -66,8 +67,10 @@ def main() -> None:
     for size in args.sizes:
         frames = {t: universe[t] for t in sorted(universe)[:size]}
         times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.rounds):
-            for name, (strategy, params) in variants.items():
+        names = list(variants)
+        for r in range(args.rounds):  # each round starts with another variant: no position bias
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                strategy, params = variants[name]
                 times[name].append(run_once(frames, strategy, **params))
         base = min(times["without mixin"])
         for name, runs in times.items():
