@@ -129,6 +129,24 @@ def test_an_exempt_stop_starts_no_grace() -> None:
     assert close.reason.startswith("Grace for AAPL starts now")
 
 
+def test_an_order_linked_to_a_denied_oco_partner_stands_alone() -> None:
+    """A take-profit limit denied by the holding period, then a stop-loss with `oco=` it: the
+    stop reaches the broker on its own (backtrader would raise on an unknown OCO group)."""
+
+    def take_profit_then_stop(s: Scripted) -> list[Any]:
+        data = s.getdatabyname("AAPL")
+        limit = s.sell(data=data, size=10, exectype=bt.Order.Limit, price=2 * data.close[0])
+        stop = s.sell(
+            data=data, size=10, exectype=bt.Order.Stop, price=0.5 * data.close[0], oco=limit
+        )
+        return [limit, stop]
+
+    strategy = run({0: [lambda s: s.buy(data="AAPL", size=10)], 3: [take_profit_then_stop]}, HOLD)
+    limit, stop = strategy.placed_orders(3)
+    assert limit.status == bt.Order.Rejected and not limit.info.protection.approved
+    assert stop.info.protection.exempt and stop.alive()
+
+
 def test_children_of_a_denied_bracket_parent_say_so() -> None:
     def bracket(s: Scripted) -> Any:
         data = s.getdatabyname("AMZN")

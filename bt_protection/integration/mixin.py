@@ -418,6 +418,9 @@ class ProtectionMixin(bt.Strategy):
         info = dict(extra, protection=decision, protection_attempt=attempt)
         if not decision.approved:
             return self._rejected(isbuy, data, abs(size), args, info)
+        oco = args["oco"]
+        if oco is not None and oco.status == bt.Order.Rejected and "protection" in oco.info:
+            args["oco"] = None  # its partner was denied and never reached the broker
         submit = super().buy if isbuy else super().sell
         order = submit(data=data, size=abs(size), **args, **info)
         if order is not None and not (contingent and request.exempt):
