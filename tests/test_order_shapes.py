@@ -242,6 +242,12 @@ def test_a_core_asset_naming_no_feed_is_refused_at_start() -> None:
         run({}, profile)
 
 
+def test_a_regime_feed_naming_no_feed_is_refused_even_when_no_indicator_runs() -> None:
+    profile = {"name": "off", "protections": {}, "regime": {"data": "spy"}}
+    with pytest.raises(UserError, match=r"'spy'.*feeds: AAPL, AMZN"):
+        run({}, profile)
+
+
 @pytest.mark.parametrize("profile", [OFF, HOLD])
 def test_a_half_executed_reversal_ends_no_run(profile: Any) -> None:
     """The broker executes a reversal it cannot pay for as its close only; the fill is booked
