@@ -29,6 +29,7 @@ _LAZY = {
     "AuditLog": "bt_protection.audit",
     "ProtectionMixin": "bt_protection.integration.mixin",
     "RegimeIndicator": "bt_protection.integration.regime",
+    "CompositeIndex": "bt_protection.integration.regime",
     "ProtectionAnalyzer": "bt_protection.integration.analyzer",
     "ProtectionAwareRebalancer": "bt_protection.integration.rebalancer",
 }

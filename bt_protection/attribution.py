@@ -37,7 +37,7 @@ def forward_returns(
     if (rows < 0).any():
         missing = pd.DatetimeIndex(dates)[rows < 0][0].date()
         raise ValueError(f"decision date {missing} is not in the price data.")
-    cols = prices.columns.get_indexer(assets)
+    cols = prices.columns.get_indexer(pd.Index(assets))
     if (cols < 0).any():
         raise ValueError(f"asset {list(assets)[int(np.argmax(cols < 0))]} is not in the data.")
     values = prices.to_numpy(dtype=float)

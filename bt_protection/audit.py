@@ -49,7 +49,7 @@ def _result_fields(value: ProtectionResult) -> dict[str, Any]:
         "system": value.system,
         "allowed": value.allowed,
         "reason": value.reason,
-        "details": value.details.copy(),  # a read-only mapping: copied to a dict at once
+        "details": dict(value.details),  # a read-only mapping: copied to a dict at once
     }
 
 

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -42,16 +42,19 @@ from bt_protection.runner import (
     install_folder,
     keep_failed,
     plan_run,
+    write_json,
 )
 from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
+from bt_protection.strategies_registry import StrategySource, strategy_name, strategy_reference
 
 DEFAULT_STRATEGY = "momentum_rotation"
 DEFAULT_PROFILES = ("off", "conservative", "balanced", "aggressive")
 PROFILES_FOLDER = "profiles"
-IDENTITY = ("strategy", "data", "start", "end")  # what makes two comparisons the same one
+# what makes two comparisons the same one
+IDENTITY = ("strategy", "strategy_params", "data", "start", "end")
 # Imported once by the forkserver, so its workers start with them. This module is among them:
 # each worker re-runs the main script, which usually imports it (with pandas and matplotlib).
-WORKER_PRELOAD = (__name__, "strategies")
+WORKER_PRELOAD = (__name__, "bt_protection.integration.rebalancer")
 PERCENT_COLUMNS = (
     "total_return",
     "cagr",
@@ -102,16 +105,18 @@ def default_profiles() -> list[Path]:
     return [folder / f"{name}.yaml" for name in DEFAULT_PROFILES]
 
 
-def default_out(strategy: str) -> Path:
-    """`runs/compare-<strategy>`."""
-    return Path("runs") / f"compare-{strategy}"
+def default_out(strategy: StrategySource) -> Path:
+    """`runs/compare-<strategy>` (a strategy given as a class or spec: its class name)."""
+    return Path("runs") / f"compare-{strategy_name(strategy)}"
 
 
 def run_comparison(
-    strategy: str = DEFAULT_STRATEGY,
+    strategy: StrategySource = DEFAULT_STRATEGY,
     profiles: Sequence[str | os.PathLike[str]] | None = None,
     *,
+    params: Mapping[str, Any] | None = None,
     data: str | os.PathLike[str] | None = None,
+    regime_data: str | None = None,
     start: str | None = None,
     end: str | None = None,
     cash: float = RunSpec.cash,
@@ -126,8 +131,13 @@ def run_comparison(
     """Run `strategy` under each profile (and, with `ablate`, under each profile with one
     enabled protection switched off) into `out` and write the comparison files there.
 
-    `jobs`: worker processes (default: one per run, at most one per CPU; 1 runs in this
-    process). Raises UserError, with nothing written, for bad input.
+    `strategy`: a registered name, `package.module:Class`, `path/to/file.py:Class` or a
+    `bt.Strategy` subclass; `params`: its params. `regime_data`: the ticker every run's regime
+    indicator watches (`RunSpec.regime_data`). `jobs`: worker processes (default: one per
+    run, at most one per CPU; 1 runs in this process). A class that only this process has
+    (defined in a notebook cell, a script's `__main__` or a function) runs in this process
+    whatever `jobs` says (docs/extending.md). Raises UserError, with nothing written, for bad
+    input.
     """
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs must be 1 or more, not {jobs}.")
@@ -136,15 +146,28 @@ def run_comparison(
     partial = folder.with_name(folder.name + ".partial")
     loaded = _load_profiles(default_profiles() if profiles is None else profiles)
     base = RunSpec(
-        strategy, "", data=data, start=start, end=end, cash=cash, commission=commission,
+        strategy,
+        "",
+        data=data,
+        start=start,
+        end=end,
+        cash=cash,
+        commission=commission,
         slippage=slippage,
+        regime_data=regime_data,
+        params=params or (),
     )
     plan = plan_run(replace(base, profile=loaded[0][0]), partial / loaded[0][1].name)
     base = replace(base, data=data_folder(base).resolve())  # workers may have another cwd
-    identity = {"strategy": strategy, **{key: plan.fingerprint[key] for key in IDENTITY[1:]}}
+    identity = {key: plan.fingerprint[key] for key in IDENTITY}
     entries = _entries(base, loaded, ablate, partial / PROFILES_FOLDER)
     _check_out(out, identity)
     workers = min(jobs or os.cpu_count() or 1, len(entries))
+    reference = strategy_reference(strategy)
+    if reference is None:
+        workers = 1  # another process cannot import the class: run here
+    else:
+        entries = [replace(e, spec=replace(e.spec, strategy=reference)) for e in entries]
 
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -153,7 +176,7 @@ def run_comparison(
     failed = _execute(entries, partial, out, workers, progress)
     runs = {e.name: load_run(partial / e.name) for e in entries if e.name not in failed}
     table, found, summary = _write_outputs(partial, runs, plan.frames, allow_mixed_data)
-    _write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
+    write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
     install_folder(partial, folder)
     moved = {name: replace(run, path=out / name) for name, run in runs.items()}
     return Comparison(out, table, moved, found, summary, failed)
@@ -218,7 +241,10 @@ def _check_out(out: Path, identity: dict[str, Any]) -> None:
                 "comparison.json); choose another folder or remove it."
             )
         return
-    previous = {key: old.get(key) for key in IDENTITY}
+    # a comparison made before strategy params existed had none
+    previous = {key: old.get(key) for key in IDENTITY} | {
+        "strategy_params": old.get("strategy_params") or {}
+    }
     if previous != identity:
         raise UserError(
             f"--out {out} already holds another comparison ({_describe(previous)}), not "
@@ -228,7 +254,9 @@ def _check_out(out: Path, identity: dict[str, Any]) -> None:
 
 def _describe(identity: dict[str, Any]) -> str:
     data = " ".join(identity["data"] or ())
-    return f"{identity['strategy']} on {data} from {identity['start']} to {identity['end']}"
+    params = identity.get("strategy_params")
+    given = f" with params {params}" if params else ""
+    return f"{identity['strategy']}{given} on {data} from {identity['start']} to {identity['end']}"
 
 
 # --------------------------------------------------------------------------- ablation
@@ -281,7 +309,10 @@ def _execute(
     bar; returns the failed runs' errors by name, in table order."""
     failed: dict[str, str] = {}
     bar = tqdm(
-        total=len(entries), desc="compare", unit="run", file=sys.stderr,
+        total=len(entries),
+        desc="compare",
+        unit="run",
+        file=sys.stderr,
         disable=None if progress else True,
     )
 
@@ -299,9 +330,10 @@ def _execute(
                 finished(entry, _attempt(entry, folder))
         else:
             context = _pool_context()
+            path = tuple(sys.path)
             lost: list[_Entry] = []
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = {pool.submit(execute_run, e.spec, folder / e.name): e for e in entries}
+                futures = {pool.submit(_work, e.spec, folder / e.name, path): e for e in entries}
                 for future in as_completed(futures):
                     error = future.exception()
                     if isinstance(error, BrokenProcessPool):
@@ -310,11 +342,18 @@ def _execute(
                         finished(futures[future], error)
             for entry in lost:  # each alone in a fresh worker: only the run that dies fails
                 with ProcessPoolExecutor(1, mp_context=context) as pool:
-                    error = pool.submit(execute_run, entry.spec, folder / entry.name).exception()
+                    error = pool.submit(_work, entry.spec, folder / entry.name, path).exception()
                 if isinstance(error, BrokenProcessPool):
                     error = _died(folder / entry.name)
                 finished(entry, error)
     return {e.name: failed[e.name] for e in entries if e.name in failed}
+
+
+def _work(spec: RunSpec, out: Path, path: tuple[str, ...]) -> Path:
+    """`execute_run` in a worker, which first sees the modules the caller sees: the worker
+    started with the caller's `sys.path` of that time, a notebook may have added to it since."""
+    sys.path[:0] = [p for p in path if p not in sys.path]
+    return execute_run(spec, out)
 
 
 def _died(run: Path) -> ChildProcessError:
@@ -347,7 +386,7 @@ def _write_outputs(
     summary = summarize(found)
     if not runs:
         return table, found, summary
-    csv = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
+    csv: dict[str, Any] = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
     table.to_csv(folder / "comparison.csv", **csv)
     (folder / "comparison.md").write_text(markdown_table(table), encoding="utf-8")
     plot_comparison(runs, folder / "comparison.png")
@@ -380,10 +419,6 @@ def _manifest(
         records.append(record)
     settings = {"cash": base.cash, "commission": base.commission, "slippage": base.slippage}
     return {**identity, "package_version": __version__, **settings, "runs": records}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def markdown_table(table: pd.DataFrame) -> str:

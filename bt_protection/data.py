@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import reduce
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -347,8 +348,9 @@ def fetch(
     ranges = {name: _cached_range(path) for name, path in paths.items()}
     stale = [name for name in names if not _covers(ranges[name], low, high)]
     if stale:
-        first = min([low, *(ranges[n][0] for n in stale if ranges[n])])
-        last = max([high, *(ranges[n][1] for n in stale if ranges[n])])
+        known = [span for n in stale if (span := ranges[n]) is not None]
+        first = min([low, *(span[0] for span in known)])
+        last = max([high, *(span[1] for span in known)])
         _download(stale, first, last, cache, report or LoadReport())
     return list(paths.values())
 
@@ -425,7 +427,7 @@ def _ticker_frame(data: pd.DataFrame | None, ticker: str, single: bool) -> pd.Da
     if isinstance(data.columns, pd.MultiIndex):
         if ticker not in data.columns.get_level_values(1):
             return pd.DataFrame()
-        data = data.xs(ticker, axis=1, level=1)
+        data = cast(pd.DataFrame, data.xs(ticker, axis=1, level=1))
     elif not single:  # flat columns only come from older yfinance for one ticker
         return pd.DataFrame()
     return data.reindex(columns=list(CSV_COLUMNS[1:])).dropna(how="all")
@@ -433,7 +435,8 @@ def _ticker_frame(data: pd.DataFrame | None, ticker: str, single: bool) -> pd.Da
 
 def _write_csv(frame: pd.DataFrame, path: Path, report: LoadReport) -> None:
     """Write Yahoo-style columns with ISO dates, then check the file like any other."""
-    index = frame.index.tz_localize(None) if frame.index.tz is not None else frame.index
+    index = pd.DatetimeIndex(frame.index)
+    index = index.tz_localize(None) if index.tz is not None else index
     out = frame.set_axis(index.rename("Date"), axis=0)
     out = out.assign(Volume=out["Volume"].round().astype("Int64"))
     partial = path.with_suffix(".csv.partial")

@@ -1,7 +1,9 @@
 """Durations with units, measured on the backtest clock.
 
 A duration D started at `s` has elapsed at `t` when `t - s >= D`: in bars the difference of
-the bar indexes, in days the calendar difference of the two timestamps.
+the bar indexes, in days the calendar difference of the two timestamps. A third unit,
+decisions (`"3 decisions"`), counts the strategy's decisions instead of time; only a regime
+override window accepts it (the profile refuses it elsewhere), and that system counts them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from enum import StrEnum
 class DurationUnit(StrEnum):
     BARS = "bars"
     DAYS = "days"
+    DECISIONS = "decisions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,9 @@ class ClockPoint:
         return self.text
 
 
-_PATTERN = re.compile(r"^\s*(\d+)\s*(bar|bars|day|days|week|weeks)\s*$", re.IGNORECASE)
+_PATTERN = re.compile(
+    r"^\s*(\d+)\s*(bar|bars|day|days|week|weeks|decision|decisions)\s*$", re.IGNORECASE
+)
 _DAYS_PER = {"bar": 0, "day": 1, "week": 7}
 
 BARE_NUMBER_HINT = (
@@ -44,15 +49,17 @@ BARE_NUMBER_HINT = (
 
 @dataclass(frozen=True, slots=True)
 class Duration:
-    """A whole number of bars or calendar days; `text` keeps the profile's spelling."""
+    """A whole number of bars or calendar days; `text` keeps the profile's spelling for
+    reasons, and takes no part in equality: "2 weeks" == "14 days"."""
 
     amount: int
     unit: DurationUnit
-    text: str = ""
+    text: str = field(default="", compare=False)
 
     @classmethod
     def parse(cls, value: object) -> Duration:
-        """Parse `"10 bars"`, `"14 days"` or `"2 weeks"`; bare numbers are refused."""
+        """Parse `"10 bars"`, `"14 days"`, `"2 weeks"` or `"3 decisions"`; bare numbers are
+        refused."""
         if isinstance(value, Duration):
             return value
         if isinstance(value, (bool, int, float)):
@@ -76,17 +83,33 @@ class Duration:
         word = match.group(2).lower().rstrip("s")
         if word == "bar":
             return cls(amount, DurationUnit.BARS, stripped)
+        if word == "decision":
+            return cls(amount, DurationUnit.DECISIONS, stripped)
         return cls(amount * _DAYS_PER[word], DurationUnit.DAYS, stripped)
 
     def __str__(self) -> str:
-        return self.text or f"{self.amount} {self.unit.value}"
+        return self.text or self.canonical
+
+    @property
+    def canonical(self) -> str:
+        """`"14 days"` for "2 weeks": one spelling per duration (profile.yaml, profile hash)."""
+        return f"{self.amount} {self.unit.value}"
 
     @property
     def uses_bars(self) -> bool:
         return self.unit is DurationUnit.BARS
 
+    @property
+    def counts_decisions(self) -> bool:
+        return self.unit is DurationUnit.DECISIONS
+
+    def _clock_only(self) -> None:
+        if self.unit is DurationUnit.DECISIONS:
+            raise ValueError(f"{self} counts decisions, not time on the backtest clock.")
+
     def progress(self, start: ClockPoint, now: ClockPoint) -> int:
         """Whole bars or days from `start` to `now`."""
+        self._clock_only()
         if self.unit is DurationUnit.BARS:
             if start.bar is None or now.bar is None:
                 raise ValueError(
@@ -98,12 +121,15 @@ class Duration:
 
     def elapsed(self, start: ClockPoint, now: ClockPoint) -> bool:
         """True once `now - start >= self` (so exactly at `start + self`)."""
+        self._clock_only()
         if self.unit is DurationUnit.BARS:
             return self.progress(start, now) >= self.amount
         return now.date - start.date >= timedelta(days=self.amount)
 
     def ends(self, start: ClockPoint) -> str:
         """When a duration started at `start` elapses, in words."""
+        if self.unit is DurationUnit.DECISIONS:
+            return f"after {self.amount} decisions from {start.describe()}"
         if self.unit is DurationUnit.BARS:
             if start.bar is None:
                 return f"{self.amount} bars after {start.date.date().isoformat()}"

@@ -11,3 +11,7 @@ class ProfileError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
     """A data file or folder that cannot be used; the message names the file, row or column."""
+
+
+class PluginError(UserError, TypeError):
+    """A strategy or protection class that breaks the plugin contract; the message names it."""

@@ -86,7 +86,8 @@ class ProtectionRequest:
     current_date: datetime
     current_size: float
     target_size: float
-    action: Action | None = None
+    # None (the default) means: derive it from the sizes; after construction it is never None
+    action: Action = None  # type: ignore[assignment]
     reason: str = ""
     score: float | None = None
     bar: int | None = None
@@ -177,7 +178,7 @@ class ProtectionDecision:
     would_block: bool = False
     error: str | None = None
     trace_id: str | None = None
-    decision_time_us: float = 0.0
+    decision_time_us: float = field(default=0.0, compare=False)  # wall clock: not the decision
     bar: int | None = None
     current_size: float = 0.0
     target_size: float = 0.0

@@ -15,9 +15,9 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
-from bt_protection import __version__
 from bt_protection.audit import AuditLog
 from bt_protection.durations import ClockPoint
+from bt_protection.fingerprint import run_fingerprint
 from bt_protection.models import (
     Action,
     ProtectionDecision,
@@ -46,14 +46,7 @@ class ProtectionOrchestrator:
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         if isinstance(audit, (str, Path, os.PathLike)):
-            audit = AuditLog(
-                audit,
-                {
-                    "package_version": __version__,
-                    "profile": self.profile.name,
-                    "profile_hash": self.profile.hash,
-                },
-            )
+            audit = AuditLog(audit, run_fingerprint(self.profile))
         self.audit: AuditLog | None = audit
         systems = registry()
         self._protections: list[Protection] = [
@@ -242,7 +235,7 @@ class ProtectionOrchestrator:
             reason = self._reason(request, blocking, overridden, results)
         decision = ProtectionDecision.from_values(
             approved,
-            action,  # type: ignore[arg-type]
+            action,
             request.asset,
             now.date,
             reason,
@@ -459,7 +452,7 @@ class ProtectionOrchestrator:
 
     def get_performance_metrics(self) -> dict[str, Any]:
         """Counts of decisions, blocks by system, errors, and decision time (microseconds)."""
-        counts = dict(self._counts)
+        counts: dict[str, Any] = dict(self._counts)
         n = counts["decisions_processed"]
         counts["approval_rate"] = counts["approved"] / n if n else 0.0
         counts["blocks_by_system"] = dict(self._blocks)

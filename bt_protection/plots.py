@@ -9,7 +9,9 @@ mapping name -> Run); a run keeps its colour in every panel.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import cycle
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -40,7 +42,13 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (11, 4)) -> Axes:
     return figure.add_subplot()
 
 
-def _legend(ax: Axes, **kwargs: object) -> None:
+def _figure(ax: Axes) -> Figure:
+    """The figure `ax` draws on (the root figure when `ax` lies in a subfigure)."""
+    figure = ax.figure
+    return figure if isinstance(figure, Figure) else figure.figure
+
+
+def _legend(ax: Axes, **kwargs: Any) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, ncols=2, **kwargs)
 
@@ -56,7 +64,7 @@ def plot_equity(runs: Runs, ax: Axes | None = None) -> Figure:
     ax.set_ylabel("portfolio value")
     ax.grid(alpha=0.3)
     _legend(ax, loc="upper left")
-    return ax.figure
+    return _figure(ax)
 
 
 def drawdown(value: pd.Series) -> pd.Series:
@@ -76,7 +84,7 @@ def plot_drawdowns(runs: Runs, ax: Axes | None = None, legend: bool = True) -> F
     ax.grid(alpha=0.3)
     if legend:
         _legend(ax, loc="lower left")
-    return ax.figure
+    return _figure(ax)
 
 
 def denial_counts(run: Run) -> pd.DataFrame:
@@ -97,7 +105,7 @@ def plot_denials(runs: Runs, ax: Axes | None = None) -> Figure:
     """Cumulative denials over time: colour = run (as in the other panels), style = system."""
     named = named_runs(runs)
     ax = _axes(ax)
-    styles = dict(zip(registry(), SYSTEM_STYLES, strict=False))
+    styles = dict(zip(registry(), cycle(SYSTEM_STYLES)))  # plugins may add systems
     used: set[str] = set()
     for colour, (_, run) in zip(_colours(len(named)), named.items(), strict=True):
         counts = denial_counts(run)
@@ -116,7 +124,7 @@ def plot_denials(runs: Runs, ax: Axes | None = None) -> Figure:
     ax.set_title("Denials by system (cumulative)")
     ax.set_ylabel("denied orders")
     ax.grid(alpha=0.3)
-    return ax.figure
+    return _figure(ax)
 
 
 def plot_comparison(runs: Runs, path: str | Path | None = None) -> Figure:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,22 @@ import backtrader as bt
 import pandas as pd
 import yaml
 
-from bt_protection import __version__
 from bt_protection.data import DEFAULT_CACHE_DIR, load_universe, parse_date
 from bt_protection.errors import UserError
+from bt_protection.fingerprint import run_fingerprint
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.recorder import EquityRecorder, OrderRecorder, TradeRecorder
 from bt_protection.metrics import performance
 from bt_protection.profile import Profile, load_profile
-from strategies import get_strategy
+from bt_protection.regimes import regime_source
+from bt_protection.strategies_registry import (
+    StrategySource,
+    convert_params,
+    resolve_strategy,
+    strategy_label,
+    strategy_name,
+    with_protection,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path("data/sample")
@@ -41,12 +51,17 @@ class RunFailed(UserError):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """The inputs of one run. `data` None: `data/sample/`, or the fetch cache `data/cache/`
-    when `tickers` are given; `tickers` None: every CSV of the data folder."""
+    """The inputs of one run. `strategy`: a registered name, `package.module:Class`,
+    `path/to/file.py:Class` or a `bt.Strategy` subclass (with or without `ProtectionMixin`);
+    `params`: its params (text is converted to the type of each default, as `--param` does).
+    `data` None: `data/sample/`, or the fetch cache `data/cache/` when `tickers` are given;
+    `tickers` None: every CSV of the data folder; `regime_data`: the ticker the regime
+    indicator watches (None: the profile's `regime.data`, else the only ticker, else the
+    composite of all, see `bt_protection.regimes`)."""
 
-    strategy: str
-    profile: str | Path
-    data: str | Path | None = None
+    strategy: StrategySource
+    profile: str | os.PathLike[str]
+    data: str | os.PathLike[str] | None = None
     tickers: tuple[str, ...] | None = None
     start: str | None = None
     end: str | None = None
@@ -55,14 +70,23 @@ class RunSpec:
     slippage: float = 0.0005
     runonce: bool = True
     preload: bool = True
+    regime_data: str | None = None
+    params: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        # sorted (key, value) pairs: the spec stays hashable and compares equal to itself
+        pairs = self.params.items() if isinstance(self.params, Mapping) else self.params
+        object.__setattr__(self, "params", tuple(sorted(pairs)))
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """A checked RunSpec: everything `execute_run` needs, loaded."""
+    """A checked RunSpec: everything `execute_run` needs, loaded. `strategy` is the class the
+    run executes (composed with `ProtectionMixin` when it had no mixin)."""
 
     spec: RunSpec
     strategy: type
+    params: dict[str, Any]
     profile: Profile
     frames: dict[str, pd.DataFrame]
     fingerprint: dict[str, Any]
@@ -85,8 +109,8 @@ def data_folder(spec: RunSpec) -> Path:
 
 
 def default_out(spec: RunSpec) -> Path:
-    """`runs/<strategy>-<profile name>`."""
-    return Path("runs") / f"{spec.strategy}-{load_profile(spec.profile).name}"
+    """`runs/<strategy>-<profile name>` (a strategy given as a class or spec: its class name)."""
+    return Path("runs") / f"{strategy_name(spec.strategy)}-{load_profile(spec.profile).name}"
 
 
 def _check_broker(spec: RunSpec) -> None:
@@ -111,7 +135,8 @@ def _check_out(out: Path) -> None:
 
 def plan_run(spec: RunSpec, out: Path) -> RunPlan:
     """Check every input and load the data; raises UserError with one sentence, writes nothing."""
-    strategy = get_strategy(spec.strategy)
+    strategy = resolve_strategy(spec.strategy)
+    params = convert_params(strategy, dict(spec.params))
     profile = load_profile(spec.profile)
     _check_broker(spec)
     start = parse_date(spec.start, "--start") if spec.start else None
@@ -121,19 +146,25 @@ def plan_run(spec: RunSpec, out: Path) -> RunPlan:
     _check_out(out)
     frames = load_universe(data_folder(spec), spec.tickers, start, end)
     index = next(iter(frames.values())).index
-    fingerprint = {
-        "package_version": __version__,
-        "strategy": spec.strategy,
-        "profile": profile.name,
-        "profile_hash": profile.hash,
-        "data": sorted(frames),
-        "start": index[0].date().isoformat(),
-        "end": index[-1].date().isoformat(),
-        "cash": spec.cash,
-        "commission": spec.commission,
-        "slippage": spec.slippage,
-    }
-    return RunPlan(spec, strategy, profile, frames, fingerprint)
+    source = regime_source(spec.regime_data or profile.regime.data, sorted(frames))
+    fingerprint = run_fingerprint(
+        profile,
+        strategy=strategy_label(spec.strategy),
+        strategy_params={key: _plain(value) for key, value in sorted(params.items())},
+        data=sorted(frames),
+        start=index[0].date().isoformat(),
+        end=index[-1].date().isoformat(),
+        regime_data=source.label,
+        cash=spec.cash,
+        commission=spec.commission,
+        slippage=spec.slippage,
+    )
+    return RunPlan(spec, with_protection(strategy), params, profile, frames, fingerprint)
+
+
+def _plain(value: Any) -> Any:
+    """A param value as JSON can hold it (others by their repr)."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
 def execute_run(spec: RunSpec, out_dir: str | Path) -> Path:
@@ -174,7 +205,12 @@ def _cerebro(plan: RunPlan, audit: Path) -> bt.Cerebro:
     cerebro.broker.set_coc(False)
     add_feeds(cerebro, plan.frames)
     cerebro.addstrategy(
-        plan.strategy, protection=plan.profile, audit_path=str(audit), run_info=plan.fingerprint
+        plan.strategy,
+        protection=plan.profile,
+        regime_data=spec.regime_data,
+        audit_path=str(audit),
+        run_info=plan.fingerprint,
+        **plan.params,
     )
     cerebro.addanalyzer(OrderRecorder, _name="orders")
     cerebro.addanalyzer(EquityRecorder, _name="equity")
@@ -187,15 +223,15 @@ def _write_results(plan: RunPlan, strategy: Any, folder: Path) -> None:
     orders = analyzers.orders.to_frame()
     equity = analyzers.equity.to_frame()
     trades = analyzers.trades.to_frame()
-    csv = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
+    csv: dict[str, Any] = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
     orders.to_csv(folder / "orders.csv", index=False, **csv)
     trades.to_csv(folder / "trades.csv", index=False, **csv)
     equity.to_csv(folder / "equity.csv", date_format="%Y-%m-%d", **csv)
     summary = build_summary(
         plan, equity, orders, trades, strategy.protection.get_performance_metrics()
     )
-    _write_json(folder / "summary.json", summary)
-    _write_json(folder / "status.json", {"status": "complete"})
+    write_json(folder / "summary.json", summary)
+    write_json(folder / "status.json", {"status": "complete"})
 
 
 def build_summary(
@@ -212,6 +248,7 @@ def build_summary(
     fp = plan.fingerprint
     return {
         **{k: fp[k] for k in ("strategy", "profile", "profile_hash", "data", "start", "end")},
+        "regime_data": fp["regime_data"],
         **{k: fp[k] for k in ("cash", "commission", "slippage")},
         **performance(equity, orders, trades),
         "final_value": float(equity["value"].iloc[-1]),
@@ -237,7 +274,8 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """`data` as sorted, indented JSON (floats to 10 significant digits, NaN as null)."""
     text = json.dumps(_rounded(data), sort_keys=True, indent=2, allow_nan=False)
     path.write_text(text + "\n", encoding="utf-8")
 
@@ -245,7 +283,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def keep_failed(partial: Path, out: Path, error: BaseException) -> Path:
     """Rename the partial folder to `<out>.failed/` with a status.json naming the error."""
     failed = out.with_name(out.name + ".failed")
-    _write_json(
+    write_json(
         partial / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     )
     shutil.rmtree(failed, ignore_errors=True)

@@ -57,7 +57,8 @@ def load_run(path: str | os.PathLike[str]) -> Run:
 
 def _read_json(file: Path, folder: Path) -> dict[str, Any]:
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+        return data
     except FileNotFoundError:
         raise UserError(f"{folder} is not a complete run folder: {file.name} is missing.") from None
 

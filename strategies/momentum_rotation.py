@@ -63,11 +63,11 @@ class MomentumRotation(ProtectionMixin, bt.Strategy):
 
     def target_exposure(self, regime: str) -> float:
         """Total invested weight for a regime label."""
-        exposure = self.p.exposure
+        exposure: float = self.p.exposure
         if regime == "crisis":
-            return min(exposure, self.p.crisis_exposure)
+            return min(exposure, float(self.p.crisis_exposure))
         if regime == "bear":
-            return min(exposure, self.p.bear_exposure)
+            return min(exposure, float(self.p.bear_exposure))
         return exposure
 
 

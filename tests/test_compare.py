@@ -20,7 +20,7 @@ from bt_protection.errors import UserError
 from bt_protection.profile import load_profile
 from bt_protection.runner import RunSpec, execute_run
 from bt_protection.runs import SUMMARY_COLUMNS, compare_runs, load_run
-from strategies import STRATEGIES, MomentumRotation
+from strategies import MomentumRotation
 
 CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2019-01-01", "2020-12-31"
@@ -318,12 +318,12 @@ class FailsUnderBalanced(MomentumRotation):
 
 
 def test_a_failing_run_is_reported_and_the_others_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(STRATEGIES, "fails_under_balanced", FailsUnderBalanced)
     out = tmp_path / "cmp"
     profiles = [str(CONFIGS / "off.yaml"), str(CONFIGS / "balanced.yaml")]
-    argv = ["compare", "--strategy", "fails_under_balanced", "--profiles", *profiles, "--jobs", "1"]
+    strategy = "test_compare:FailsUnderBalanced"  # a module on sys.path (tests/)
+    argv = ["compare", "--strategy", strategy, "--profiles", *profiles, "--jobs", "1"]
     assert main([*argv, *COMMON, "--out", str(out)]) == 1
     captured = capsys.readouterr()
     kept = out / "balanced.failed"

@@ -22,6 +22,8 @@ S = datetime(2024, 1, 1)
         ("2 weeks", 14, DurationUnit.DAYS),
         ("1 week", 7, DurationUnit.DAYS),
         ("  5  Bars ", 5, DurationUnit.BARS),
+        ("3 decisions", 3, DurationUnit.DECISIONS),
+        ("1 decision", 1, DurationUnit.DECISIONS),
     ],
 )
 def test_parse_durations_with_units(text, amount, unit):
@@ -30,12 +32,35 @@ def test_parse_durations_with_units(text, amount, unit):
     assert duration.uses_bars is (unit is DurationUnit.BARS)
 
 
+def test_decisions_are_no_clock_time():
+    decisions = Duration.parse("3 decisions")
+    assert decisions.counts_decisions and not decisions.uses_bars
+    start, now = ClockPoint(S, 0), ClockPoint(S + timedelta(days=9), 9)
+    with pytest.raises(ValueError, match="3 decisions counts decisions, not time"):
+        decisions.elapsed(start, now)
+    assert decisions.ends(start) == "after 3 decisions from 2024-01-01 (bar 0)"
+
+
 def test_two_weeks_equals_fourteen_days():
     two_weeks, fourteen = Duration.parse("2 weeks"), Duration.parse("14 days")
     start, now = ClockPoint(S), ClockPoint(S + timedelta(days=14))
     assert two_weeks.amount == fourteen.amount == 14
     assert two_weeks.elapsed(start, now) and fourteen.elapsed(start, now)
-    assert str(two_weeks) == "2 weeks"
+    assert str(two_weeks) == "2 weeks"  # reasons keep the profile's spelling
+    assert two_weeks == fourteen and hash(two_weeks) == hash(fourteen)
+    assert two_weeks != Duration.parse("14 bars") and two_weeks != Duration.parse("15 days")
+    assert two_weeks.canonical == fourteen.canonical == "14 days"
+
+
+def test_equal_durations_give_equal_profiles_and_hashes():
+    from bt_protection.profile import Profile, load_profile
+
+    def hold(text: str) -> Profile:
+        return load_profile({"name": "p", "protections": {"holding_period": {"min_hold": text}}})
+
+    assert hold("2 weeks") == hold("14 days") and hold("2 weeks").hash == hold("14 days").hash
+    assert hold("2 weeks").to_dict()["protections"]["holding_period"]["min_hold"] == "14 days"
+    assert hold("2 weeks").hash != hold("14 bars").hash
 
 
 def test_parse_returns_a_duration_unchanged():

@@ -45,13 +45,12 @@ from bt_protection.profile import load_profile
 from bt_protection.protections.base import registry
 from bt_protection.runner import RunFailed, RunSpec, execute_run
 from bt_protection.runs import load_run
-from strategies import STRATEGIES
 
 CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2019-01-01", "2019-12-31"
 
 
-def sample_spec(strategy: str, profile: Path, **kwargs: Any) -> RunSpec:
+def sample_spec(strategy: str | type, profile: Path, **kwargs: Any) -> RunSpec:
     return RunSpec(strategy, str(profile), data=str(SAMPLE_DATA), start=START, end=END, **kwargs)
 
 
@@ -249,7 +248,7 @@ class FullDisk:
         self.real.close()
 
 
-GOOD_FLUSHES = (1, 60, 200)
+GOOD_FLUSHES = (1, 60, 150)
 
 
 @pytest.mark.parametrize("good_flushes", GOOD_FLUSHES)
@@ -354,11 +353,10 @@ def test_a_strategy_crash_keeps_every_decision_made_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, site: str, runonce: bool
 ) -> None:
     crashy = type("Crashy", (Crashy,), {"site": site, "log": []})
-    monkeypatch.setitem(STRATEGIES, "crashy", crashy)
     profile = balanced_with(tmp_path)
     out = tmp_path / "run"
     with pytest.raises(RunFailed) as caught:
-        execute_run(sample_spec("crashy", profile, runonce=runonce), out)
+        execute_run(sample_spec(crashy, profile, runonce=runonce), out)
     assert f"failed: RuntimeError: crash in {site}" in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.yaml", "run.failed"]
     failed = tmp_path / "run.failed"
@@ -397,7 +395,7 @@ KILLER = textwrap.dedent(
     import signal
     import sys
 
-    from strategies import STRATEGIES, SmaCrossover
+    from strategies import SmaCrossover
 
 
     class KillsItself(SmaCrossover):
@@ -409,8 +407,6 @@ KILLER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
             super().next()
 
-
-    STRATEGIES["kills_itself"] = KillsItself  # also in compare's workers, which import this
 
     if __name__ == "__main__":
         from bt_protection.cli import main
@@ -428,7 +424,8 @@ def compare_killing(
     script.write_text(KILLER, encoding="utf-8")
     env = {**os.environ, "BT_KILL_PROFILE": kill or ""}
     profiles = [str(CONFIGS / f"{name}.yaml") for name in KILL_PROFILES]
-    argv = ["compare", "--strategy", "kills_itself", "--profiles", *profiles, "--jobs", str(jobs)]
+    strategy = f"{script}:KillsItself"
+    argv = ["compare", "--strategy", strategy, "--profiles", *profiles, "--jobs", str(jobs)]
     window = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
     return subprocess.run(
         [sys.executable, str(script), *argv, *window, "--out", str(tmp_path / "cmp")],

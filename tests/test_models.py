@@ -116,6 +116,13 @@ def test_decision_is_immutable():
     assert isinstance(decision.blocking_systems, tuple)
 
 
+def test_decision_time_takes_no_part_in_equality():
+    decision = _denied_decision()
+    timed = dataclasses.replace(decision, decision_time_us=decision.decision_time_us + 123.0)
+    assert timed == decision and timed.to_dict()["decision_time_us"] != 0
+    assert dataclasses.replace(decision, reason="other") != decision
+
+
 def test_request_is_immutable():
     request = ProtectionRequest("AAPL", D, 0, 1)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -74,10 +74,11 @@ def test_balanced_values_are_typed() -> None:
     override = profile.protections["regime_override"]
     assert core.protect == frozenset({Action.CLOSE, Action.DECREASE, Action.REVERSE})
     assert core.dynamic is not None and core.dynamic.duration == Duration.parse("60 bars")
-    assert override.severity == {"neutral->crisis": Severity.CRITICAL}
-    assert override.can_override[Severity.HIGH] == frozenset({"whipsaw_protection"})
+    assert override.severity == {"neutral->bear": Severity.HIGH}
+    assert override.can_override[Severity.HIGH] == frozenset({"grace_period", "whipsaw_protection"})
+    assert override.window == Duration.parse("2 decisions") and override.window.counts_decisions
     assert profile.on_error is OnError.DENY
-    assert profile.regime.data is None
+    assert profile.regime.data is None and profile.regime.confirm_bars == 8
 
 
 # --- loading rules ------------------------------------------------------------------------------
@@ -108,8 +109,8 @@ def test_block_without_enabled_is_on_and_enabled_false_is_defaults(tmp_path: Pat
 
 
 def test_ints_are_accepted_as_floats() -> None:
-    profile = load_profile({"regime": {"vol_high": 1}})
-    assert profile.regime.vol_high == 1.0 and isinstance(profile.regime.vol_high, float)
+    profile = load_profile({"regime": {"vol_crisis": 1}})
+    assert profile.regime.vol_crisis == 1.0 and isinstance(profile.regime.vol_crisis, float)
 
 
 def test_extends_deep_merges_and_child_wins(tmp_path: Path) -> None:
@@ -263,6 +264,46 @@ BAD = {
         "{f}:3: protections.regime_override.severity.bull->bear: unknown value 'extreme'; "
         "valid values: low, medium, high, critical.",
     ),
+    "regime-fast-not-below-slow": (
+        "regime:\n  slow_period: 200\n  fast_period: 300\n",
+        "{f}:3: regime.fast_period: fast_period (300) must be below slow_period (200).",
+    ),
+    "regime-zero-period": (
+        "regime:\n  vol_period: 0\n",
+        "{f}:2: regime.vol_period: vol_period must be a whole number of at least 2, not 0.",
+    ),
+    "regime-zero-confirmation": (
+        "regime:\n  confirm_bars: 0\n",
+        "{f}:2: regime.confirm_bars: confirm_bars must be a whole number of at least 1, not 0.",
+    ),
+    "regime-vol-crisis-not-above-vol-high": (
+        "regime:\n  vol_high: 0.5\n  vol_crisis: 0.45\n",
+        "{f}:3: regime.vol_crisis: vol_crisis (0.45) must be above vol_high (0.5).",
+    ),
+    "regime-drawdown-crisis-not-above-drawdown-bear": (
+        "regime:\n  drawdown_crisis: 0.1\n",
+        "{f}:2: regime.drawdown_crisis: drawdown_crisis (0.1) must be above drawdown_bear (0.1).",
+    ),
+    "regime-drawdown-crisis-total-loss": (
+        "regime:\n  drawdown_crisis: 1\n",
+        "{f}:2: regime.drawdown_crisis: drawdown_crisis (1) must be below 1 (a 100% loss).",
+    ),
+    "regime-labels-the-indicator-cannot-give": (
+        "protections:\n  regime_override:\n    regimes: [calm, stress]\n",
+        "{f}:3: protections.regime_override.regimes: regimes must be [bull, neutral, bear, "
+        "crisis], the labels RegimeIndicator gives from calm to stressed, not [calm, stress].",
+    ),
+    "decisions-outside-the-override-window": (
+        "protections:\n  holding_period:\n    min_hold: 3 decisions\n",
+        "{f}:3: protections.holding_period.min_hold: '3 decisions' counts decisions, which only "
+        'regime_override.window can; write bars or days here, such as "10 bars" or "14 days".',
+    ),
+    "severity-wildcard-target": (
+        'protections:\n  regime_override:\n    severity: {"bull->*": low}\n',
+        "{f}:3: protections.regime_override.severity.bull->*: 'bull->*' is not a transition; "
+        'write "from->to", e.g. "bull->bear", or "*->to" for every change into a regime, '
+        'e.g. "*->crisis".',
+    ),
     "disabled-block-still-checked": (
         "protections:\n  whipsaw_protection:\n    enabled: false\n    max_cycle: 3\n",
         "{f}:4: protections.whipsaw_protection: unknown key 'max_cycle'; did you mean "
@@ -392,3 +433,15 @@ def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     captured = capsys.readouterr()
     assert captured.err == f"{missing}: no such file.\n"
     assert "Traceback" not in captured.out + captured.err
+
+
+REGIME_CASES = {k: v for k, v in BAD.items() if k.startswith("regime")}
+
+
+@pytest.mark.parametrize(("text", "message"), REGIME_CASES.values(), ids=REGIME_CASES.keys())
+def test_validate_refuses_what_the_regime_indicator_cannot_run(
+    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "bad.yaml", text)
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out == message.format(f=path) + "\n"

@@ -179,9 +179,9 @@ def regime_clock(**block) -> Clock:
     [
         ("bull", "neutral", "medium"),
         ("neutral", "bear", "medium"),
-        ("bear", "crisis", "medium"),
+        ("bear", "crisis", "critical"),  # entering the most stressed regime
         ("bull", "bear", "high"),
-        ("neutral", "crisis", "high"),
+        ("neutral", "crisis", "critical"),
         ("bull", "crisis", "critical"),
         ("neutral", "bull", "low"),
         ("crisis", "bull", "low"),
@@ -198,11 +198,24 @@ def test_default_severity_of_a_regime_change(before, after, severity):
     assert window["lifts"] == sorted(SEVERITY_PROBE[severity])
 
 
-def test_default_severity_counts_steps_along_a_custom_regimes_list():
-    c = regime_clock(regimes=["calm", "a", "b", "c", "storm"])
-    c.regime(0, "calm")
-    c.regime(1, "storm")
-    assert status(c, "X", 1)["regime_override"]["severity"] == "critical"
+@pytest.mark.parametrize(
+    ("path", "severity"),
+    [
+        (["bull", "neutral", "bear"], "high"),  # bear, two steps from the bull it left
+        (["neutral", "bear", "neutral", "bear"], "medium"),  # the climb restarted at neutral
+        (["bull", "neutral", "bull", "neutral", "bear"], "high"),
+        (["bull", "neutral", "bear", "crisis"], "critical"),
+        (["crisis", "bear", "neutral"], "low"),
+    ],
+)
+def test_default_severity_is_by_the_regime_entered_and_the_calm_it_left(path, severity):
+    c = regime_clock()
+    for at, label in enumerate(path):
+        c.regime(at * 10, label)
+    window = status(c, "X", (len(path) - 1) * 10)["regime_override"]
+    assert window["window_open"]
+    assert window["transition"] == f"{path[-2]}->{path[-1]}"
+    assert window["severity"] == severity
 
 
 def test_severity_table_replaces_the_default_for_that_transition_only():
@@ -210,8 +223,20 @@ def test_severity_table_replaces_the_default_for_that_transition_only():
     c.regime(0, "bull")
     c.regime(1, "neutral")
     assert status(c, "X", 1)["regime_override"]["severity"] == "critical"
-    c.regime(2, "bear")  # neutral->bear keeps its default
-    assert status(c, "X", 2)["regime_override"]["severity"] == "medium"
+    c.regime(2, "bear")  # neutral->bear keeps its default: two steps from bull
+    assert status(c, "X", 2)["regime_override"]["severity"] == "high"
+
+
+def test_wildcard_source_rates_every_change_into_a_regime_and_an_exact_entry_wins():
+    c = regime_clock(severity={"*->bear": "low", "neutral->bear": "critical"})
+    c.regime(0, "bull")
+    c.regime(1, "bear")  # default high; the wildcard says low
+    assert status(c, "X", 1)["regime_override"]["severity"] == "low"
+    c.regime(2, "neutral")
+    c.regime(3, "bear")  # the exact entry beats the wildcard
+    assert status(c, "X", 3)["regime_override"]["severity"] == "critical"
+    c.regime(4, "crisis")  # no entry: the default
+    assert status(c, "X", 4)["regime_override"]["severity"] == "critical"
 
 
 def lift_setup(can_override: dict, bars: bool = True, window: int = 5) -> Clock:
@@ -335,11 +360,33 @@ def test_unknown_regime_label_is_a_value_error(label):
         c.regime(0, label)
 
 
-def test_labels_come_from_the_profile_regimes_list():
-    c = regime_clock(regimes=["calm", "storm"])
-    c.regime(0, "calm")
-    with pytest.raises(ValueError, match="unknown regime 'bull'"):
-        c.regime(1, "bull")
+def test_window_in_decisions_stays_open_until_the_bar_of_the_last_counted_decision():
+    c = clock(
+        True,
+        regime_override={
+            "window": "3 decisions",
+            "cooldown": "0 bars",
+            "can_override": {"critical": [HOLDING]},
+        },
+        holding_period={"min_hold": "50 bars"},
+    )
+    c.regime(0, "bull")
+    for asset in ("AAA", "BBB", "CCC"):
+        c.fill(asset, 0, 0, 100)
+    c.regime(1, "crisis")
+    for at in range(2, 30):  # no decision: the window waits for them, however long
+        c.regime(at, "crisis")
+    assert status(c, "AAA", 29)["regime_override"]["window_open"]
+    assert c.ask("AAA", 30, 100, 0, exempt=True).approved  # a safety exit is not counted
+    assert c.ask("AAA", 30, 100, 0).override_applied  # 1
+    assert c.ask("BBB", 30, 100, 0).override_applied  # 2
+    c.regime(40, "crisis")
+    assert c.ask("AAA", 40, 100, 0).override_applied  # 3: the window is used up ...
+    assert c.ask("CCC", 40, 100, 0).override_applied  # ... at the end of this bar
+    c.regime(41, "crisis")
+    decision = c.ask("CCC", 41, 100, 0)
+    assert not decision.approved and decision.blocking_systems == (HOLDING,)
+    assert not status(c, "CCC", 41)["regime_override"]["window_open"]
 
 
 # === 3. hierarchy ============================================================================

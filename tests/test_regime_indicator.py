@@ -11,23 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import backtrader as bt
+import numpy as np
 import pandas as pd
 import pytest
 
 from bt_protection.integration.regime import (
-    REGIME_LABELS,
     RegimeIndicator,
     RegimeState,
     classify,
     label_of,
 )
 from bt_protection.profile import RegimeConfig
-from bt_protection.protections.regime_override import DEFAULT_REGIMES
+from bt_protection.protections.regime_override import RegimeOverrideConfig
+from bt_protection.regimes import REGIME_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_AAPL = ROOT / "data" / "sample" / "AAPL.csv"
 SHARED = ROOT.parent / "shared" / "data"
 SHARED_SPY = SHARED / "etf21_taa_dashboard" / "SPY.csv"
+SHARED_GSPC = SHARED / "single" / "GSPC.csv"
 
 Rows = list[tuple[date, int]]
 
@@ -67,11 +69,11 @@ def pandas_feed(df: pd.DataFrame) -> bt.feeds.PandasData:
 class Record(bt.Strategy):
     """Records (date, code) on every bar of the watched feed, prenext included."""
 
-    params = (("watch", 0),)
+    params = (("watch", 0), ("regime", None))
 
     def __init__(self) -> None:
         self.watched = self.datas[self.p.watch]
-        self.regime = RegimeIndicator(self.watched)
+        self.regime = RegimeIndicator(self.watched, **(self.p.regime or {}))
         self.rows: Rows = []
         self.first_next_len: int | None = None
         self._last = 0
@@ -106,13 +108,19 @@ def reference(path: Path) -> Rows:
     return run(yahoo(path))
 
 
+@cache
+def pandas_reference(path: Path) -> Rows:
+    """Codes of the default run on the CSV's adjusted closes as a PandasData feed."""
+    return run(pandas_feed(frame(path)))
+
+
 def test_params_are_the_regime_config_fields() -> None:
     expected = [(f.name, f.default) for f in fields(RegimeConfig) if f.name != "data"]
     assert list(RegimeIndicator.params._getitems()) == expected
 
 
 def test_labels_match_the_default_regimes_and_label_of() -> None:
-    assert REGIME_LABELS == DEFAULT_REGIMES == ("bull", "neutral", "bear", "crisis")
+    assert REGIME_LABELS == RegimeOverrideConfig().regimes == ("bull", "neutral", "bear", "crisis")
     assert [label_of(c) for c in (0, 1, 2.0, 3.0)] == list(REGIME_LABELS)
     for bad in (4, -1, 1.5, math.nan, "bull"):
         with pytest.raises(ValueError, match="unknown regime code"):
@@ -132,11 +140,59 @@ def test_rules_in_priority_order() -> None:
     assert classify(0.00, 0.10, 110, None, None, **limits) == 1  # trend not known yet
 
 
-def test_bad_params_are_rejected() -> None:
-    base = {f.name: f.default for f in fields(RegimeConfig) if f.name != "data"}
-    for change in ({"fast_period": 200}, {"vol_period": 1}, {"drawdown_period": 0}):
-        with pytest.raises(ValueError, match="RegimeIndicator"):
-            RegimeState(**{**base, **change})
+@pytest.mark.parametrize(
+    "change",
+    [{"fast_period": 200}, {"vol_period": 1}, {"drawdown_period": 0}, {"confirm_bars": 0}],
+)
+def test_bad_params_are_rejected(change: dict[str, int]) -> None:
+    key = next(iter(change))
+    with pytest.raises(ValueError, match=f"^{key}"):
+        RegimeState(RegimeConfig(**change))
+    with pytest.raises(ValueError, match=f"^{key}"):
+        run(yahoo(SAMPLE_AAPL), regime=change)
+
+
+def documented_labels(close: pd.Series, config: RegimeConfig) -> list[int]:
+    """docs/regime.md computed with pandas, independently of RegimeState: the raw label of
+    each bar from rolling windows, then the confirmation and the drawdown floor."""
+    n = pd.Series(range(1, len(close) + 1), index=close.index)
+    fast = close.rolling(config.fast_period, min_periods=1).mean().where(n > config.fast_period)
+    slow = close.rolling(config.slow_period, min_periods=1).mean().where(n > config.fast_period)
+    returns = pd.Series(np.log(close / close.shift()), index=close.index)
+    vol = returns.rolling(config.vol_period).std() * math.sqrt(252)
+    drawdown = 1 - close / close.rolling(config.drawdown_period, min_periods=1).max()
+    crisis = (drawdown >= config.drawdown_crisis) | (vol >= config.vol_crisis)
+    bear = (drawdown >= config.drawdown_bear) | ((close < slow) & (fast < slow))
+    bull = (fast > slow) & (close > slow) & (vol < config.vol_high)
+    raw = pd.Series(np.select([crisis, bear, bull], [3, 2, 0], default=1), index=close.index)
+    calmest = raw.rolling(config.confirm_bars).min()
+    most_stressed = raw.rolling(config.confirm_bars).max()
+    floor = np.select(
+        [drawdown >= config.drawdown_crisis, drawdown >= config.drawdown_bear], [3, 2], default=0
+    )
+    labels, code = [], 1
+    for low, high, least in zip(calmest, most_stressed, floor, strict=True):
+        if low > code:
+            code = int(low)
+        elif high < code:
+            code = int(high)
+        code = max(code, int(least))
+        labels.append(code)
+    return labels
+
+
+@pytest.mark.parametrize("confirm_bars", [1, 8])
+def test_labels_follow_the_documented_rules(csv_path: Path, confirm_bars: int) -> None:
+    df = frame(csv_path)
+    config = RegimeConfig(confirm_bars=confirm_bars)
+    rows = run(pandas_feed(df), regime={"confirm_bars": confirm_bars})
+    expected = documented_labels(df["close"], config)
+    assert [code for _, code in rows] == expected
+    changes = sum(a != b for a, b in zip(expected, expected[1:], strict=False))
+    assert changes > 5  # the series does move between regimes
+    if confirm_bars > 1:  # confirmation holds labels back: fewer changes than the raw labels
+        raw = documented_labels(df["close"], RegimeConfig(confirm_bars=1))
+        assert changes < sum(a != b for a, b in zip(raw, raw[1:], strict=False))
 
 
 def test_a_code_on_every_bar_from_the_first(csv_path: Path) -> None:
@@ -161,11 +217,15 @@ def test_same_values_with_exactbars(csv_path: Path) -> None:
 
 
 @pytest.mark.parametrize("runonce", [True, False])
-def test_no_look_ahead(csv_path: Path, runonce: bool) -> None:
+@pytest.mark.parametrize("preload", [True, False])
+def test_no_look_ahead(csv_path: Path, runonce: bool, preload: bool) -> None:
+    """Labels of the series cut at random bars equal the full series' labels up to the cut."""
     df = frame(csv_path)
-    full = run(pandas_feed(df), runonce=runonce)
-    for n in (30, 260, 1000, len(df) - 1):
-        assert run(pandas_feed(df.iloc[:n]), runonce=runonce) == full[:n]
+    full = pandas_reference(csv_path)
+    cuts = np.random.default_rng(len(df)).integers(30, len(df), size=3)
+    for n in sorted(cuts):
+        rows = run(pandas_feed(df.iloc[:n]), runonce=runonce, preload=preload)
+        assert rows == full[:n], n
 
 
 def test_missing_closes_repeat_the_previous_code(csv_path: Path) -> None:
@@ -224,3 +284,22 @@ def test_spy_crises_and_bull_years() -> None:
         counts = labels(year)
         assert counts["bull"] >= 0.8 * sum(counts.values()), (year, counts)
         assert counts["crisis"] == 0
+
+
+@pytest.mark.shared_data
+def test_sp500_labels_are_stable_and_still_catch_both_bear_markets() -> None:
+    """The targets of docs/regime.md on the S&P 500, 2000-2013, with the default parameters."""
+    df = frame(_need(SHARED_GSPC))
+    state = RegimeState(RegimeConfig())
+    labels = pd.Series([state.update(c) for c in df["close"]], index=df.index)
+    assert list(labels) == documented_labels(df["close"], RegimeConfig())
+    period = labels.loc["2000":"2013"]
+    changes = int((period != period.shift()).iloc[1:].sum())
+    assert changes / 14 <= 6
+    assert (labels.loc["2008-09-15":"2009-03-09"] >= 2).mean() >= 0.8
+    for start, end in (("2000", "2002"), ("2007", "2009")):
+        close, found = df["close"].loc[start:end], labels.loc[start:end]
+        peak = close.idxmax()
+        first_drawdown = close.loc[peak:][close.loc[peak:] <= 0.9 * close[peak]].index[0]
+        entered = found.loc[peak:][found.loc[peak:] >= 2].index[0]
+        assert close.index.get_loc(entered) - close.index.get_loc(first_drawdown) <= 30

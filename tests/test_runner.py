@@ -28,7 +28,6 @@ from bt_protection.integration.recorder import ORDER_COLUMNS
 from bt_protection.metrics import performance
 from bt_protection.runner import RunSpec, execute_run
 from bt_protection.runs import load_run
-from strategies import STRATEGIES
 
 CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2016-01-01", "2019-12-31"
@@ -346,7 +345,8 @@ SMA = ["--strategy", "sma_crossover", "--profile", BALANCED]
     [
         (
             ["--strategy", "nope", "--profile", BALANCED],
-            "unknown strategy 'nope'; valid names: momentum_rotation, sma_crossover.",
+            "unknown strategy 'nope'; valid names: momentum_rotation, sma_crossover (or "
+            "package.module:Class, or path/to/file.py:Class).",
         ),
         (["--strategy", "sma_crossover", "--profile", "BAD"], "holding_period.min_hold"),
         ([*SMA, "--data", "no/such/dir"], "no/such/dir: folder not found"),
@@ -360,6 +360,11 @@ SMA = ["--strategy", "sma_crossover", "--profile", BALANCED]
             "--start '2020-13-01' is not a date; expected YYYY-MM-DD.",
         ),
         ([*SMA, "--cash", "0"], "--cash must be above 0, not 0."),
+        (
+            [*SMA, "--data", str(SAMPLE_DATA), "--regime-data", "SPY"],
+            "regime data 'SPY' is not a feed of this run; feeds: AAPL, AMZN, GOOG, META, NFLX, "
+            "NVDA.",
+        ),
         ([*SMA, "--commission", "-0.01"], "--commission must be 0 or more, not -0.01."),
     ],
 )
@@ -408,17 +413,15 @@ class _Boom(ProtectionMixin, bt.Strategy):
 def test_a_strategy_that_raises_leaves_a_failed_folder(
     tmp_path: Path,
     run_of,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     runonce: bool,
 ) -> None:
-    monkeypatch.setitem(STRATEGIES, "boom", _Boom)
     good = run_of(sample_spec("sma_crossover", "balanced"))
     out = tmp_path / "out"
     shutil.copytree(good, out)  # an earlier complete run stays until a new one succeeds
     mode = [] if runonce else ["--no-runonce"]
     code, _ = cli_run(
-        tmp_path, "--strategy", "boom", "--profile", BALANCED, "--start", START, *mode
+        tmp_path, "--strategy", "test_runner:_Boom", "--profile", BALANCED, "--start", START, *mode
     )
     err = capsys.readouterr().err
     assert code == 2

@@ -21,7 +21,8 @@ from bt_protection.errors import UserError
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.models import Action, ProtectionDecision
 from bt_protection.profile import Mode, Profile, load_profile
-from strategies import STRATEGIES, get_strategy
+from bt_protection.strategies_registry import registered_strategies, resolve_strategy
+from strategies import MomentumRotation, SmaCrossover
 from strategies.momentum_rotation import selection_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def run(name: str, profile: Any, frames: dict[str, pd.DataFrame], **cerebro: Any
     engine = bt.Cerebro(stdstats=False, **cerebro)
     add_feeds(engine, frames)
     engine.broker.setcash(100_000.0)
-    engine.addstrategy(observed(get_strategy(name)), protection=profile)
+    engine.addstrategy(observed(resolve_strategy(name)), protection=profile)
     return engine.run()[0]
 
 
@@ -119,7 +120,7 @@ def check_holding_period(strategy: Any, profile: Profile) -> int:
 
 
 @pytest.mark.parametrize("profile_name", PROFILES)
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(registered_strategies()))
 def test_strategy_runs_with_every_shipped_profile(name: str, profile_name: str) -> None:
     path = ROOT / "configs" / f"{profile_name}.yaml"
     frames = universe()
@@ -150,7 +151,7 @@ def with_core_asset(profile_name: str, asset: str) -> Profile:
     return load_profile({**plain, "name": f"{profile_name}+{asset}"})
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(registered_strategies()))
 def test_core_asset_is_never_reduced(name: str) -> None:
     profile = with_core_asset("balanced", "NVDA")
     strategy = run(name, profile, universe())
@@ -160,7 +161,7 @@ def test_core_asset_is_never_reduced(name: str) -> None:
     assert check_holding_period(strategy, profile) > 0
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(registered_strategies()))
 def test_runonce_and_preload_do_not_change_a_run(name: str) -> None:
     frames = universe(end="2015-12-31")
     runs = [
@@ -189,10 +190,15 @@ def test_momentum_rotation_on_shared_etfs(shared_data: Path) -> None:
     assert check_holding_period(strategy, profile) > 0
 
 
-def test_get_strategy_names_the_valid_names() -> None:
-    assert get_strategy("sma_crossover") is STRATEGIES["sma_crossover"]
-    with pytest.raises(UserError, match="momentum_rotation, sma_crossover"):
-        get_strategy("buy_and_hold")
+def test_bundled_strategies_are_found_through_their_entry_points() -> None:
+    assert registered_strategies() == {
+        "momentum_rotation": "strategies.momentum_rotation:MomentumRotation",
+        "sma_crossover": "strategies.sma_crossover:SmaCrossover",
+    }
+    assert resolve_strategy("sma_crossover") is SmaCrossover
+    assert resolve_strategy("momentum_rotation") is MomentumRotation
+    with pytest.raises(UserError, match="valid names: momentum_rotation, sma_crossover "):
+        resolve_strategy("buy_and_hold")
 
 
 def test_selection_scores_split_at_the_top_k() -> None:

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("fetch", "Download daily prices with yfinance into the local cache."),
     "run": ("run", "Run one strategy under one profile into a run folder."),
     "compare": ("compare", "Run a strategy under several profiles and compare the runs."),
+    "systems": ("systems", "List the protection systems, built-in and plugins."),
+    "strategies": ("strategies", "List the registered strategy names."),
 }
 
 

@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from bt_protection.cli.options import add_backtest_arguments, backtest_keywords
+from bt_protection.cli.options import (
+    add_backtest_arguments,
+    add_strategy_arguments,
+    backtest_keywords,
+    strategy_keywords,
+)
 from bt_protection.compare import (
     DEFAULT_PROFILES,
     DEFAULT_STRATEGY,
@@ -17,9 +22,7 @@ from bt_protection.compare import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--strategy", default=DEFAULT_STRATEGY, help=f"strategy name (default: {DEFAULT_STRATEGY})"
-    )
+    add_strategy_arguments(parser, default=DEFAULT_STRATEGY)
     parser.add_argument(
         "--profiles",
         nargs="+",
@@ -54,12 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     comparison = run_comparison(
-        args.strategy,
-        args.profiles,
+        profiles=args.profiles,
         ablate=args.ablate,
         jobs=args.jobs,
         out=args.out,
         allow_mixed_data=args.allow_mixed_data,
+        **strategy_keywords(args),
         **backtest_keywords(args),
     )
     total = len(comparison.runs) + len(comparison.failed)

@@ -1,16 +1,55 @@
-"""Options that `run` and `compare` share: the data and the broker of a backtest."""
+"""Options that `run` and `compare` share: the strategy, the data and the broker of a backtest."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from bt_protection.runner import RunSpec
+from bt_protection.strategies_registry import parse_param_args
+
+STRATEGY_HELP = (
+    "a registered name (see `bt-protection strategies`), package.module:Class or "
+    "path/to/file.py:Class"
+)
+
+
+def add_strategy_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """`--strategy` (required when `default` is None) and repeatable `--param key=value`."""
+    parser.add_argument(
+        "--strategy",
+        required=default is None,
+        default=default,
+        help=STRATEGY_HELP + (f" (default: {default})" if default else ""),
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a strategy param, converted to the type of its default (repeatable)",
+    )
+
+
+def strategy_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """`strategy` and `params` for RunSpec / run_comparison. As with `python -m`, modules of
+    the current directory can be named (package.module:Class)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return {"strategy": args.strategy, "params": parse_param_args(args.param)}
 
 
 def add_backtest_arguments(parser: argparse.ArgumentParser, data_help: str) -> None:
-    """`--data --start --end --cash --commission --slippage`, defaults from `RunSpec`."""
+    """`--data --regime-data --start --end --cash --commission --slippage`, defaults from
+    `RunSpec`."""
     parser.add_argument("--data", metavar="DIR", help=data_help)
+    parser.add_argument(
+        "--regime-data",
+        metavar="TICKER",
+        help="ticker the regime indicator watches (default: the profile's regime.data, else "
+        "the only ticker, else an equal-weight composite of all; docs/regime.md)",
+    )
     parser.add_argument("--start", help="first day, YYYY-MM-DD (default: first common date)")
     parser.add_argument("--end", help="last day, YYYY-MM-DD (default: last common date)")
     parser.add_argument(
@@ -32,5 +71,5 @@ def add_backtest_arguments(parser: argparse.ArgumentParser, data_help: str) -> N
 
 def backtest_keywords(args: argparse.Namespace) -> dict[str, Any]:
     """The values of those options, by their `RunSpec` names."""
-    names = ("data", "start", "end", "cash", "commission", "slippage")
+    names = ("data", "regime_data", "start", "end", "cash", "commission", "slippage")
     return {name: getattr(args, name) for name in names}

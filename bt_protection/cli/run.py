@@ -6,12 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from bt_protection.cli.options import add_backtest_arguments, backtest_keywords
+from bt_protection.cli.options import (
+    add_backtest_arguments,
+    add_strategy_arguments,
+    backtest_keywords,
+    strategy_keywords,
+)
 from bt_protection.runner import RunSpec, default_out, execute_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategy", required=True, help="strategy name, e.g. momentum_rotation")
+    add_strategy_arguments(parser, default=None)
     parser.add_argument("--profile", required=True, metavar="FILE", help="profile YAML file")
     add_backtest_arguments(
         parser,
@@ -38,11 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = RunSpec(
-        strategy=args.strategy,
         profile=args.profile,
         tickers=tuple(args.tickers) if args.tickers else None,
         runonce=args.runonce,
         preload=args.preload,
+        **strategy_keywords(args),
         **backtest_keywords(args),
     )
     out = execute_run(spec, args.out or default_out(spec))

@@ -15,12 +15,13 @@ from typing import Any
 
 import backtrader as bt
 
-from bt_protection import __version__
 from bt_protection.errors import UserError
-from bt_protection.integration.regime import RegimeIndicator, label_of
+from bt_protection.fingerprint import run_fingerprint
+from bt_protection.integration.regime import CompositeIndex, RegimeIndicator, label_of
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
+from bt_protection.regimes import RegimeSource, regime_source
 
 # Stop orders and bracket children are contingent: they may never execute. Those that only
 # reduce the position they act on are safety exits (exempt) and do not count as live orders.
@@ -102,14 +103,15 @@ class ProtectionMixin(bt.Strategy):
     """Put the protection orchestrator between the strategy and the broker.
 
     Params: `protection` (profile file, mapping or `Profile`; required), `regime_data` (name of
-    the feed the regime indicator watches; default the profile's `regime.data`, else the first
-    feed), `audit_path` (JSONL file; `{profile}` is replaced by the profile name) and
-    `run_info` (a mapping added to the audit header, e.g. the data's date range).
+    the feed the regime indicator watches; default the profile's `regime.data`, else the only
+    feed, else the equal-weight composite of every feed: `CompositeIndex`), `audit_path`
+    (JSONL file; `{profile}` is replaced by the profile name) and `run_info` (a mapping added
+    to the audit header, e.g. the data's date range).
     Order keywords: `protection_exempt=True` marks a safety exit, `protection_reason` and
     `protection_score` travel with the request.
     """
 
-    params = (
+    params: Any = (  # backtrader turns it into the params class `self.p`
         ("protection", None),
         ("regime_data", None),
         ("audit_path", None),
@@ -145,26 +147,26 @@ class ProtectionMixin(bt.Strategy):
                 f"broker {type(self.broker).__name__} has no notify(order) method, so denied "
                 "orders could not reach notify_order; use backtrader's BackBroker."
             )
-        regime_feed = self._regime_feed(profile.regime.data)  # refused at start when unknown
+        source = regime_source(  # refused at start when it names no feed
+            self.p.regime_data or profile.regime.data, [asset_name(d) for d in self._markets()]
+        )
         audit = None
         if self.p.audit_path or profile.audit.path:
             from bt_protection.audit import AuditLog
 
             path = str(self.p.audit_path or profile.audit.path).format(profile=profile.name)
-            fingerprint = {
-                "package_version": __version__,
-                "profile": profile.name,
-                "profile_hash": profile.hash,
-                "data": [d._name or f"data{i}" for i, d in enumerate(self.datas)],
-                **dict(self.p.run_info or {}),
+            details = {
+                "data": [asset_name(d) for d in self.datas],
+                **(self.p.run_info or {}),
+                "regime_data": source.label,
             }
-            audit = AuditLog(path, fingerprint)
+            audit = AuditLog(path, run_fingerprint(profile, **details))
         self.protection = ProtectionOrchestrator(profile, audit)
         self._protection_regime: RegimeIndicator | None = None
-        self._protection_regime_source = (regime_feed, profile.regime)
+        self._protection_regime_source = (source, profile.regime)
         self._protection_started = False
         if self.protection.uses_regime:
-            self._protection_regime = RegimeIndicator.from_config(regime_feed, profile.regime)
+            self._protection_regime = self._build_regime()
         self._protection_bar = -1
         self._protection_attempts = 0
         self._protection_live: dict[str, list[Any]] = {}
@@ -215,15 +217,16 @@ class ProtectionMixin(bt.Strategy):
             )
         return asset
 
-    def _regime_feed(self, profile_choice: str | None) -> Any:
-        name = self.p.regime_data or profile_choice
-        if not name:
-            return self.datas[0]
-        for data in self.datas:
-            if data._name == name:
-                return data
-        known = ", ".join(asset_name(d) for d in self.datas)
-        raise UserError(f"regime data {name!r} is not a feed of this run; feeds: {known}.")
+    def _markets(self) -> list[Any]:
+        """The feeds a regime can watch: all but unnamed resampled or replayed copies."""
+        return [d for d in self.datas if d._name or not _derived(d)]
+
+    def _regime_feed(self, source: RegimeSource) -> Any:
+        """The feed the regime indicator watches, or the composite index of every feed (the
+        resampled or replayed copies left out: they repeat a feed on another time frame)."""
+        if source.feed is None:
+            return CompositeIndex(*[d for d in self.datas if not _derived(d)])
+        return next(d for d in self._markets() if asset_name(d) == source.feed)
 
     @property
     def regime(self) -> RegimeIndicator:
@@ -239,8 +242,12 @@ class ProtectionMixin(bt.Strategy):
                     f"{self.protection.profile.name!r} needs no regime indicator, so none was "
                     "built; read self.regime once in __init__ to build it."
                 )
-            self._protection_regime = RegimeIndicator.from_config(*self._protection_regime_source)
+            self._protection_regime = self._build_regime()
         return self._protection_regime
+
+    def _build_regime(self) -> RegimeIndicator:
+        source, config = self._protection_regime_source
+        return RegimeIndicator.from_config(self._regime_feed(source), config)
 
     @property
     def protection_date(self) -> Any:
@@ -365,7 +372,7 @@ class ProtectionMixin(bt.Strategy):
         if not live:
             return 0.0
         live[:] = [o for o in live if o.alive()]
-        return sum(o.size - o.executed.size for o in live)
+        return float(sum(o.size - o.executed.size for o in live))
 
     def _protected_order(
         self,

@@ -140,14 +140,14 @@ class ProtectionAwareRebalancer:
         """
         strategy, data = self.strategy, move.data
         if move.target == 0:
-            return -strategy.getposition(data).size
+            return -float(strategy.getposition(data).size)
         if abs(move.target - move.current) < self.buffer:
             return 0.0
         broker = strategy.broker
         target_value = move.target * broker.getvalue()
         value = broker.getvalue(datas=[data])
         size = broker.getcommissioninfo(data).getsize(data.close[0], abs(target_value - value))
-        return size if target_value > value else -size
+        return float(size if target_value > value else -size)
 
     def _send(
         self, move: _Move, reason: str, score: float | None, result: RebalanceResult

@@ -36,7 +36,7 @@ TRADE_COLUMNS = ("asset", "opened", "closed", "size", "pnl", "pnlcomm", "commiss
 
 
 def _day(num: float) -> str:
-    return bt.num2date(num).date().isoformat()
+    return str(bt.num2date(num).date().isoformat())
 
 
 def protection_label(decision: Any) -> str:

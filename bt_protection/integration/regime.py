@@ -15,11 +15,11 @@ from typing import Any
 
 import backtrader as bt
 
+from bt_protection.metrics import TRADING_DAYS
 from bt_protection.profile import RegimeConfig
+from bt_protection.regimes import REGIME_LABELS
 
-REGIME_LABELS: tuple[str, ...] = ("bull", "neutral", "bear", "crisis")
 BULL, NEUTRAL, BEAR, CRISIS = range(4)
-TRADING_DAYS = 252
 
 _PARAMS: tuple[tuple[str, Any], ...] = tuple(
     (f.name, f.default) for f in fields(RegimeConfig) if f.name != "data"
@@ -68,59 +68,34 @@ def classify(
 class RegimeState:
     """The rolling windows behind `RegimeIndicator`: feed closes in order, get a code per bar.
 
-    A missing or non-positive close repeats the previous code and leaves the windows alone.
+    `update` returns the confirmed regime: it moves toward stress when each of the last
+    `confirm_bars` raw codes (`classify`) is more stressed than the regime, to the calmest of
+    them, and toward calm when each of them is calmer, to the most stressed of them; a drawdown
+    of `drawdown_bear` (`drawdown_crisis`) makes it at least bear (crisis) at once. `raw` is
+    the latest raw code. A missing or non-positive close repeats the previous codes and leaves
+    the windows alone.
     """
 
     __slots__ = (
         "_bars",
-        "_code",
+        "code",
+        "_config",
         "_fast",
-        "_fast_period",
         "_fast_sum",
-        "_limits",
         "_peaks",
-        "_drawdown_period",
         "_prev_close",
+        "_raws",
         "_ret_sq",
         "_ret_sum",
         "_returns",
         "_slow",
-        "_slow_period",
         "_slow_sum",
-        "_vol_period",
+        "raw",
     )
 
-    def __init__(
-        self,
-        fast_period: int,
-        slow_period: int,
-        vol_period: int,
-        vol_high: float,
-        vol_crisis: float,
-        drawdown_period: int,
-        drawdown_bear: float,
-        drawdown_crisis: float,
-    ) -> None:
-        periods = dict(
-            fast_period=fast_period,
-            slow_period=slow_period,
-            vol_period=vol_period,
-            drawdown_period=drawdown_period,
-        )
-        for name, value in periods.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"RegimeIndicator: {name} must be a positive integer, got {value!r}"
-                )
-        if fast_period >= slow_period:
-            raise ValueError("RegimeIndicator: fast_period must be shorter than slow_period")
-        if vol_period < 2:
-            raise ValueError("RegimeIndicator: vol_period must be at least 2")
-        self._fast_period = fast_period
-        self._slow_period = slow_period
-        self._vol_period = vol_period
-        self._drawdown_period = drawdown_period
-        self._limits = (vol_high, vol_crisis, drawdown_bear, drawdown_crisis)
+    def __init__(self, config: RegimeConfig) -> None:
+        config.validate()
+        self._config = config
         self._bars = 0  # valid closes seen
         self._prev_close = math.nan
         self._fast: deque[float] = deque()
@@ -131,21 +106,23 @@ class RegimeState:
         self._ret_sum = 0.0
         self._ret_sq = 0.0
         self._peaks: deque[tuple[int, float]] = deque()  # decreasing closes: the rolling max
-        self._code = NEUTRAL
+        self._raws: deque[int] = deque(maxlen=config.confirm_bars)
+        self.code = self.raw = NEUTRAL
 
     def update(self, close: float) -> int:
-        """Feed the close of the next bar; return that bar's regime code."""
+        """Feed the close of the next bar; return that bar's confirmed regime code."""
         if not close > 0.0 or math.isinf(close):
-            return self._code
+            return self.code
+        config = self._config
         self._bars = n = self._bars + 1
 
         self._fast.append(close)
         self._fast_sum += close
-        if len(self._fast) > self._fast_period:
+        if len(self._fast) > config.fast_period:
             self._fast_sum -= self._fast.popleft()
         self._slow.append(close)
         self._slow_sum += close
-        if len(self._slow) > self._slow_period:
+        if len(self._slow) > config.slow_period:
             self._slow_sum -= self._slow.popleft()
 
         returns = self._returns
@@ -154,7 +131,7 @@ class RegimeState:
             returns.append(r)
             self._ret_sum += r
             self._ret_sq += r * r
-            if len(returns) > self._vol_period:
+            if len(returns) > config.vol_period:
                 old = returns.popleft()
                 self._ret_sum -= old
                 self._ret_sq -= old * old
@@ -164,41 +141,67 @@ class RegimeState:
         while peaks and peaks[-1][1] <= close:
             peaks.pop()
         peaks.append((n, close))
-        if peaks[0][0] <= n - self._drawdown_period:
+        if peaks[0][0] <= n - config.drawdown_period:
             peaks.popleft()
 
         vol = None
-        k = self._vol_period
+        k = config.vol_period
         if len(returns) == k:
             var = max(self._ret_sq - self._ret_sum * self._ret_sum / k, 0.0) / (k - 1)
             vol = math.sqrt(var * TRADING_DAYS)
         fast = slow = None
-        if n > self._fast_period:
+        if n > config.fast_period:
             fast = self._fast_sum / len(self._fast)
             slow = self._slow_sum / len(self._slow)
-        self._code = classify(1.0 - close / peaks[0][1], vol, close, fast, slow, *self._limits)
-        return self._code
+        drawdown = 1.0 - close / peaks[0][1]
+        self.raw = classify(
+            drawdown,
+            vol,
+            close,
+            fast,
+            slow,
+            config.vol_high,
+            config.vol_crisis,
+            config.drawdown_bear,
+            config.drawdown_crisis,
+        )
+        raws = self._raws
+        raws.append(self.raw)
+        if len(raws) == config.confirm_bars:
+            calmest, most_stressed = min(raws), max(raws)
+            if calmest > self.code:
+                self.code = calmest
+            elif most_stressed < self.code:
+                self.code = most_stressed
+        if drawdown >= config.drawdown_crisis:  # a drawdown counts at once: it took many bars
+            self.code = CRISIS
+        elif drawdown >= config.drawdown_bear:
+            self.code = max(self.code, BEAR)
+        return self.code
 
 
 class RegimeIndicator(bt.Indicator):
     """Line `regime`: 0 bull, 1 neutral, 2 bear, 3 crisis, from the close of the watched feed.
 
+    Line `raw` holds the label of each bar's own inputs before confirmation (`confirm_bars`).
     Params are the fields of `RegimeConfig` except `data`. Every input uses only the current and
     past closes; a value is written from the first bar (see docs/regime.md for the warm-up).
     """
 
-    lines = ("regime",)
+    lines: Any = ("regime", "raw")  # backtrader turns it into the Lines object `self.lines`
     params = _PARAMS
     plotinfo = dict(plotymargin=0.1, plotyticks=[BULL, NEUTRAL, BEAR, CRISIS])
 
     @classmethod
     def from_config(cls, data: Any, config: RegimeConfig) -> RegimeIndicator:
         """The indicator on `data` with the parameters of a profile's `regime:` block."""
-        return cls(data, **{name: getattr(config, name) for name, _ in _PARAMS})
+        values = {name: getattr(config, name) for name, _ in _PARAMS}
+        # backtrader's metaclass takes the data and the params before `__init__`
+        return cls(data, **values)  # type: ignore[call-arg]
 
     def __init__(self) -> None:
-        self._state = RegimeState(**{name: getattr(self.p, name) for name, _ in _PARAMS})
-        self._code = float(NEUTRAL)
+        config = RegimeConfig(**{name: getattr(self.p, name) for name, _ in _PARAMS})
+        self._state = RegimeState(config)
         self._seen = 0  # len(data) at the last update
 
     def label(self, ago: int = 0) -> str:
@@ -209,12 +212,52 @@ class RegimeIndicator(bt.Indicator):
         # Several feeds on different calendars: backtrader calls next again without a new bar.
         if len(self.data) != self._seen:
             self._seen = len(self.data)
-            self._code = float(self._state.update(self.data.close[0]))
-        self.lines.regime[0] = self._code
+            self._state.update(self.data.close[0])
+        self.lines.regime[0] = float(self._state.code)
+        self.lines.raw[0] = float(self._state.raw)
 
     def once(self, start: int, end: int) -> None:
-        update = self._state.update
+        state = self._state
         closes = self.data.close.array
-        out = self.lines.regime.array
+        regime, raw = self.lines.regime.array, self.lines.raw.array
         for i in range(start, end):
-            out[i] = float(update(closes[i]))
+            regime[i] = float(state.update(closes[i]))
+            raw[i] = float(state.raw)
+
+
+class CompositeIndex(bt.Indicator):
+    """Line `close`: an equal-weight index of the feeds given, 100 on the first bar.
+
+    Each bar it grows by the mean of the close-to-close returns of the feeds that have a valid
+    close on this bar and on an earlier one (their last valid close); a bar where none has
+    leaves it unchanged. It reads only the current and past closes. The regime indicator
+    watches it when several feeds run and none is named (docs/regime.md).
+    """
+
+    lines: Any = ("close",)  # backtrader turns it into the Lines object `self.lines`
+    plotinfo = dict(subplot=True)
+
+    def __init__(self) -> None:
+        self._value = 100.0
+        self._last = [math.nan] * len(self.datas)  # each feed's last valid close
+
+    def _step(self, closes: list[float]) -> float:
+        last = self._last
+        returns = []
+        for k, close in enumerate(closes):
+            if close > 0.0 and not math.isinf(close):
+                if last[k] > 0.0:
+                    returns.append(close / last[k] - 1.0)
+                last[k] = close
+        if returns:
+            self._value *= 1.0 + math.fsum(returns) / len(returns)
+        return self._value
+
+    def next(self) -> None:
+        self.lines.close[0] = self._step([d.close[0] for d in self.datas])
+
+    def once(self, start: int, end: int) -> None:
+        arrays = [d.close.array for d in self.datas]
+        out = self.lines.close.array
+        for i in range(start, end):
+            out[i] = self._step([a[i] for a in arrays])

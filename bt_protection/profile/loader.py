@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType, UnionType
@@ -132,7 +133,8 @@ def _merge_layers(layers: list[Layer]) -> Mapping[Any, Any]:
     merged: Mapping[Any, Any] = {}
     for parent in reversed(layers[1:]):
         merged = _merge(merged, {k: v for k, v in parent.data.items() if k not in _OWN_KEYS})
-    return _merge(merged, layers[0].data)
+    top: Mapping[Any, Any] = _merge(merged, layers[0].data)
+    return top
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -193,8 +195,8 @@ def _build_config(
     _check_mapping(value, names, path)
     hints = get_type_hints(cls)
     given = {key: _convert(item, hints[key], (*path, key)) for key, item in value.items()}
-    config = cls(**{**(defaults or {}), **given})
     try:
+        config = cls(**{**(defaults or {}), **given})
         getattr(config, "validate", lambda: None)()
     except ValueError as error:
         key = getattr(error, "key", "")
@@ -292,6 +294,17 @@ def _to_str(value: Any, path: KeyPath) -> str:
     raise _Problem(path, f"expected text, not {describe(value)}{quote}.")
 
 
+def _to_date(value: Any, path: KeyPath) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value  # YAML reads an unquoted 2021-04-28 as a date
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise _Problem(path, f"expected a date YYYY-MM-DD, not {describe(value)}.")
+
+
 def _to_duration(value: Any, path: KeyPath) -> Duration:
     try:
         return Duration.parse(value)
@@ -305,4 +318,5 @@ _SCALARS: dict[Any, Callable[[Any, KeyPath], Any]] = {
     float: _to_float,
     str: _to_str,
     Duration: _to_duration,
+    date: _to_date,
 }

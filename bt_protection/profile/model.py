@@ -6,13 +6,15 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from bt_protection.durations import Duration
-from bt_protection.protections.base import ProtectionConfig, registry
-from bt_protection.protections.regime_override import DEFAULT_REGIMES, RegimeOverrideConfig
+from bt_protection.protections.base import ConfigError, ProtectionConfig, registry
+from bt_protection.protections.regime_override import RegimeOverrideConfig
+from bt_protection.regimes import REGIME_LABELS
 
 
 class Mode(StrEnum):
@@ -38,6 +40,40 @@ class RegimeConfig:
     drawdown_period: int = 252
     drawdown_bear: float = 0.10
     drawdown_crisis: float = 0.20
+    confirm_bars: int = 8
+
+    def validate(self) -> None:
+        """Refuse settings the indicator cannot run (`ConfigError` naming the key)."""
+        for key, least in (
+            ("fast_period", 1),
+            ("slow_period", 2),
+            ("vol_period", 2),
+            ("drawdown_period", 1),
+            ("confirm_bars", 1),
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(
+                    key, f"{key} must be a whole number of at least {least}, not {value!r}."
+                )
+        if self.fast_period >= self.slow_period:
+            raise ConfigError(
+                "fast_period",
+                f"fast_period ({self.fast_period}) must be below slow_period ({self.slow_period}).",
+            )
+        for low, high in (("vol_high", "vol_crisis"), ("drawdown_bear", "drawdown_crisis")):
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if low_value <= 0:
+                raise ConfigError(low, f"{low} ({low_value:g}) must be above 0.")
+            if high_value <= low_value:
+                raise ConfigError(
+                    high, f"{high} ({high_value:g}) must be above {low} ({low_value:g})."
+                )
+        if self.drawdown_crisis >= 1:
+            raise ConfigError(
+                "drawdown_crisis",
+                f"drawdown_crisis ({self.drawdown_crisis:g}) must be below 1 (a 100% loss).",
+            )
 
 
 @dataclass(frozen=True)
@@ -70,7 +106,7 @@ class Profile:
     @property
     def regimes(self) -> tuple[str, ...]:
         config = self.protections.get("regime_override")
-        return config.regimes if isinstance(config, RegimeOverrideConfig) else DEFAULT_REGIMES
+        return config.regimes if isinstance(config, RegimeOverrideConfig) else REGIME_LABELS
 
     def durations(self) -> list[Duration]:
         return [d for k in self.enabled_systems for d in self.protections[k].durations()]
@@ -101,7 +137,9 @@ class Profile:
 def to_plain(value: Any) -> Any:
     """Dataclasses, durations, enums, sets and mappings as plain, sorted YAML/JSON types."""
     if isinstance(value, Duration):
-        return str(value)
+        return value.canonical
+    if isinstance(value, date):
+        return value.isoformat()
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, StrEnum):

@@ -1,21 +1,27 @@
 """The small base class every protection system derives from, and the registry of systems.
 
-A protection is one module in this package: a frozen `Config` dataclass (its profile block,
-validated by `bt_protection.profile` from the field types) and a `Protection` subclass that
-evaluates requests and follows the events of the backtest (fills, regime labels, scores).
+A protection is one module: a frozen `Config` dataclass (its profile block, validated by
+`bt_protection.profile` from the field types) and a `Protection` subclass that evaluates
+requests and follows the events of the backtest (fills, regime labels, scores). The built-in
+systems are the modules of this package; other packages add theirs through the entry-point
+group `bt_protection.protections` (docs/extending.md).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
+from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from bt_protection.audit import remember_constant
+from bt_protection.config_types import unreadable_fields
 from bt_protection.durations import ClockPoint, Duration
+from bt_protection.errors import PluginError
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, ProtectionResult
 
 EventSink = Callable[[str, ClockPoint, dict[str, Any]], None]
@@ -33,9 +39,25 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProtectionConfig:
-    """Parameters every protection block has."""
+    """Parameters every protection block has.
+
+    `decision_fields` names the durations that may count decisions (`"3 decisions"`); any
+    other duration given in decisions is refused when the config is made.
+    """
 
     enabled: bool = False
+    decision_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            counts = isinstance(value, Duration) and value.counts_decisions
+            if counts and f.name not in self.decision_fields:
+                raise ConfigError(
+                    f.name,
+                    f"{str(value)!r} counts decisions, which only regime_override.window "
+                    'can; write bars or days here, such as "10 bars" or "14 days".',
+                )
 
     def validate(self) -> None:
         """Cross-field checks; raise `ConfigError` naming the key."""
@@ -151,29 +173,136 @@ class Protection:
         return frozenset(n for n in names if getattr(cls, n) is not getattr(Protection, n))
 
 
+ENTRY_POINT_GROUP = "bt_protection.protections"
+_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 _REGISTRY: dict[str, type[Protection]] = {}
+_SOURCES: dict[str, str] = {}  # key -> where the system comes from (`systems` lists it)
 _DISCOVERED = False
 
 
 def register(cls: type[Protection]) -> type[Protection]:
-    """Class decorator: make a protection known to profiles and the orchestrator."""
+    """Class decorator: make a protection known to profiles and the orchestrator.
+
+    The contract is checked here, when the module defining the class is imported: a
+    `Protection` subclass with its own `check`, a `key` (lower-case letters, digits and `_`)
+    and an integer `priority` that no other system has, and a `config_class` that is a frozen
+    dataclass deriving from `ProtectionConfig` with a default for every field. A class that
+    breaks it raises `PluginError` naming the class. `status_key` defaults to `key`.
+    """
+    _check_contract(cls)
     for other in _REGISTRY.values():
-        if other is not cls and (other.key == cls.key or other.priority == cls.priority):
-            raise RuntimeError(
-                f"{cls.__name__} clashes with {other.__name__}: system keys and priorities "
-                "must be unique."
-            )
+        if other is cls or _same_class(other, cls):
+            continue
+        for attribute in ("key", "priority"):
+            if getattr(other, attribute) == getattr(cls, attribute):
+                raise PluginError(
+                    f"protection {_name(cls)} takes {attribute} {getattr(cls, attribute)!r}, "
+                    f"which {_name(other)} has; each system needs its own key and priority "
+                    f"(taken priorities: {', '.join(str(c.priority) for c in _REGISTRY.values())})."
+                )
+    if "status_key" not in vars(cls):
+        cls.status_key = cls.key
     _REGISTRY[cls.key] = cls
+    _SOURCES.setdefault(cls.key, "bt-protection (built-in)")
     return cls
 
 
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _same_class(a: type, b: type) -> bool:
+    """The same class defined again (its module imported twice, e.g. by a reload)."""
+    return _name(a) == _name(b)
+
+
+def _check_contract(cls: Any) -> None:
+    name = _name(cls) if isinstance(cls, type) else repr(cls)
+    if not (isinstance(cls, type) and issubclass(cls, Protection)):
+        raise PluginError(f"{name} is not a subclass of bt_protection.protections.Protection.")
+
+    def broken(problem: str) -> PluginError:
+        return PluginError(f"protection {name} {problem}.")
+
+    key = vars(cls).get("key", getattr(cls, "key", None))
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise broken(
+            f"needs a class attribute `key`: lower-case letters, digits and _, starting with a "
+            f"letter (it names the profile block), not {key!r}"
+        )
+    priority = getattr(cls, "priority", None)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise broken(f"needs an integer class attribute `priority`, not {priority!r}")
+    if cls.check is Protection.check:
+        raise broken(
+            "has no `check` method; without one every guarded order would fail, and be denied "
+            "under on_error: deny"
+        )
+    config = getattr(cls, "config_class", None)
+    if not (isinstance(config, type) and issubclass(config, ProtectionConfig)):
+        raise broken(f"needs `config_class`, a subclass of ProtectionConfig, not {config!r}")
+    params = vars(config).get("__dataclass_params__")
+    if params is None or not params.frozen:
+        raise broken(
+            f"has config_class {config.__qualname__}, which is not a frozen dataclass; "
+            "decorate it with @dataclass(frozen=True)"
+        )
+    missing = [
+        f.name for f in fields(config) if f.default is MISSING and f.default_factory is MISSING
+    ]
+    unreadable = unreadable_fields(config)
+    if unreadable:
+        raise broken(
+            f"has config_class {config.__qualname__} with fields {', '.join(unreadable)} of a "
+            "type profiles cannot hold; use bool, int, float, str, date, Duration, a StrEnum, "
+            "a dataclass, tuple[X, ...], frozenset[X], Mapping[K, V] or X | None"
+        )
+    if missing:
+        raise broken(
+            f"has config_class {config.__qualname__} whose fields {', '.join(missing)} have no "
+            "default; a profile may leave any key out"
+        )
+
+
 def registry() -> dict[str, type[Protection]]:
-    """Every protection system, by key, in priority order (modules of this package load once)."""
+    """Every protection system, by key, in priority order: the modules of this package and the
+    classes of the entry-point group `bt_protection.protections` (each loads once)."""
     global _DISCOVERED
     if not _DISCOVERED:
+        _DISCOVERED = True
         package = importlib.import_module("bt_protection.protections")
         for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
             if module != "base":
                 importlib.import_module(f"bt_protection.protections.{module}")
-        _DISCOVERED = True
+        try:
+            for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+                _load_plugin(entry)
+        except BaseException:
+            _DISCOVERED = False  # a broken plugin fails every time, not only the first
+            raise
     return dict(sorted(_REGISTRY.items(), key=lambda item: item[1].priority))
+
+
+def _load_plugin(entry: EntryPoint) -> None:
+    """Register the protection class an entry point names; its name must be the class key."""
+    dist = entry.dist
+    origin = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+    where = f"entry point {entry.name} = {entry.value} ({origin}, group {ENTRY_POINT_GROUP})"
+    try:
+        cls = entry.load()
+    except PluginError:
+        raise
+    except Exception as error:
+        raise PluginError(f"{where} cannot be loaded: {type(error).__name__}: {error}.") from None
+    register(cls)
+    if cls.key != entry.name:
+        raise PluginError(
+            f"{where} names a protection whose key is {cls.key!r}; name the entry point "
+            f"{cls.key!r}."
+        )
+    _SOURCES[cls.key] = f"{origin} (plugin)"
+
+
+def system_sources() -> dict[str, str]:
+    """Where each registered system comes from, by key: built-in or `distribution version`."""
+    return {key: _SOURCES[key] for key in registry()}

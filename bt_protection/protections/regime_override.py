@@ -1,8 +1,10 @@
-"""Priority 2: after a regime change, lift the denials of chosen systems for a window of time.
+"""Priority 2: after a regime change, lift the denials of chosen systems for a window.
 
-It blocks nothing itself. A change of regime has a severity (from the distance between the two
-labels in `regimes`, or the `severity` table); a severity listed in `can_override` opens a
-window during which denials by the listed systems do not block. Windows open at most once per
+It blocks nothing itself. A change of regime has a severity: by default from the regime it
+enters and how far it lies from the regime the market left when it last turned toward stress
+(`default_severity`), else from the `severity` table (`"bull->bear"` or `"*->crisis"`). A
+severity listed in `can_override` opens a window, `window` long in bars, days or decisions,
+during which denials by the listed systems do not block. Windows open at most once per
 `cooldown`; a change inside the cooldown is recorded as a suppressed override.
 """
 
@@ -11,10 +13,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from bt_protection.durations import ClockPoint, Duration
-from bt_protection.models import Action, ProtectionRequest, ProtectionResult, Severity
+from bt_protection.models import (
+    Action,
+    ProtectionDecision,
+    ProtectionRequest,
+    ProtectionResult,
+    Severity,
+)
 from bt_protection.protections.base import (
     ConfigError,
     Protection,
@@ -22,46 +30,58 @@ from bt_protection.protections.base import (
     register,
     registry,
 )
+from bt_protection.regimes import REGIME_LABELS
 
-DEFAULT_REGIMES: tuple[str, ...] = ("bull", "neutral", "bear", "crisis")
+ANY = "*"  # the wildcard source of a severity entry: "*->crisis"
 
 
-def default_severity(steps: int) -> Severity:
-    """Severity of a move of `steps` positions along the regimes list (positive = toward stress)."""
-    if steps <= 0:
+def default_severity(regimes: tuple[str, ...], anchor: str, before: str, after: str) -> Severity:
+    """The severity of the change `before -> after` when the climb toward stress started from
+    `anchor` (the regime the market left when it last turned toward stress).
+
+    Any move toward calm is low. Entering the most stressed regime is critical; otherwise the
+    distance from `anchor` to `after` along `regimes` decides: 1 medium, 2 high, 3 or more
+    critical. So bull->neutral is medium, then neutral->bear high (bear, two steps from bull).
+    """
+    index = regimes.index
+    if index(after) <= index(before):
         return Severity.LOW
-    if steps == 1:
-        return Severity.MEDIUM
-    if steps == 2:
-        return Severity.HIGH
-    return Severity.CRITICAL
+    if index(after) == len(regimes) - 1:
+        return Severity.CRITICAL
+    return (Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)[
+        min(index(after) - index(anchor), 3) - 1
+    ]
 
 
 @dataclass(frozen=True)
 class RegimeOverrideConfig(ProtectionConfig):
-    regimes: tuple[str, ...] = DEFAULT_REGIMES
+    regimes: tuple[str, ...] = REGIME_LABELS
     severity: Mapping[str, Severity] = field(default_factory=lambda: MappingProxyType({}))
     window: Duration = Duration.parse("5 bars")
     cooldown: Duration = Duration.parse("40 bars")
     can_override: Mapping[Severity, frozenset[str]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    decision_fields: ClassVar[frozenset[str]] = frozenset({"window"})
 
     def validate(self) -> None:
-        if len(self.regimes) < 2:
-            raise ConfigError("regimes", "regimes must list at least two labels, calm to stressed.")
-        if len(set(self.regimes)) != len(self.regimes):
-            raise ConfigError("regimes", f"regimes has repeated labels: {list(self.regimes)}.")
+        if self.regimes != REGIME_LABELS:
+            raise ConfigError(
+                "regimes",
+                f"regimes must be [{', '.join(REGIME_LABELS)}], the labels RegimeIndicator "
+                f"gives from calm to stressed, not [{', '.join(self.regimes)}].",
+            )
         known = ", ".join(self.regimes)
         for transition in self.severity:
-            parts = transition.split("->")
-            if len(parts) != 2 or parts[0].strip() == parts[1].strip():
+            parts = [p.strip() for p in transition.split("->")]
+            if len(parts) != 2 or parts[0] == parts[1] or parts[1] == ANY:
                 raise ConfigError(
                     f"severity.{transition}",
-                    f'{transition!r} is not a transition; write "from->to", e.g. "bull->bear".',
+                    f'{transition!r} is not a transition; write "from->to", e.g. "bull->bear", '
+                    'or "*->to" for every change into a regime, e.g. "*->crisis".',
                 )
-            for label in (p.strip() for p in parts):
-                if label not in self.regimes:
+            for label in parts:
+                if label not in self.regimes and label != ANY:
                     raise ConfigError(
                         f"severity.{transition}",
                         f"unknown regime {label!r} in {transition!r}; regimes are {known}.",
@@ -82,24 +102,31 @@ class RegimeOverrideConfig(ProtectionConfig):
                         f"a window can lift {', '.join(liftable)}.",
                     )
 
-    def severity_of(self, before: str, after: str) -> Severity:
-        for transition, severity in self.severity.items():
-            source, target = (p.strip() for p in transition.split("->"))
-            if (source, target) == (before, after):
-                return severity
-        return default_severity(self.regimes.index(after) - self.regimes.index(before))
+    def severity_of(self, anchor: str, before: str, after: str) -> Severity:
+        """The `severity` entry for `before->after`, else for `*->after`, else the default."""
+        table = {
+            tuple(p.strip() for p in transition.split("->")): severity
+            for transition, severity in self.severity.items()
+        }
+        found = table.get((before, after), table.get((ANY, after)))
+        return found or default_severity(self.regimes, anchor, before, after)
 
 
 def self_key() -> str:
     return RegimeOverride.key
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Window:
+    """An open window; with a window in decisions, `decisions` counts those made inside it and
+    `last` is the moment of the one that used it up (the rest of that bar stays inside)."""
+
     start: ClockPoint
     severity: Severity
     transition: str
     systems: frozenset[str]
+    decisions: int = 0
+    last: ClockPoint | None = None
 
 
 @register
@@ -113,16 +140,20 @@ class RegimeOverride(Protection):
     def setup(self) -> None:
         self.guards = frozenset(Action)
         self._regime: str | None = None
+        self._anchor: str | None = None  # the regime the current climb to stress left
         self._window: _Window | None = None
         self._last_opened: ClockPoint | None = None
         self._idle = self.constant("No regime override window is open.")
         self._open_result = self._idle
 
     def _active(self, now: ClockPoint) -> _Window | None:
-        window = self._window
-        if window is None or self.config.window.elapsed(window.start, now):
+        window, length = self._window, self.config.window
+        if window is None:
             return None
-        return window
+        if length.counts_decisions:
+            used_up = window.decisions >= length.amount and window.last != now
+            return None if used_up or length.amount == 0 else window
+        return None if length.elapsed(window.start, now) else window
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
         return self._idle if self._active(now) is None else self._open_result
@@ -130,6 +161,17 @@ class RegimeOverride(Protection):
     def overrides(self, now: ClockPoint) -> frozenset[str]:
         window = self._active(now)
         return frozenset() if window is None else window.systems
+
+    def after_decision(
+        self, request: ProtectionRequest, decision: ProtectionDecision, now: ClockPoint
+    ) -> None:
+        window = self._window
+        if window is None or request.exempt or not self.config.window.counts_decisions:
+            return
+        if self._active(now) is not None and window.decisions < self.config.window.amount:
+            window.decisions += 1
+            if window.decisions == self.config.window.amount:
+                window.last = now
 
     def on_regime(self, now: ClockPoint, regime: str) -> None:
         config = self.config
@@ -139,7 +181,12 @@ class RegimeOverride(Protection):
         before, self._regime = self._regime, regime
         if before is None or before == regime:
             return
-        severity = config.severity_of(before, regime)
+        if config.regimes.index(regime) > config.regimes.index(before):
+            self._anchor = self._anchor or before  # a climb toward stress starts or goes on
+        else:
+            self._anchor = None
+        anchor = self._anchor or before
+        severity = config.severity_of(anchor, before, regime)
         transition = f"{before}->{regime}"
         systems = config.can_override.get(severity)
         if systems is None:
@@ -171,13 +218,16 @@ class RegimeOverride(Protection):
         self.emit("override_window_opened", now, self._describe(self._window))
 
     def _describe(self, window: _Window) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
             "transition": window.transition,
             "severity": window.severity.value,
             "lifts": sorted(window.systems),
             "opened": window.start.date.isoformat(),
             "until": self.config.window.ends(window.start),
         }
+        if self.config.window.counts_decisions:
+            described["decisions"] = window.decisions
+        return described
 
     def status(self, asset: str, now: ClockPoint) -> dict[str, Any]:
         window = self._active(now)
