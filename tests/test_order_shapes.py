@@ -14,6 +14,7 @@ from test_zoo import PROFILES, run_shape
 
 from bt_protection.errors import UserError
 from bt_protection.integration.mixin import ProtectionMixin
+from bt_protection.integration.regime import RegimeIndicator
 
 WHIP = {
     "name": "whip",
@@ -196,6 +197,21 @@ def test_signal_strategy_works_with_the_mixin() -> None:
     decisions = strategy.analyzers.executions.get_analysis()["decisions"]
     actions = {d.action.value for d in decisions}
     assert {"open", "close"} <= actions  # LONGSHORT: close, then open the other side
+
+
+class LateRegimeReader(Scripted):
+    def next(self) -> None:
+        self.regime  # noqa: B018 - first read after __init__
+
+
+def test_the_regime_indicator_runs_only_when_the_profile_needs_it() -> None:
+    def regimes(strategy: Any) -> int:
+        return sum(isinstance(i, RegimeIndicator) for i in strategy.getindicators())
+
+    assert regimes(run({}, OFF)) == 0
+    assert regimes(run({}, PROFILES["balanced"])) == 1  # regime_override is on
+    with pytest.raises(UserError, match=r"read self.regime once in __init__"):
+        run({}, OFF, strategy=LateRegimeReader)
 
 
 class HookBase(bt.Strategy):

@@ -300,17 +300,22 @@ class ProtectionMixin(bt.Strategy):
 
     def _start(self) -> None:
         self._protection_started = True
+        if self._protection_regime is not None:  # else backtrader's own _notify, untouched
+            self._notify = self._notify_with_regime
         super()._start()
 
-    def _notify(self, qorders: list[Any] = [], qtrades: list[Any] = []) -> None:  # noqa: B006
+    def _notify_with_regime(
+        self,
+        qorders: list[Any] = [],  # noqa: B006 - backtrader's signature
+        qtrades: list[Any] = [],  # noqa: B006
+    ) -> None:
         # Once a bar, after the clock moved and indicators ran, before next/prenext.
-        regime = self._protection_regime
-        if regime is not None:
-            bar = len(self) - 1
-            if bar != self._protection_bar:
-                self._protection_bar = bar
-                when = bt.num2date(self.lines.datetime[0])
-                self.protection.on_regime(when, label_of(regime.regime[0]), bar=bar)
+        bar = len(self) - 1
+        if bar != self._protection_bar:
+            self._protection_bar = bar
+            when = bt.num2date(self.lines.datetime[0])
+            label = label_of(self._protection_regime.regime[0])  # type: ignore[union-attr]
+            self.protection.on_regime(when, label, bar=bar)
         super()._notify(qorders, qtrades)
 
     def _addnotification(self, order: Any, quicknotify: bool = False) -> None:
