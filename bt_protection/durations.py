@@ -28,12 +28,12 @@ class ClockPoint:
     bar: int | None = None
     text: str = field(default="", compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        # reasons quote clock points often; format once per point, not once per reason
-        day = self.date.date().isoformat()
-        object.__setattr__(self, "text", day if self.bar is None else f"{day} (bar {self.bar})")
-
     def describe(self) -> str:
+        # formatted on first use (most points, one per bar, are never quoted), then kept
+        if not self.text:
+            day = self.date.date().isoformat()
+            text = day if self.bar is None else f"{day} (bar {self.bar})"
+            object.__setattr__(self, "text", text)
         return self.text
 
 

@@ -58,6 +58,7 @@ class ProtectionOrchestrator:
             hook: [p for p in self._protections if hook in type(p).hooks()] for hook in HOOKS
         }
         self._liftable = frozenset(p.key for p in self._protections if p.can_be_overridden)
+        self._entry_rules = frozenset(p.key for p in self._protections if p.judges_entries)
         self._overriders = [
             p for p in self._protections if type(p).overrides is not Protection.overrides
         ]
@@ -107,6 +108,15 @@ class ProtectionOrchestrator:
         """Positions as the fills reported them."""
         return dict(self._positions)
 
+    def position(self, asset: str) -> float:
+        """The position of `asset` as the fills reported it (0 when none was)."""
+        return self._positions.get(asset, 0.0)
+
+    @property
+    def uses_regime(self) -> bool:
+        """Whether an enabled system follows the regime label (`on_regime`)."""
+        return bool(self._hooks["on_regime"])
+
     # --- the clock --------------------------------------------------------------------------
 
     def _advance(self, date: Any, bar: int | None) -> ClockPoint:
@@ -153,25 +163,37 @@ class ProtectionOrchestrator:
 
     # --- decisions --------------------------------------------------------------------------
 
-    def can_execute_action(self, request: ProtectionRequest) -> ProtectionDecision:
-        """Evaluate `request` with every enabled system and record the decision."""
+    def can_execute_action(
+        self, request: ProtectionRequest, refusal: str | None = None
+    ) -> ProtectionDecision:
+        """Evaluate `request` with every enabled system and record the decision.
+
+        An exempt request changes no state (no grace starts, ends or is consumed). `refusal`
+        (a sentence) denies the request whatever the systems say, e.g. the child of a denied
+        bracket parent; the systems are still evaluated for the record, and no state changes.
+        """
         started = perf_counter_ns()
         now = self._advance(request.current_date, request.bar)
-        decision, errors = self._decide(request, now, started)
+        decision, errors = self._decide(request, now, started, refusal)
         self._count(decision)
         if self.audit is not None:
             self.audit.record_decision(request, decision)
-        for protection in self._hooks["after_decision"]:
-            try:
-                protection.after_decision(request, decision, now)
-            except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
-                errors.append(self._error_text(protection, exc))
+        if not (request.exempt or refusal):
+            for protection in self._hooks["after_decision"]:
+                try:
+                    protection.after_decision(request, decision, now)
+                except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
+                    errors.append(self._error_text(protection, exc))
         for text in errors:
             self._record_error(now, {"asset": request.asset, "error": text})
         return decision
 
     def _decide(
-        self, request: ProtectionRequest, now: ClockPoint, started: int
+        self,
+        request: ProtectionRequest,
+        now: ClockPoint,
+        started: int,
+        refusal: str | None = None,
     ) -> tuple[ProtectionDecision, list[str]]:
         results: list[ProtectionResult] = []
         blocking: list[ProtectionResult] = []
@@ -206,18 +228,21 @@ class ProtectionOrchestrator:
             if lifted:
                 overridden = tuple(r.system for r in blocking if r.system in lifted)
                 blocking = [r for r in blocking if r.system not in lifted]
-        approved = not blocking or request.exempt or self._shadow
         target = request.target_size
-        if approved:
-            reason = self._reason(request, blocking, overridden, results)
+        if refusal is not None:
+            approved, reason, blocking, target = False, refusal, [], request.current_size
         else:
-            target, limiting = self._clip(request, blocking)
-            approved = limiting is not None
-            reason = (
-                self._reason(request, blocking, overridden, results)
-                if limiting is None
-                else self._partial_reason(request, target, limiting)
-            )
+            approved = not blocking or request.exempt or self._shadow
+            if approved:
+                reason = self._reason(request, blocking, overridden, results)
+            else:
+                target, limiting = self._clip(request, blocking)
+                approved = limiting is not None
+                reason = (
+                    self._reason(request, blocking, overridden, results)
+                    if limiting is None
+                    else self._partial_reason(request, target, limiting)
+                )
         decision = ProtectionDecision.from_values(
             approved,
             action,
@@ -283,6 +308,13 @@ class ProtectionOrchestrator:
                 return f"Approved as a safety exit; {first.system} would block: {first.reason}"
             if self._shadow:
                 return f"Approved in shadow mode; {first.system} would block: {first.reason}"
+            if request.action is Action.REVERSE and all(
+                r.system in self._entry_rules for r in blocking
+            ):  # only the open leg is refused
+                return (
+                    f"{first.reason} (The open leg of this reversal is denied; "
+                    f"the close alone would be allowed.)"
+                )
             return first.reason
         if overridden:
             lifted = next(r for r in results if r.system == overridden[0])
@@ -413,6 +445,12 @@ class ProtectionOrchestrator:
         except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
             text = self._error_text(protection, exc)
             self._record_error(now, {"asset": asset, "hook": hook, "error": text})
+
+    def report_error(self, asset: str | None, text: str) -> None:
+        """Count and audit a failure of the integration around the orchestrator (the run goes
+        on), at the last event's time."""
+        now = self._now or ClockPoint(to_datetime("1970-01-01"))
+        self._record_error(now, {"asset": asset, "error": text})
 
     def _record_error(self, now: ClockPoint, payload: dict[str, Any]) -> None:
         """Count a protection's failure, keep its text for the metrics and audit it."""

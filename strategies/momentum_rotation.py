@@ -39,6 +39,8 @@ class MomentumRotation(ProtectionMixin, bt.Strategy):
             asset_name(d): bt.ind.RateOfChange(d.close, period=self.p.lookback) for d in self.datas
         }
         self.rebalancer = ProtectionAwareRebalancer(self, buffer=self.p.buffer)
+        # read in __init__, so the regime indicator is built even when the profile needs none
+        self.regime_codes = self.regime.regime
         self._first = 0  # len(self) at the first bar with every momentum value
 
     def nextstart(self) -> None:
@@ -50,7 +52,7 @@ class MomentumRotation(ProtectionMixin, bt.Strategy):
             return
         momentum = {asset: float(roc[0]) for asset, roc in self.momentum.items()}
         top = sorted(momentum, key=lambda a: (-momentum[a], a))[: self.p.top_k]
-        regime = label_of(self.regime.regime[0])
+        regime = label_of(self.regime_codes[0])
         exposure = self.target_exposure(regime)
         targets = {asset: exposure / len(top) for asset in top}
         self.rebalancer.rebalance(

@@ -5,14 +5,20 @@ Each hypothesis example draws a valid profile (blocks, durations in bars and day
 among the tickers, enforce or shadow mode, a fast regime indicator so overrides happen), a window
 of 150-250 bars of four sample tickers, the engine mode (runonce, preload) and a script of orders
 at chosen bars: `order_target_percent` to drawn weights, `close`, `buy` / `sell` of a few shares,
-`close(protection_exempt=True)` and Stop orders. The run's `OrderRecorder` rows and audit file
-are then replayed with this file's own clock arithmetic (not `Duration`):
+`close(protection_exempt=True)`, protective Stop orders, stop entries, market brackets with
+stop and limit legs, `close()` then `sell()` in one bar, and cancels of live orders (several
+steps often share a bar). The run's `OrderRecorder` rows, the strategy's own log of its orders
+(kind, bracket parent, when cancels and margin calls ended them) and the audit file are then
+replayed with this file's own clock arithmetic (not `Duration`):
 
 - every attempted order has exactly one decision: attempts 1..N once in the orders, once in the
   audit, with the same asset, size and protection label;
 - no approved order was dropped (it reached the broker: never `Rejected`; a market order made
   before the last bar was processed) and no denied order executed;
-- the position each decision saw is the one the fills left (so the replay is the run's history);
+- the position each decision saw is the one the fills left plus the live orders of the asset
+  (let through, not yet filled, cancelled or refused; contingent safety exits aside), and only
+  stops and bracket legs that reduce it, or `protection_exempt` orders, are exempt;
+- children of a denied bracket parent are denied, saying so;
 - every executed, approved, non-exempt order obeys core immunity, the holding period and
   whipsaw rules unless the decision says the regime override lifted that system, in enforce mode;
 - every denial names systems whose rule really was broken at that moment;
@@ -46,7 +52,21 @@ TICKERS = ("AAPL", "AMZN", "META", "NVDA")
 GUARDABLE = ("close", "decrease", "reverse")
 LIFTABLE = ("grace_period", "holding_period", "whipsaw_protection")
 SEVERITIES = ("low", "medium", "high", "critical")
-KINDS = ("target", "target", "target", "close", "buy", "sell", "exempt_close", "stop")
+KINDS = (
+    "target",
+    "target",
+    "target",
+    "close",
+    "buy",
+    "sell",
+    "exempt_close",
+    "stop",
+    "stop_entry",
+    "bracket",
+    "close_sell",
+    "cancel",
+)
+CONTINGENT = ("stop", "stop_entry", "bracket_leg")  # kinds of orders that may never execute
 WEIGHTS = (-0.3, -0.15, 0.0, 0.1, 0.2, 0.3)
 MAX_EXAMPLES = 40
 MIN_ORDERS = 600  # attempted orders checked over all the runs (about 780 at MAX_EXAMPLES = 40)
@@ -163,8 +183,8 @@ def steps(draw: st.DrawFn, bars: int) -> tuple[int, str, str, float]:
     value = 0.0
     if kind == "target":
         value = draw(st.sampled_from(WEIGHTS))
-    elif kind in ("buy", "sell"):
-        value = float(draw(st.integers(1, 40)))
+    elif kind in ("buy", "sell", "stop_entry", "bracket", "close_sell"):
+        value = float(draw(st.integers(1, 40))) * draw(st.sampled_from([1, -1]))
     return draw(st.integers(1, bars - 1)), kind, draw(st.sampled_from(TICKERS)), value
 
 
@@ -195,25 +215,80 @@ class RandomTargets(ProtectionMixin, bt.Strategy):
         self.by_bar: dict[int, list[tuple[str, str, float]]] = {}
         for bar, kind, asset, value in self.p.script:
             self.by_bar.setdefault(bar, []).append((kind, asset, value))
+        # the strategy's own log, by attempt (orders are numbered as they are placed):
+        self.kinds: dict[int, str] = {}  # kind of the step that placed it
+        self.parents: dict[int, int] = {}  # bracket leg -> its parent
+        self.cancelled: dict[int, int] = {}  # -> number of orders placed before the cancel
+        self.ended: dict[int, int] = {}  # -> bar of the broker's margin call or cancel (OCO)
+        self.live: dict[str, list[Any]] = {}
+        self.placed = 0
+
+    def notify_order(self, order: Any) -> None:
+        if order.status in (order.Margin, order.Canceled):
+            self.ended.setdefault(order.info.protection_attempt, len(self) - 1)
+
+    def log(self, kind: str, asset: str, orders: Any) -> None:
+        for order in [o for o in (orders if isinstance(orders, list) else [orders]) if o]:
+            self.placed += 1
+            self.kinds[self.placed] = kind
+            self.live.setdefault(asset, []).append(order)
+        if kind == "bracket" and orders:
+            self.kinds[self.placed] = self.kinds[self.placed - 1] = "bracket_leg"
+            self.parents[self.placed] = self.parents[self.placed - 1] = self.placed - 2
 
     def next(self) -> None:
         for kind, asset, value in self.by_bar.get(len(self) - 1, ()):
             data = self.getdatabyname(asset)
             position = self.getposition(data).size
+            close = data.close[0]
+            side = self.buy if value > 0 else self.sell
             if kind == "target":
-                self.order_target_percent(data, target=value)
+                self.log(kind, asset, self.order_target_percent(data, target=value))
             elif kind == "close":
-                self.close(data)
+                self.log(kind, asset, self.close(data))
             elif kind == "buy":
-                self.buy(data, size=value)
+                self.log(kind, asset, self.buy(data, size=abs(value)))
             elif kind == "sell":
-                self.sell(data, size=value)
+                self.log(kind, asset, self.sell(data, size=abs(value)))
             elif kind == "exempt_close":
-                self.close(data, protection_exempt=True)
+                self.log(kind, asset, self.close(data, protection_exempt=True))
+            elif kind == "stop_entry":  # a breakout entry 1% beyond the close
+                price = close * (1.01 if value > 0 else 0.99)
+                self.log(
+                    kind, asset, side(data, size=abs(value), exectype=bt.Order.Stop, price=price)
+                )
+            elif kind == "bracket":
+                place = self.buy_bracket if value > 0 else self.sell_bracket
+                low, high = (0.95 * close, 1.05 * close)
+                stop, limit = (low, high) if value > 0 else (high, low)
+                self.log(
+                    kind,
+                    asset,
+                    place(
+                        data=data, size=abs(value), exectype=bt.Order.Market,
+                        stopprice=stop, limitprice=limit,
+                    ),
+                )  # fmt: skip
+            elif kind == "close_sell":  # close, then open the other way, in one bar
+                self.log("close", asset, self.close(data))
+                self.log("sell", asset, self.sell(data, size=abs(value)))
+            elif kind == "cancel":  # orders placed this bar are not cancellable yet
+                orders = self.live.get(asset, [])
+                for order in orders:
+                    if order.alive():
+                        self.cancel(order)
+                for order in orders:  # bracket legs go with their parent
+                    attempt = order.info.protection_attempt
+                    if order.status == order.Canceled and attempt not in self.cancelled:
+                        self.cancelled[attempt] = self.placed
             elif position:  # a stop-loss a few percent away from the close
-                price = data.close[0] * (0.97 if position > 0 else 1.03)
+                price = close * (0.97 if position > 0 else 1.03)
                 order = self.sell if position > 0 else self.buy
-                order(data, size=abs(position), exectype=bt.Order.Stop, price=price)
+                self.log(
+                    kind,
+                    asset,
+                    order(data, size=abs(position), exectype=bt.Order.Stop, price=price),
+                )
 
 
 @dataclass
@@ -222,6 +297,7 @@ class Outcome:
     decisions: dict[int, dict[str, Any]]
     calendar: pd.DatetimeIndex
     audit_kinds: Counter[str] = field(default_factory=Counter)
+    log: dict[str, dict[int, Any]] = field(default_factory=dict)
 
 
 def run_case(case: Case) -> Outcome:
@@ -246,7 +322,13 @@ def run_case(case: Case) -> Outcome:
             decisions[attempt] = record
     orders = strategy.analyzers.orders.to_frame()
     calendar = next(iter(frames.values())).index
-    return Outcome(orders, decisions, calendar, Counter(r["kind"] for r in records))
+    log = {
+        "kinds": strategy.kinds,
+        "parents": strategy.parents,
+        "cancelled": strategy.cancelled,
+        "ended": strategy.ended,
+    }
+    return Outcome(orders, decisions, calendar, Counter(r["kind"] for r in records), log)
 
 
 # --------------------------------------------------------------------------- the replay
@@ -295,7 +377,7 @@ def broken_rules(
     whip = blocks.get("whipsaw_protection")
     if whip and action in ("open", "reverse"):
         recent = [e for e in book.exits if not spec_elapsed(whip["window"], e, now)]
-        cycles = len(recent) + (action == "reverse")
+        cycles = len(recent)  # round trips completed so far
         too_soon = bool(book.exits) and not spec_elapsed(whip["min_reentry"], book.exits[-1], now)
         if cycles >= whip["max_cycles"] or too_soon:
             broken.add("whipsaw_protection")
@@ -303,6 +385,29 @@ def broken_rules(
 
 
 CHECKED = ("core_asset_immunity", "holding_period", "whipsaw_protection")
+
+
+def live_size(outcome: Outcome, rows: dict[int, Any], row: Any, bar: int, bar_of: Any) -> float:
+    """What the live orders of `row.asset` add at the decision of `row` (at `bar`): earlier
+    orders let through, not yet filled, cancelled (by the strategy or an OCO sibling's fill) or
+    refused for margin; exempt stops and
+    bracket legs are contingent and count for nothing."""
+    log = outcome.log
+    total = 0.0
+    for attempt in range(1, row.attempt):
+        other = rows[attempt]
+        if other.asset != row.asset or other.protection == "denied":
+            continue
+        if other.protection == "exempt" and log["kinds"][attempt] in CONTINGENT:
+            continue
+        if other.filled and bar_of[pd.Timestamp(other.executed)] <= bar:
+            continue
+        if log["cancelled"].get(attempt, row.attempt) < row.attempt:
+            continue
+        if log["ended"].get(attempt, bar + 1) <= bar:
+            continue
+        total += other.size  # unfilled at the decision: fills come at one bar, whole
+    return total
 
 
 def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
@@ -324,6 +429,8 @@ def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
             executed = pd.Timestamp(row.executed)
             events.append(((bar_of[executed], 0, row.attempt), (bar_of[executed], executed), row))
     books: dict[str, Book] = {t: Book() for t in TICKERS}
+    rows = {row.attempt: row for row in orders.itertuples()}
+    kinds, parents = outcome.log["kinds"], outcome.log["parents"]
     for (_, phase, _), now, row in sorted(events, key=lambda e: e[0]):
         book = books[row.asset]
         if phase == 0:
@@ -332,15 +439,28 @@ def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
         decision = decisions[row.attempt]
         where = f"order {row.attempt} ({row.asset} on {row.created}, case {case})"
         # one decision per order, about that order, at that moment, on the replayed position
+        # and the live orders of the asset
         assert decision["asset"] == row.asset, where
         assert decision["bar"] == now[0] and pd.Timestamp(decision["time"]) == now[1], where
-        assert abs(decision["current_size"] - book.position) < 1e-9, where
+        current = book.position + live_size(outcome, rows, row, now[0], bar_of)
+        parent = rows.get(parents.get(row.attempt, 0))
+        orphan = parent is not None and parent.protection == "denied"
+        if orphan:  # judged on the position its refused parent would have left
+            current += parent.size
+        assert abs(decision["current_size"] - current) < 1e-9, where
         assert abs(decision["target_size"] - decision["current_size"] - row.size) < 1e-9, where
-        action = spec_action(book.position, book.position + row.size)
+        action = spec_action(current, current + row.size)
         assert decision["action"] == action, where
         label = "exempt" if decision["exempt"] else "approved" if decision["approved"] else "denied"
         assert row.protection == label, where
         assert decision["would_block"] == bool(decision["blocking_systems"]), where
+        kind = kinds[row.attempt]
+        safety = kind in CONTINGENT and action in ("close", "decrease") and not orphan
+        assert decision["exempt"] == (kind == "exempt_close" or safety), where
+        if orphan:
+            assert label == "denied" and not decision["blocking_systems"], where
+            assert decision["reason"].startswith("Rejected with its bracket parent"), where
+            tally["orphans"] += 1
         tally["orders"] += 1
         tally[label] += 1
 
@@ -352,18 +472,19 @@ def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
             if system in case.profile["protections"]:
                 said = {r["system"]: r["allowed"] for r in decision["results"]}[system]
                 assert said == (system not in broken), f"{where}: {system} said {said}"
-        assert blocking & set(CHECKED) == broken - lifted, where
+        assert orphan or blocking & set(CHECKED) == broken - lifted, where
         assert lifted <= set(LIFTABLE) and "core_asset_immunity" not in lifted, where
         tally["overridden"] += bool(lifted)
 
         if label == "denied":  # never executed, never reached the broker's book
             assert not shadow, where
             assert row.status == "Rejected" and row.filled == 0, where
-            assert blocking, where
+            assert blocking or orphan, where
             continue
         # approved or exempt: it reached the broker
         assert row.status != "Rejected", where
-        if label == "approved" and row.created != calendar[-1].date().isoformat():
+        market = kind not in CONTINGENT
+        if market and label == "approved" and row.created != calendar[-1].date().isoformat():
             assert row.status in ("Completed", "Margin"), where  # a market order, processed
         if shadow:
             assert decision["approved"], where
@@ -399,7 +520,8 @@ HOLD_AND_WHIPSAW = {
     },
     "regime": {"data": "AAPL", **FAST_REGIME},
 }
-# Churn on two assets: opens, early closes, reversals, re-entries, exempt exits, a stop.
+# Churn: opens, early closes, reversals, re-entries, exempt exits, stops, stop entries,
+# brackets (some with a denied parent), close+sell in one bar, cancels.
 CHURN = tuple(
     (bar, kind, asset, value)
     for bar in range(2, 140, 3)
@@ -408,6 +530,8 @@ CHURN = tuple(
         ("close" if bar % 4 else "target", "AAPL", 0.1),
         ("exempt_close" if bar % 9 == 0 else "stop", "NVDA", 0.0),
         ("buy", "NVDA", 5.0),
+        ("bracket" if bar % 2 else "close_sell", "META", 5.0),
+        ("cancel" if bar % 5 == 0 else "stop_entry", "META", -3.0),
     )
 )
 OVERRIDES = {
@@ -444,7 +568,7 @@ def test_random_order_streams_keep_every_promise() -> None:
     assert tally["runs"] >= MAX_EXAMPLES + len(EXAMPLES)
     assert tally["orders"] >= MIN_ORDERS
     # the checks are not vacuous: every kind of decision and every rule was exercised
-    for key in ("approved", "denied", "exempt", "overridden", "shadow_would_block"):
+    for key in ("approved", "denied", "exempt", "overridden", "shadow_would_block", "orphans"):
         assert tally[key] > 0, (key, tally)
     for system in CHECKED:
         assert tally[f"executed_checked_{system}"] > 0, (system, tally)

@@ -409,13 +409,14 @@ def everything(core: tuple[str, ...] = ("SPY",)) -> Clock:
 
 def test_several_blocking_systems_highest_priority_gives_the_reason():
     c = everything()
-    c.fill("SPY", 0, 0, 100)
-    c.fill("QQQ", 0, 0, 100)
-    decision = c.ask("SPY", 1, 100, -100)  # a reverse: every guard has an opinion
+    for bar, before, after in ((0, 0, 100), (1, 100, 0), (2, 0, 100)):
+        c.fill("SPY", bar, before, after)  # one round trip, then a new position
+        c.fill("QQQ", bar, before, after)
+    decision = c.ask("SPY", 3, 100, -100)  # a reverse: every guard has an opinion
     assert not decision.approved
     assert decision.blocking_systems == (CORE, GRACE, HOLDING, WHIPSAW)
     assert decision.reason == result_of(decision, CORE).reason
-    other = c.ask("QQQ", 1, 100, -100)
+    other = c.ask("QQQ", 3, 100, -100)
     assert other.blocking_systems == (GRACE, HOLDING, WHIPSAW)
     assert other.reason == result_of(other, GRACE).reason
 
@@ -709,18 +710,20 @@ def test_whipsaw_min_reentry_since_last_exit(bars):
     assert c.ask("AAA", 9, 0, 100).approved
 
 
-def test_whipsaw_reverse_counts_its_own_close_leg():
+def test_whipsaw_reverse_counts_only_completed_round_trips():
+    """The open leg of a reverse is judged on the round trips made so far, not its own."""
+    first = whipsaw(True, cycles=1)
+    first.fill("AAA", 0, 0, 100)
+    assert first.ask("AAA", 3, 100, -100).approved  # never exited: no round trip yet
     c = whipsaw(True, cycles=2)
-    round_trips(c, "AAA", (0, 1))
-    c.fill("AAA", 2, 0, 100)
-    decision = c.ask("AAA", 3, 100, -100)
+    round_trips(c, "AAA", (0, 1), (2, 3))
+    c.fill("AAA", 4, 0, 100)
+    decision = c.ask("AAA", 20, 100, -100)
     assert not decision.approved
     assert decision.blocking_systems == (WHIPSAW,)
     assert "made 2 round trips" in decision.reason
-    looser = whipsaw(True, cycles=3)
-    round_trips(looser, "AAA", (0, 1))
-    looser.fill("AAA", 2, 0, 100)
-    assert looser.ask("AAA", 3, 100, -100).approved
+    assert "the close alone would be allowed" in decision.reason
+    assert c.ask("AAA", 20, 100, 0).approved
 
 
 def test_whipsaw_denial_names_the_first_day_entry_is_allowed():
@@ -767,6 +770,7 @@ def test_reverse_is_denied_when_its_open_leg_is():
     assert result_of(decision, HOLDING).allowed
     assert not decision.approved
     assert decision.blocking_systems == (WHIPSAW,)
+    assert decision.reason.endswith("the close alone would be allowed.)")
     assert c.ask("AAA", 30, 100, -100).approved
 
 
@@ -776,4 +780,4 @@ def test_reverse_with_both_legs_denied_lists_both_systems():
     c.fill("AAA", 21, 0, 100)
     decision = c.ask("AAA", 29, 100, -100)  # held 8 of 10, exited 9 of 10 bars ago
     assert decision.blocking_systems == (HOLDING, WHIPSAW)
-    assert decision.reason == result_of(decision, HOLDING).reason
+    assert decision.reason == result_of(decision, HOLDING).reason  # the close leg is refused

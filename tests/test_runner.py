@@ -54,24 +54,27 @@ def run_of(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def strict_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """balanced, plus static core assets and day-based hold and whipsaw durations."""
+    """balanced, plus a static core asset and day-based hold and whipsaw durations.
+
+    The core asset is AAPL, a feed of the sample; `strict_etf.yaml` beside it names SPY for
+    the ETF universe (a core asset that names no feed of the run is refused at start)."""
     folder = tmp_path_factory.mktemp("profiles")
     shutil.copy(CONFIGS / "balanced.yaml", folder)  # extends stays inside the profile's folder
-    path = folder / "strict.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "strict",
-                "extends": "balanced.yaml",
-                "protections": {
-                    "core_asset_immunity": {"assets": ["AAPL", "SPY"]},
-                    "holding_period": {"min_hold": "30 days", "protect": ["close", "decrease"]},
-                    "whipsaw_protection": {"max_cycles": 1, "window": "3 weeks"},
-                },
-            }
+    for file, core in (("strict.yaml", "AAPL"), ("strict_etf.yaml", "SPY")):
+        (folder / file).write_text(
+            yaml.safe_dump(
+                {
+                    "name": "strict",
+                    "extends": "balanced.yaml",
+                    "protections": {
+                        "core_asset_immunity": {"assets": [core]},
+                        "holding_period": {"min_hold": "30 days", "protect": ["close", "decrease"]},
+                        "whipsaw_protection": {"max_cycles": 1, "window": "3 weeks"},
+                    },
+                }
+            )
         )
-    )
-    return path
+    return folder / "strict.yaml"
 
 
 def sample_spec(strategy: str, profile: str | Path, **kwargs: Any) -> RunSpec:
@@ -271,7 +274,8 @@ def test_invariants_on_shared_etfs(
     folder = shared_data / "etf17_quantfiction"
     total = {"closes": 0, "reentries": 0, "core": 0}
     for name in ("balanced", "aggressive", "strict"):
-        profile = strict_profile if name == "strict" else CONFIGS / f"{name}.yaml"
+        strict = strict_profile.with_name("strict_etf.yaml")
+        profile = strict if name == "strict" else CONFIGS / f"{name}.yaml"
         spec = RunSpec(
             strategy,
             str(profile),

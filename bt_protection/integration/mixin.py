@@ -9,7 +9,8 @@ without ever entering the broker's pending orders.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import backtrader as bt
@@ -17,15 +18,17 @@ import backtrader as bt
 from bt_protection.errors import UserError
 from bt_protection.fingerprint import run_fingerprint
 from bt_protection.integration.regime import CompositeIndex, RegimeIndicator, label_of
-from bt_protection.models import ProtectionDecision, ProtectionRequest
+from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
 from bt_protection.regimes import RegimeSource, regime_source
 
-# Stop orders protect a position that exists: they are safety exits, never held back.
-_SAFETY_EXECTYPES = frozenset(
+# Stop orders and bracket children are contingent: they may never execute. Those that only
+# reduce the position they act on are safety exits (exempt) and do not count as live orders.
+_STOP_EXECTYPES = frozenset(
     {bt.Order.Stop, bt.Order.StopLimit, bt.Order.StopTrail, bt.Order.StopTrailLimit}
 )
+_REDUCING = frozenset({Action.CLOSE, Action.DECREASE})
 _ORDER_EXTRAS = ("protection_exempt", "protection_reason", "protection_score")
 
 
@@ -61,21 +64,42 @@ def _order_arguments(positional: tuple[Any, ...], keywords: dict[str, Any]) -> d
     return bound
 
 
+def _orphan_reason(parent: Any) -> str:
+    decision = parent.info.get("protection")
+    why = f": {decision.reason}" if decision is not None else "."
+    side = "buy" if parent.isbuy() else "sell"
+    return (
+        f"Rejected with its bracket parent: the parent {side} (attempt "
+        f"{parent.info.get('protection_attempt')}) was denied{why}"
+    )
+
+
 def asset_name(data: Any) -> str:
     """The asset a feed trades: its name (a single unnamed feed is `data0`)."""
     return data._name or "data0"
 
 
-class _MetaProtection(type(bt.Strategy)):  # type: ignore[misc]
-    """Sets up the protection before the user's `__init__`, so it needs no `super().__init__()`."""
+def _derived(data: Any) -> bool:
+    """Whether a feed is a resampled or replayed copy of another (`resampledata`/`replaydata`)."""
+    return isinstance(data, bt.DataClone) or any(
+        isinstance(f, (bt.resamplerfilter.Resampler, bt.resamplerfilter.Replayer))
+        for f, _, _ in data._filters
+    )
 
-    def dopreinit(cls, _obj: Any, *args: Any, **kwargs: Any) -> Any:
-        _obj, args, kwargs = super().dopreinit(_obj, *args, **kwargs)
-        _obj._protection_setup()
-        return _obj, args, kwargs
+
+def _with_setup(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a strategy's `__init__` so the protection is set up before its first line."""
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if "protection" not in self.__dict__:
+            self._protection_setup()
+        init(self, *args, **kwargs)
+
+    return __init__
 
 
-class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
+class ProtectionMixin(bt.Strategy):
     """Put the protection orchestrator between the strategy and the broker.
 
     Params: `protection` (profile file, mapping or `Profile`; required), `regime_data` (name of
@@ -95,7 +119,19 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
     )
 
     protection: ProtectionOrchestrator
-    regime: RegimeIndicator
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # No metaclass of our own (it would clash with bt.SignalStrategy's): each subclass's
+        # own __init__ sets the protection up first, so it needs no super().__init__().
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = _with_setup(init)  # type: ignore[method-assign]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "protection" not in self.__dict__:
+            self._protection_setup()
+        super().__init__(*args, **kwargs)
 
     def _protection_setup(self) -> None:
         if self.p.protection is None:
@@ -104,22 +140,16 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
                 "a mapping or a loaded Profile."
             )
         profile = load_profile(self.p.protection)
-        names = [d._name for d in self.datas]
-        if len(names) > 1 and not all(names):
-            raise UserError(
-                f"{type(self).__name__} has {len(names)} data feeds and feed "
-                f"{names.index('')} has no name; name every feed with "
-                "cerebro.adddata(data, name='TICKER'), since assets are feed names."
-            )
+        self._protection_assets = self._feed_assets()
+        self._check_core_assets(profile)
         if not callable(getattr(self.broker, "notify", None)):
             raise UserError(
                 f"broker {type(self.broker).__name__} has no notify(order) method, so denied "
                 "orders could not reach notify_order; use backtrader's BackBroker."
             )
-        source = regime_source(
-            self.p.regime_data or profile.regime.data, [asset_name(d) for d in self.datas]
+        source = regime_source(  # refused at start when it names no feed
+            self.p.regime_data or profile.regime.data, [asset_name(d) for d in self._markets()]
         )
-        self.regime = RegimeIndicator.from_config(self._regime_feed(source), profile.regime)
         audit = None
         if self.p.audit_path or profile.audit.path:
             from bt_protection.audit import AuditLog
@@ -132,17 +162,92 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
             }
             audit = AuditLog(path, run_fingerprint(profile, **details))
         self.protection = ProtectionOrchestrator(profile, audit)
+        self._protection_regime: RegimeIndicator | None = None
+        self._protection_regime_source = (source, profile.regime)
+        self._protection_started = False
+        if self.protection.uses_regime:
+            self._protection_regime = self._build_regime()
         self._protection_bar = -1
-        self._protection_date: Any = None
-        self._protection_in_bar = False
         self._protection_attempts = 0
+        self._protection_live: dict[str, list[Any]] = {}
         self._protection_listeners: list[Callable[[ProtectionDecision], None]] = []
+        self._protection_hook = getattr(self, "notify_protection", None)
+
+    def _feed_assets(self) -> dict[int, str]:
+        """The asset of each feed (by `id`): its name; a single unnamed feed is `data0`.
+
+        Among several feeds an unnamed one is an error, unless it is a resampled or replayed
+        copy: those need a name only when they are traded (see `_asset_of`).
+        """
+        datas = self.datas
+        if len(datas) == 1:
+            return {id(datas[0]): datas[0]._name or "data0"}
+        for i, data in enumerate(datas):
+            if not data._name and not _derived(data):
+                raise UserError(
+                    f"{type(self).__name__} has {len(datas)} data feeds and feed {i} has no "
+                    "name; name every feed with cerebro.adddata(data, name='TICKER'), since "
+                    "assets are feed names."
+                )
+        return {id(d): d._name for d in datas if d._name}
+
+    def _check_core_assets(self, profile: Any) -> None:
+        core = profile.protections.get("core_asset_immunity")
+        if core is None or not core.enabled:
+            return
+        feeds = sorted(set(self._protection_assets.values()))
+        for asset in sorted(core.assets):
+            if asset not in feeds:
+                close = [f for f in feeds if f.lower() == asset.lower()]
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(
+                    f"core asset {asset!r} (protections.core_asset_immunity.assets of profile "
+                    f"{profile.name!r}) names no feed of this run{hint}; feeds: "
+                    f"{', '.join(feeds)}."
+                )
+
+    def _asset_of(self, data: Any) -> str:
+        asset = self._protection_assets.get(id(data))
+        if asset is None:
+            index = next(i for i, d in enumerate(self.datas) if d is data)
+            raise UserError(
+                f"an order was placed on feed {index}, a resampled or replayed feed without a "
+                "name; name it, e.g. cerebro.resampledata(data, name='AAPL_W', ...) "
+                "(or replaydata), since assets are feed names."
+            )
+        return asset
+
+    def _markets(self) -> list[Any]:
+        """The feeds a regime can watch: all but unnamed resampled or replayed copies."""
+        return [d for d in self.datas if d._name or not _derived(d)]
 
     def _regime_feed(self, source: RegimeSource) -> Any:
-        """The feed the regime indicator watches, or the composite index of every feed."""
+        """The feed the regime indicator watches, or the composite index of every feed (the
+        resampled or replayed copies left out: they repeat a feed on another time frame)."""
         if source.feed is None:
-            return CompositeIndex(*self.datas)
-        return next(d for d in self.datas if asset_name(d) == source.feed)
+            return CompositeIndex(*[d for d in self.datas if not _derived(d)])
+        return next(d for d in self._markets() if asset_name(d) == source.feed)
+
+    @property
+    def regime(self) -> RegimeIndicator:
+        """The `RegimeIndicator` on the regime feed.
+
+        Built at setup when an enabled system follows the regime; otherwise on first use, which
+        must be in `__init__` (indicators are created there) for the strategy to read it later.
+        """
+        if self._protection_regime is None:
+            if self._protection_started:
+                raise UserError(
+                    f"{type(self).__name__} reads self.regime after __init__, but profile "
+                    f"{self.protection.profile.name!r} needs no regime indicator, so none was "
+                    "built; read self.regime once in __init__ to build it."
+                )
+            self._protection_regime = self._build_regime()
+        return self._protection_regime
+
+    def _build_regime(self) -> RegimeIndicator:
+        source, config = self._protection_regime_source
+        return RegimeIndicator.from_config(self._regime_feed(source), config)
 
     @property
     def protection_date(self) -> Any:
@@ -153,53 +258,87 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
     def protection_bar(self) -> int:
         """The bar index (0 = first bar) orders are decided at now.
 
-        Usually the bar `next` runs on. Timers run before the strategy moves to a new bar while
-        the feeds already have: their orders belong to that new bar, as do its fills.
+        Usually the bar `next` runs on. Timers and `next_open` run before the strategy moves to
+        a new bar while the feeds already have: their orders belong to that new bar, as do its
+        fills.
         """
         return self._order_clock()[1]
 
     def _order_clock(self) -> tuple[Any, int]:
-        if self._protection_in_bar:  # inside the bar `_notify` opened: the common case
-            return self._protection_date, self._protection_bar
+        # The strategy's datetime is the newest of its feeds' once it moved to a bar.
         newest = max(d.datetime[0] for d in self.datas if len(d))
         if len(self) == 0 or newest > self.lines.datetime[0]:
             return bt.num2date(newest), len(self)
-        return self._protection_date, self._protection_bar
+        return bt.num2date(newest), len(self) - 1
 
     # --- hooks ------------------------------------------------------------------------------
-
-    def notify_protection(self, decision: ProtectionDecision) -> None:
-        """Called with every decision the orchestrator makes for this strategy."""
 
     def add_protection_listener(self, listener: Callable[[ProtectionDecision], None]) -> None:
         """Also send every decision to `listener` (the analyzer and rebalancer use this)."""
         self._protection_listeners.append(listener)
 
-    # --- the clock and fills (backtrader internals, kept to the two calls that carry them) ----
+    def order_target_weights(
+        self,
+        targets: Mapping[str, float],
+        reason: str = "rebalance",
+        scores: Mapping[str, float] | None = None,
+    ) -> Any:
+        """Move to target weights (by feed name) through a `ProtectionAwareRebalancer`.
 
-    def _notify(self, qorders: list[Any] = [], qtrades: list[Any] = []) -> None:  # noqa: B006
-        # Called once a bar, after the clock moved and indicators ran, before next/prenext.
+        The one-line replacement for a loop of `order_target_percent` calls: sells go first,
+        and the weight a denied sell keeps is taken from the buys, so no buy fails for cash.
+        Returns the `RebalanceResult`.
+        """
+        rebalancer = self.__dict__.get("_protection_rebalancer")
+        if rebalancer is None:
+            from bt_protection.integration.rebalancer import ProtectionAwareRebalancer
+
+            rebalancer = self._protection_rebalancer = ProtectionAwareRebalancer(self)
+        return rebalancer.rebalance(targets, reason=reason, scores=scores)
+
+    # --- the clock and fills (backtrader internals, kept to the calls that carry them) ------
+
+    def _start(self) -> None:
+        self._protection_started = True
+        if self._protection_regime is not None:  # else backtrader's own _notify, untouched
+            self._notify = self._notify_with_regime
+        super()._start()
+
+    def _notify_with_regime(
+        self,
+        qorders: list[Any] = [],  # noqa: B006 - backtrader's signature
+        qtrades: list[Any] = [],  # noqa: B006
+    ) -> None:
+        # Once a bar, after the clock moved and indicators ran, before next/prenext.
         bar = len(self) - 1
         if bar != self._protection_bar:
             self._protection_bar = bar
-            self._protection_date = self.datetime.datetime(0)
-            label = label_of(self.regime.regime[0])
-            self.protection.on_regime(self._protection_date, label, bar=bar)
-            self._protection_in_bar = True  # until next/prenext returns
+            when = bt.num2date(self.lines.datetime[0])
+            label = label_of(self._protection_regime.regime[0])  # type: ignore[union-attr]
+            self.protection.on_regime(when, label, bar=bar)
         super()._notify(qorders, qtrades)
 
     def _addnotification(self, order: Any, quicknotify: bool = False) -> None:
         # Executions reach the orchestrator here, whether or not notify_order calls super().
+        # The size moved is what the broker executed (bit.size); the position it started from
+        # is the one the fills so far left: a reversal whose opening leg the broker could not
+        # pay is executed as its close only, and reported as such.
         for bit in order.executed.iterpending():
             if bit.size:
-                self.protection.on_fill(
-                    asset_name(order.data),
-                    bt.num2date(bit.dt),
-                    bit.psize - bit.size,
-                    bit.psize,
-                    bar=len(self),  # the strategy has not moved to the executing bar yet
-                )
+                self._protection_fill(order.data, bit.dt, bit.size)
         super()._addnotification(order, quicknotify)
+
+    def _protection_fill(self, data: Any, dt: float, size: float) -> None:
+        asset = self._protection_assets.get(id(data)) or asset_name(data)
+        protection = self.protection
+        before = protection.position(asset)
+        # the bar of the execution: the strategy's bar when the fill is dated there
+        # (cheat-on-close), else the bar the feeds moved to (the strategy has not yet)
+        bar = len(self) - 1 if len(self) and dt <= self.lines.datetime[0] else len(self)
+        try:
+            protection.on_fill(asset, bt.num2date(dt), before, before + size, bar=bar)
+        except ValueError as error:  # the protection layer never ends a run backtrader finishes
+            protection.report_error(asset, f"fill of {asset} not booked: {error}")
 
     def _next(self) -> None:
         try:
@@ -207,8 +346,6 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         except BaseException as error:
             self.protection.fail(error)
             raise
-        finally:
-            self._protection_in_bar = False  # timers and open-cheats come before the next bar
 
     def _oncepost(self, dt: float) -> None:
         try:
@@ -216,8 +353,6 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         except BaseException as error:
             self.protection.fail(error)
             raise
-        finally:
-            self._protection_in_bar = False  # timers and open-cheats come before the next bar
 
     def _stop(self) -> None:
         try:
@@ -235,6 +370,15 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         """`bt.Strategy.sell`, asking the orchestrator first (same arguments)."""
         return self._protected_order(False, data, size, _order_arguments(args, kwargs), kwargs)
 
+    def _live_size(self, asset: str) -> float:
+        """What the strategy's live orders on `asset` (approved, not yet completed, cancelled,
+        rejected or expired) still add to its position."""
+        live = self._protection_live.get(asset)
+        if not live:
+            return 0.0
+        live[:] = [o for o in live if o.alive()]
+        return float(sum(o.size - o.executed.size for o in live))
+
     def _protected_order(
         self,
         isbuy: bool,
@@ -250,37 +394,50 @@ class ProtectionMixin(bt.Strategy, metaclass=_MetaProtection):
         if not size:
             return None  # as bt.Strategy does: nothing to order
         exempt, reason, score = (extra.pop(k, None) for k in _ORDER_EXTRAS)
+        asset = self._asset_of(data)
         parent = args["parent"]
-        current = self.getposition(data).size
-        if parent is not None:  # a bracket child acts on the position its parent leaves
-            current += parent.size - parent.executed.size
-        signed = abs(size) if isbuy else -abs(size)
+        current = self.getposition(data).size + self._live_size(asset)
+        refusal = None
+        if parent is not None and parent.status == bt.Order.Rejected:
+            # the child of a refused parent: judged on the position the parent would leave
+            current += parent.size
+            refusal = _orphan_reason(parent)
+        target = current + (abs(size) if isbuy else -abs(size))
+        contingent = parent is not None or args["exectype"] in _STOP_EXECTYPES
+        safety = contingent and derive_action(current, target) in _REDUCING
         self._protection_attempts += 1
         attempt = self._protection_attempts
         when, bar = self._order_clock()
         request = ProtectionRequest(
-            asset_name(data),
+            asset,
             when,
             current,
-            current + signed,
+            target,
             reason=reason or "",
             score=score,
             bar=bar,
-            exempt=bool(exempt) or parent is not None or args["exectype"] in _SAFETY_EXECTYPES,
+            exempt=refusal is None and (bool(exempt) or safety),
             metadata={"attempt": attempt},
         )
-        decision = self.protection.can_execute_action(request)
+        decision = self.protection.can_execute_action(request, refusal)
         audit = self.protection.audit
         if audit is not None:  # on disk before anything else runs: a crash anywhere keeps it
             audit.flush()  # (timers and the broker run outside next, where no flush follows)
-        self.notify_protection(decision)
+        if self._protection_hook is not None:
+            self._protection_hook(decision)
         for listener in self._protection_listeners:
             listener(decision)
         info = dict(extra, protection=decision, protection_attempt=attempt)
-        if decision.approved:
-            submit = super().buy if isbuy else super().sell
-            return submit(data=data, size=abs(size), **args, **info)
-        return self._rejected(isbuy, data, abs(size), args, info)
+        if not decision.approved:
+            return self._rejected(isbuy, data, abs(size), args, info)
+        oco = args["oco"]
+        if oco is not None and oco.status == bt.Order.Rejected and "protection" in oco.info:
+            args["oco"] = None  # its partner was denied and never reached the broker
+        submit = super().buy if isbuy else super().sell
+        order = submit(data=data, size=abs(size), **args, **info)
+        if order is not None and not (contingent and request.exempt):
+            self._protection_live.setdefault(asset, []).append(order)
+        return order
 
     def _rejected(
         self, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]

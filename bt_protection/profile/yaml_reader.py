@@ -1,8 +1,10 @@
 """Reading profile YAML safely: plain values plus the line of every key path.
 
-Only SafeLoader builds values, after a first pass over the parser events has refused explicit
-tags (but `!!str`, `!!seq`, `!!map`), duplicate keys and nesting deeper than `MAX_DEPTH`. Files
-are at most `MAX_BYTES`; aliases may not expand a document past `MAX_VALUES` values.
+Only a safe loader builds values (libyaml's `CSafeLoader` when PyYAML has it, else
+`SafeLoader`: the same safe constructors), after a first pass over the parser events has
+refused explicit tags (but `!!str`, `!!seq`, `!!map`), duplicate keys and nesting deeper than
+`MAX_DEPTH`. Files are at most `MAX_BYTES`; aliases may not expand a document past `MAX_VALUES`
+values.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 
 from bt_protection.errors import ProfileError
 
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 20
 MAX_VALUES = 100_000
@@ -80,25 +83,39 @@ def _read_text(file: str) -> str:
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Lines]:
-    """Plain data and key-path lines of one YAML document, read with SafeLoader only."""
-    try:
-        _check_events(text, file)
-        loader = yaml.SafeLoader(text)
+    """Plain data and key-path lines of one YAML document, read with a safe loader only.
+
+    libyaml's `CSafeLoader` (the same safe constructors, parsed in C) reads it when PyYAML has
+    it; invalid YAML is reported by the pure-Python `SafeLoader`, so the sentence is the same
+    with or without libyaml.
+    """
+    if _FAST_LOADER is not yaml.SafeLoader:
         try:
-            node = loader.get_single_node()
-            data = None if node is None else _construct(loader, node, file)
-        finally:
-            loader.dispose()
+            return _parse(text, file, _FAST_LOADER)
+        except yaml.MarkedYAMLError:
+            pass
+    try:
+        return _parse(text, file, yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = "" if mark is None else f":{mark.line + 1}"
         column = "" if mark is None else f" (column {mark.column + 1})"
         problem = ", ".join(p for p in (error.context, error.problem) if p)
         raise ProfileError(f"{file}{line}: invalid YAML: {problem}{column}.") from None
+
+
+def _parse(text: str, file: str, loader_class: Any) -> tuple[Any, Lines]:
+    _check_events(text, file, loader_class)
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else _construct(loader, node, file)
+    finally:
+        loader.dispose()
     return data, ({} if node is None else _node_lines(node, file))
 
 
-def _construct(loader: yaml.SafeLoader, node: yaml.Node, file: str) -> Any:
+def _construct(loader: Any, node: yaml.Node, file: str) -> Any:
     """Build the values of a checked node tree (SafeLoader's constructors only)."""
     try:
         return loader.construct_document(node)
@@ -106,10 +123,10 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, file: str) -> Any:
         raise ProfileError(f"{file}: invalid YAML: a value cannot be read ({error}).") from None
 
 
-def _check_events(text: str, file: str) -> None:
+def _check_events(text: str, file: str, loader_class: Any = yaml.SafeLoader) -> None:
     """Refuse non-standard tags, nesting deeper than MAX_DEPTH and duplicate keys, before any
     value is built (the parser is iterative, so a hostile file cannot exhaust the stack)."""
-    loader = yaml.SafeLoader(text)
+    loader = loader_class(text)
     open_nodes: list[dict[str, Any]] = []  # per open collection: key expected? keys seen
     try:
         while loader.check_event():

@@ -118,6 +118,8 @@ class Protection:
     priority: ClassVar[int]
     config_class: ClassVar[type[ProtectionConfig]]
     can_be_overridden: ClassVar[bool] = True
+    judges_entries: ClassVar[bool] = False
+    """True for entry rules: on a `reverse` they judge its open leg, the others its close leg."""
     guards: frozenset[Action] = frozenset()
 
     def __init__(self, config: ProtectionConfig, emit: EventSink = _ignore_event) -> None:

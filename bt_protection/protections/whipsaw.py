@@ -2,8 +2,8 @@
 
 A round trip ends at the fill that takes a position to zero (or reverses it). An open is denied
 when `max_cycles` or more round trips ended within the trailing `window`, or when less than
-`min_reentry` has passed since the last exit. The open leg of a reverse counts the round trip
-its own close leg completes; `min_reentry` looks only at earlier exits.
+`min_reentry` has passed since the last exit. The open leg of a reverse is judged like an open
+on the round trips completed so far: its own close leg has not happened yet.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class WhipsawProtection(Protection):
     status_key = "whipsaw_protection"
     priority = 5
     config_class = WhipsawConfig
+    judges_entries = True
     config: WhipsawConfig
 
     def setup(self) -> None:
@@ -67,18 +68,13 @@ class WhipsawProtection(Protection):
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
         config, asset = self.config, request.asset
         exits = self._in_window(asset, now)
-        cycles = len(exits) + (request.action is Action.REVERSE)
+        cycles = len(exits)
         if cycles >= config.max_cycles:
             # entry is allowed once enough exits have left the window to go below max_cycles
-            leaving = cycles - config.max_cycles
-            until = (
-                f"entry allowed from {config.window.ends(exits[leaving])}"
-                if leaving < len(exits)
-                else f"a reversal is never allowed with max_cycles {config.max_cycles}"
-            )
+            until = config.window.ends(exits[cycles - config.max_cycles])
             return self.deny(
                 f"{asset} made {cycles} round trips within {config.window} "
-                f"(max {config.max_cycles}); {until}.",
+                f"(max {config.max_cycles}); entry allowed from {until}.",
                 cycles=cycles,
             )
         last = self._last_exit.get(asset)
