@@ -113,6 +113,16 @@ class ProtectionOrchestrator:
         return self._positions.get(asset, 0.0)
 
     @property
+    def uses_portfolio(self) -> bool:
+        """Whether an enabled system follows the portfolio's value (`on_portfolio`)."""
+        return bool(self._hooks["on_portfolio"])
+
+    @property
+    def uses_prices(self) -> bool:
+        """Whether an enabled system values orders (fill prices, `metadata["price"]`)."""
+        return bool(self._hooks["on_trade"])
+
+    @property
     def uses_regime(self) -> bool:
         """Whether an enabled system follows the regime label (`on_regime`)."""
         return bool(self._hooks["on_regime"])
