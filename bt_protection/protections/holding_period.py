@@ -85,6 +85,8 @@ class HoldingPeriod(Protection):
         asset, min_hold = request.asset, self.config.min_hold
         current, target = request.current_size, request.target_size
         lots = self._lots[asset]
+        if min_hold.elapsed(lots[-1].filled, now):  # the newest lot is ripe: all of them are
+            return self._held
         total = sum(lot.size for lot in lots)
         ripe = sum(lot.size for lot in lots if min_hold.elapsed(lot.filled, now))
         committed = total - abs(current) if (current > 0) == self._long[asset] else total
