@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from helpers import spec_lots, spec_reduce_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -267,7 +268,7 @@ def replay(profile: dict[str, Any], stream: list[Step]) -> tuple[list[Seen], dic
             positions[asset] = after
             fills.append(now)
             peaks[asset] = max(peaks.get(asset, 0.0), abs(after))
-            fill_lots(lots.setdefault(asset, []), before, after, now)
+            spec_lots(lots.setdefault(asset, []), before, after, now)
             if after == 0:
                 opened.pop(asset, None)
                 exits.setdefault(asset, []).append(now)
@@ -315,46 +316,6 @@ def replay(profile: dict[str, Any], stream: list[Step]) -> tuple[list[Seen], dic
             if decision.approved:
                 pending.append((asset, current, decision.approved_target))
     return seen, orch.get_performance_metrics(), requests
-
-
-def fill_lots(lots: list[list[Any]], before: float, after: float, now: Point) -> None:
-    """FIFO lots by hand: opens and increases add a lot, decreases take the oldest first."""
-    if after == 0 or before == 0 or (before > 0) != (after > 0):
-        lots[:] = [] if after == 0 else [[abs(after), now]]
-    elif abs(after) > abs(before):
-        lots.append([abs(after) - abs(before), now])
-    else:
-        sold = abs(before) - abs(after)
-        while sold > 0:
-            taken = min(sold, lots[0][0])
-            lots[0][0] -= taken
-            sold -= taken
-            if lots[0][0] == 0:
-                lots.pop(0)
-
-
-def reduce_only(guard: dict[str, Any], values: tuple[tuple[Point, float], ...]) -> bool:
-    """Whether the drawdown guard is tripped after the last of `values`, by hand."""
-    peak: float | None = None
-    trip: tuple[Point, float, float] | None = None  # (start, peak, trough)
-    resume = guard["resume"]
-    for point, value in values:
-        if trip is not None:
-            start, top, trough = trip[0], trip[1], min(trip[2], value)
-            trip = (start, top, trough)
-            recover = resume.get("recover")
-            back = (
-                recover is not None
-                and value > trough
-                and value >= trough + recover * (top - trough)
-            )
-            if back or elapsed(resume["after"], start, point):
-                trip, peak = None, value
-        elif peak is None or value > peak:
-            peak = value
-        elif value <= peak * (1 - guard["max_drawdown"]):
-            trip = (point, peak, value)
-    return trip is not None
 
 
 def sold(d: ProtectionDecision) -> float:
@@ -451,7 +412,11 @@ def test_portfolio_brakes_hold(profile, stream):
         d = s.decision
         if not d.approved or d.exempt or profile["mode"] == "shadow":
             continue
-        if guard and "drawdown_guard" not in d.overridden_systems and reduce_only(guard, s.values):
+        if (
+            guard
+            and "drawdown_guard" not in d.overridden_systems
+            and spec_reduce_only(guard, s.values, elapsed)
+        ):
             assert d.action not in (Action.OPEN, Action.INCREASE), d
             assert d.action is not Action.REVERSE or d.approved_target == 0, d
         if budget and "turnover_budget" not in d.overridden_systems:
