@@ -85,11 +85,12 @@ class HoldingPeriod(Protection):
         asset, min_hold = request.asset, self.config.min_hold
         current, target = request.current_size, request.target_size
         lots = self._lots[asset]
-        if min_hold.elapsed(lots[-1].filled, now):  # the newest lot is ripe: all of them are
+        same_side = (current > 0) == self._long[asset]
+        if same_side and min_hold.elapsed(lots[-1].filled, now):  # all lots are ripe
             return self._held
         total = sum(lot.size for lot in lots)
         ripe = sum(lot.size for lot in lots if min_hold.elapsed(lot.filled, now))
-        committed = total - abs(current) if (current > 0) == self._long[asset] else total
+        committed = total - abs(current) if same_side else total
         eligible = max(0.0, ripe - max(0.0, committed))
         crosses = target == 0 or (target > 0) != (current > 0)
         wanted = abs(current) if crosses else abs(current) - abs(target)
