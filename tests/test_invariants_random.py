@@ -694,7 +694,7 @@ EXAMPLES = (
     Case(HOLD_AND_WHIPSAW, 300, 200, CHURN, True, True),
     Case(OVERRIDES, 500, 200, CHURN, False, False),
     Case({**HOLD_AND_WHIPSAW, "mode": "shadow"}, 700, 160, CHURN, True, False),
-    Case(PARTIAL, 100, 200, CHURN, True, True),
+    Case(PARTIAL, 980, 200, CHURN, True, True),  # Dec 2019 to Sep 2020: the crash
 )
 
 
