@@ -17,8 +17,10 @@ import pandas as pd
 import pytest
 
 from bt_protection.data import load_universe
+from bt_protection.integration.analyzer import ProtectionAnalyzer
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.mixin import ProtectionMixin
+from bt_protection.integration.rebalancer import ProtectionAwareRebalancer
 from bt_protection.models import ProtectionDecision
 from bt_protection.runner import RunSpec, execute_run
 
@@ -236,3 +238,45 @@ def test_orders_csv_and_summary_of_a_run_under_portfolio_guard(tmp_path):
     full = orders[orders["protection"].isin(["approved", "exempt"])]
     assert (full["approved"] == full["requested"]).all()
     assert (orders.loc[orders["protection"] == "denied", "approved"] == 0).all()
+
+
+class Rebalancing(Recording):
+    """`script[bar]` holds target weights; the rebalancer sends them (sells first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rebalancer = ProtectionAwareRebalancer(self)
+        self.results: dict[int, Any] = {}
+
+    def next(self) -> None:
+        self.values.append(self.broker.getvalue())
+        targets = (self.p.script or {}).get(len(self) - 1)
+        if targets is not None:
+            self.results[len(self) - 1] = self.rebalancer.rebalance(targets)
+
+
+def test_the_rebalancer_buys_only_with_what_a_partial_sale_frees():
+    engine = bt.Cerebro(stdstats=False)
+    add_feeds(engine, frames(("AAPL", "AMZN"), "2013-01-02", "2013-04-30"))
+    engine.broker.setcash(100_000.0)
+    engine.addanalyzer(ProtectionAnalyzer, _name="protection")
+    # AAPL bought in two lots (bars 0 and 5); at bar 12 only the first lot is held 10 bars
+    script = {0: {"AAPL": 0.5}, 5: {"AAPL": 0.9}, 12: {"AAPL": 0.0, "AMZN": 0.9}}
+    engine.addstrategy(
+        Rebalancing, protection={"name": "t", "protections": lots_profile(True)}, script=script
+    )
+    s = engine.run()[0]
+    result = s.results[12]
+    sale = result.decisions["AAPL"]
+    assert sale.partial and result.clipped == {"AAPL": 0.0}
+    assert 0 < result.approved["AAPL"] < 0.9  # the weight the sold lot leads to
+    executed = {(bar, asset): size for bar, asset, size, _ in s.executed}
+    assert executed[(13, "AAPL")] == sale.approved_size  # the ripe lot, no more
+    # the buy was scaled to the cash the partial sale freed: the broker filled all of it
+    buy = result.decisions["AMZN"]
+    assert executed[(13, "AMZN")] == buy.approved_size > 0
+    assert result.approved["AMZN"] < 0.9
+    assert s.rebalancer.stats["partial"] == 1
+    counts = s.analyzers.protection.get_analysis()
+    assert counts["by_system"]["holding_period"]["clipped"] >= 1
+    assert counts["by_action"]["close"]["partial"] == 1
