@@ -9,6 +9,7 @@ from typing import Any
 from bt_protection.models import ProtectionDecision, ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import Profile, load_profile
+from bt_protection.protections import registry
 
 START = datetime(2024, 1, 1)
 
@@ -19,6 +20,11 @@ ALL_SYSTEMS = (
     "holding_period",
     "whipsaw_protection",
 )
+
+LIFTABLE = tuple(
+    key for key, cls in registry().items() if cls.can_be_overridden and key != "regime_override"
+)
+"""The systems a regime override window may lift, in priority order."""
 
 
 def profile(*, mode: str = "enforce", on_error: str = "deny", **blocks: dict[str, Any]) -> Profile:

@@ -42,7 +42,7 @@ import backtrader as bt
 import pandas as pd
 import pytest
 from conftest import SAMPLE_DATA
-from helpers import spec_action, spec_elapsed, spec_lots, spec_reduce_only
+from helpers import LIFTABLE, spec_action, spec_elapsed, spec_lots, spec_reduce_only
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -54,13 +54,6 @@ from bt_protection.integration.recorder import OrderRecorder
 
 TICKERS = ("AAPL", "AMZN", "META", "NVDA")
 GUARDABLE = ("close", "decrease", "reverse")
-LIFTABLE = (
-    "grace_period",
-    "holding_period",
-    "whipsaw_protection",
-    "drawdown_guard",
-    "turnover_budget",
-)
 SEVERITIES = ("low", "medium", "high", "critical")
 KINDS = (
     "target",

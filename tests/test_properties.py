@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from helpers import spec_lots, spec_reduce_only
+from helpers import LIFTABLE, spec_lots, spec_reduce_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,13 +26,6 @@ from bt_protection.orchestrator import ProtectionOrchestrator
 ASSETS = ("AAA", "BBB", "CCC", "SPY")
 REGIMES = ("bull", "neutral", "bear", "crisis")
 SEVERITIES = ("low", "medium", "high", "critical")
-LIFTABLE = (
-    "grace_period",
-    "holding_period",
-    "whipsaw_protection",
-    "drawdown_guard",
-    "turnover_budget",
-)
 GUARDABLE = ("close", "decrease", "reverse")
 KINDS = ("open_long", "open_short", "close", "increase", "decrease", "reverse")
 START = datetime(2024, 1, 1)
