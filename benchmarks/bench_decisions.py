@@ -5,7 +5,9 @@ clocks and promotions), a regime label every bar, and a stream of requests sprea
 assets. Prints decisions per second, p50/p99 latency, and state memory, for 10, 1,000 and
 10,000 assets, with the audit off and written to a file; the same at 1,000 assets with each
 `ProtectionRequest` built inside the timed loop as `ProtectionMixin` builds it (reason, score,
-bar, exempt flag and the attempt number as metadata); and the cost over a 20-year daily run.
+bar, exempt flag and the attempt number as metadata); the same with clipping systems (core
+floor, holding lots) all or nothing and with `partial: true`; and the cost over a 20-year
+daily run.
 
     python benchmarks/bench_decisions.py            # full table
     python benchmarks/bench_decisions.py --quick    # fewer decisions, for a smoke run
@@ -20,11 +22,14 @@ import tracemalloc
 from datetime import datetime, timedelta
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 from bt_protection.audit import AuditLog
 from bt_protection.models import ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
+
+Profile = dict[str, Any]
 
 PROFILE = {
     "name": "bench",
@@ -50,6 +55,24 @@ PROFILE = {
         },
     },
 }
+
+
+def clipping(partial: bool, assets: int) -> Profile:
+    """PROFILE with every other asset static core with a floor (`keep: 0.5`) and holding by
+    lots, clipping requests (`partial`) or denying them."""
+    core = [f"A{i:04d}" for i in range(0, assets, 2)]
+    blocks = dict(PROFILE["protections"])
+    blocks["core_asset_immunity"] = {**blocks["core_asset_immunity"], "assets": core, "keep": 0.5}
+    blocks["holding_period"] = {
+        **blocks["holding_period"],
+        "protect": ["close", "decrease", "reverse"],
+        "lots": "fifo",
+    }
+    for key in ("core_asset_immunity", "holding_period"):
+        blocks[key]["partial"] = partial
+    return {**PROFILE, "name": f"bench-partial-{partial}", "protections": blocks}
+
+
 REGIMES = ["bull", "bull", "neutral", "bear", "crisis", "neutral"]
 START = datetime(2005, 1, 3)
 
@@ -58,10 +81,12 @@ def day(bar: int) -> datetime:
     return START + timedelta(days=bar * 7 // 5)  # about 252 sessions a year, weekends skipped
 
 
-def build(assets: int, audit_path: Path | None) -> tuple[ProtectionOrchestrator, list[str]]:
+def build(
+    assets: int, audit_path: Path | None, profile: Profile = PROFILE
+) -> tuple[ProtectionOrchestrator, list[str]]:
     """An orchestrator holding `assets` positions, some with a round trip behind them."""
     audit = AuditLog(audit_path, {"bench": True}) if audit_path else None
-    orch = ProtectionOrchestrator(load_profile(PROFILE), audit)
+    orch = ProtectionOrchestrator(load_profile(profile), audit)
     names = [f"A{i:04d}" for i in range(assets)]
     orch.on_regime(day(0), "bull", bar=0)
     for name in names:
@@ -87,12 +112,17 @@ def requests_for_bar(names: list[str], bar: int, per_bar: int) -> list[Protectio
 
 
 def measure(
-    assets: int, decisions: int, audit: bool, per_bar: int = 500, build_requests: bool = False
+    assets: int,
+    decisions: int,
+    audit: bool,
+    per_bar: int = 500,
+    build_requests: bool = False,
+    profile: Profile = PROFILE,
 ) -> dict[str, float]:
     """Decisions per second of `can_execute_action` (requests built beforehand, per bar; with
     `build_requests`, built in the timed loop the way the mixin builds them)."""
     with tempfile.TemporaryDirectory() as tmp:
-        orch, names = build(assets, Path(tmp) / "audit.jsonl" if audit else None)
+        orch, names = build(assets, Path(tmp) / "audit.jsonl" if audit else None, profile)
         bars = max(1, decisions // per_bar)
         batches = [requests_for_bar(names, 10 + b, per_bar) for b in range(bars)]
         gc.collect()
@@ -133,6 +163,7 @@ def measure(
             "p50_us": metrics["decision_time_us"]["p50"],
             "p99_us": metrics["decision_time_us"]["p99"],
             "denied": metrics["denied"] / n,
+            "partial": metrics["partial"] / n,
         }
 
 
@@ -214,6 +245,18 @@ def main() -> None:
         f"{1_000:>7} {'file':>6} {r['decisions']:>10,} {r['per_second']:>12,.0f} "
         f"{r['p50_us']:>8.2f} {r['p99_us']:>8.2f}   requests built as the mixin does"
     )
+    rates = {}
+    for partial in (False, True):
+        profile = clipping(partial, 1_000)
+        runs = (measure(1_000, decisions, True, profile=profile) for _ in range(3))
+        r = max(runs, key=per_second)
+        rates[partial] = r["per_second"]
+        print(
+            f"{1_000:>7} {'file':>6} {r['decisions']:>10,} {r['per_second']:>12,.0f} "
+            f"{r['p50_us']:>8.2f} {r['p99_us']:>8.2f}   half the assets core with a floor, lots, "
+            + (f"partial: true ({r['partial']:.0%} clipped)" if partial else "all or nothing")
+        )
+    print(f"partial approvals cost {1 - rates[True] / rates[False]:+.1%} of the throughput")
     run = long_run(5 if args.quick else 20, 20)
     print(
         f"{run['years']}-year daily run, 20 decisions a bar: {run['first_year']:,.0f}/s in the "

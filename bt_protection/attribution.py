@@ -4,6 +4,7 @@ For a denial at the decision bar t, the forward return over h bars is close[t+h]
 on the run's own data (adjusted closes, as the run saw them), NaN when t+h is beyond it. A
 denial was "right" over h bars when the asset moved against the blocked trade: up after a
 blocked sell (an exit kept the position), down after a blocked buy (an entry was kept out).
+A partial approval counts as a denial of its clipped part (`partial` is true on its row).
 The method and the columns are in docs/compare.md.
 """
 
@@ -18,7 +19,16 @@ from bt_protection.protections.base import registry
 from bt_protection.runs import Run
 
 HORIZONS = (5, 20, 60)
-DENIAL_COLUMNS = ("run", "date", "asset", "action", "side", "system", "blocking_systems")
+DENIAL_COLUMNS = (
+    "run",
+    "date",
+    "asset",
+    "action",
+    "side",
+    "system",
+    "blocking_systems",
+    "partial",
+)
 
 
 def closes(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -51,15 +61,18 @@ def forward_returns(
 
 
 def denials(name: str, run: Run) -> pd.DataFrame:
-    """One row per denied decision of `run` (`DENIAL_COLUMNS`), in decision order.
+    """One row per denied or partly approved decision of `run` (`DENIAL_COLUMNS`), in
+    decision order.
 
     `side` is the blocked trade's side (`sell` when the target was below the position),
-    `system` the highest-priority blocking system, `blocking_systems` all of them (`;`).
+    `system` the highest-priority blocking system, `blocking_systems` all of them (`;`),
+    `partial` whether part of the order went through (the row is about the clipped rest).
     """
     decisions = run.decisions
     if decisions.empty:
         return pd.DataFrame(columns=list(DENIAL_COLUMNS))
-    denied = decisions[~decisions["approved"].astype(bool)]
+    partial = decisions.get("partial", pd.Series(False, index=decisions.index)).astype(bool)
+    denied = decisions[~decisions["approved"].astype(bool) | partial]
     return pd.DataFrame(
         {
             "run": name,
@@ -69,6 +82,7 @@ def denials(name: str, run: Run) -> pd.DataFrame:
             "side": np.where(denied["target_size"] < denied["current_size"], "sell", "buy"),
             "system": denied["blocking_systems"].map(lambda names: names[0] if names else ""),
             "blocking_systems": denied["blocking_systems"].map(";".join),
+            "partial": partial[denied.index],
         }
     ).reset_index(drop=True)
 

@@ -45,12 +45,15 @@ def remember_constant(owner: object, result: ProtectionResult) -> None:
 
 
 def _result_fields(value: ProtectionResult) -> dict[str, Any]:
-    return {
+    fields = {
         "system": value.system,
         "allowed": value.allowed,
         "reason": value.reason,
         "details": dict(value.details),  # a read-only mapping: copied to a dict at once
     }
+    if value.allowed_target is not None:
+        fields["allowed_target"] = value.allowed_target
+    return fields
 
 
 def _default(value: Any) -> Any:
@@ -167,6 +170,8 @@ class AuditLog:
                     "current_size": decision.current_size,
                     "target_size": decision.target_size,
                     "approved": decision.approved,
+                    "approved_target": decision.approved_target,
+                    "partial": decision.partial,
                     "exempt": decision.exempt,
                     "would_block": decision.would_block,
                     "reason": decision.reason,

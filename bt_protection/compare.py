@@ -48,7 +48,7 @@ from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
 from bt_protection.strategies_registry import StrategySource, strategy_name, strategy_reference
 
 DEFAULT_STRATEGY = "momentum_rotation"
-DEFAULT_PROFILES = ("off", "conservative", "balanced", "aggressive")
+DEFAULT_PROFILES = ("off", "conservative", "balanced", "aggressive", "portfolio_guard")
 PROFILES_FOLDER = "profiles"
 # what makes two comparisons the same one
 IDENTITY = ("strategy", "strategy_params", "data", "start", "end")

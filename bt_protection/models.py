@@ -131,13 +131,19 @@ class ProtectionRequest:
 
 @dataclass(frozen=True, slots=True)
 class ProtectionResult:
-    """What one protection system said about one request."""
+    """What one protection system said about one request.
+
+    `allowed_target` is set when the system allows part of the request: the target size it
+    lets through, strictly between the request's current and target sizes (`allowed` is
+    then False: the request as asked is not allowed).
+    """
 
     system: str
     priority: int
     allowed: bool
     reason: str
     details: Mapping[str, Any] = field(default_factory=lambda: _NO_DETAILS)
+    allowed_target: float | None = None
 
     def __post_init__(self) -> None:
         if type(self.details) is not MappingProxyType:  # read-only, so decisions stay immutable
@@ -147,22 +153,37 @@ class ProtectionResult:
         # a mappingproxy does not pickle; rebuild from a plain copy (optstrategy, processes)
         return (
             ProtectionResult,
-            (self.system, self.priority, self.allowed, self.reason, dict(self.details)),
+            (
+                self.system,
+                self.priority,
+                self.allowed,
+                self.reason,
+                dict(self.details),
+                self.allowed_target,
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        plain = {
             "system": self.system,
             "priority": self.priority,
             "allowed": self.allowed,
             "reason": self.reason,
             "details": _plain(self.details),
         }
+        if self.allowed_target is not None:
+            plain["allowed_target"] = self.allowed_target
+        return plain
 
 
 @dataclass(frozen=True)
 class ProtectionDecision:
-    """The orchestrator's answer to one request, with every system's result."""
+    """The orchestrator's answer to one request, with every system's result.
+
+    `approved_target` is the target size allowed: the request's target when fully approved,
+    its current size when denied, in between when `partial` (then `approved` is True and the
+    order to send is `approved_target - current_size`).
+    """
 
     approved: bool
     action: Action
@@ -182,6 +203,13 @@ class ProtectionDecision:
     bar: int | None = None
     current_size: float = 0.0
     target_size: float = 0.0
+    approved_target: float = 0.0
+    partial: bool = False
+
+    @property
+    def approved_size(self) -> float:
+        """The signed size change allowed (0 when denied)."""
+        return self.approved_target - self.current_size
 
     @classmethod
     def from_values(cls, *values: Any) -> ProtectionDecision:
@@ -204,6 +232,8 @@ class ProtectionDecision:
             "bar": self.bar,
             "current_size": self.current_size,
             "target_size": self.target_size,
+            "approved_target": self.approved_target,
+            "partial": self.partial,
             "reason": self.reason,
             "blocking_systems": list(self.blocking_systems),
             "results": [r.to_dict() for r in self.results],

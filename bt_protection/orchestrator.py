@@ -26,7 +26,7 @@ from bt_protection.models import (
     to_datetime,
 )
 from bt_protection.profile import Mode, OnError, Profile, load_profile
-from bt_protection.protections.base import Protection, registry
+from bt_protection.protections.base import HOOKS, Protection, registry
 
 _LATENCY_SAMPLES = 1 << 16  # percentiles cover the latest 65,536 decisions: constant memory
 _RECENT_ERRORS = 10  # texts of the latest failures kept for the metrics
@@ -55,8 +55,7 @@ class ProtectionOrchestrator:
         ]
         self._by_key = {p.key: p for p in self._protections}
         self._hooks = {
-            hook: [p for p in self._protections if hook in type(p).hooks()]
-            for hook in ("on_fill", "on_regime", "on_scores", "after_decision")
+            hook: [p for p in self._protections if hook in type(p).hooks()] for hook in HOOKS
         }
         self._liftable = frozenset(p.key for p in self._protections if p.can_be_overridden)
         self._entry_rules = frozenset(p.key for p in self._protections if p.judges_entries)
@@ -81,6 +80,7 @@ class ProtectionOrchestrator:
             "approved": 0,
             "denied": 0,
             "exempt": 0,
+            "partial": 0,
             "overrides_applied": 0,
             "errors": 0,
         }
@@ -111,6 +111,16 @@ class ProtectionOrchestrator:
     def position(self, asset: str) -> float:
         """The position of `asset` as the fills reported it (0 when none was)."""
         return self._positions.get(asset, 0.0)
+
+    @property
+    def uses_portfolio(self) -> bool:
+        """Whether an enabled system follows the portfolio's value (`on_portfolio`)."""
+        return bool(self._hooks["on_portfolio"])
+
+    @property
+    def uses_prices(self) -> bool:
+        """Whether an enabled system values orders (fill prices, `metadata["price"]`)."""
+        return bool(self._hooks["on_trade"])
 
     @property
     def uses_regime(self) -> bool:
@@ -228,11 +238,21 @@ class ProtectionOrchestrator:
             if lifted:
                 overridden = tuple(r.system for r in blocking if r.system in lifted)
                 blocking = [r for r in blocking if r.system not in lifted]
+        target = request.target_size
         if refusal is not None:
-            approved, reason, blocking = False, refusal, []
+            approved, reason, blocking, target = False, refusal, [], request.current_size
         else:
             approved = not blocking or request.exempt or self._shadow
-            reason = self._reason(request, blocking, overridden, results)
+            if approved:
+                reason = self._reason(request, blocking, overridden, results)
+            else:
+                target, limiting = self._clip(request, blocking)
+                approved = limiting is not None
+                reason = (
+                    self._reason(request, blocking, overridden, results)
+                    if limiting is None
+                    else self._partial_reason(request, target, limiting)
+                )
         decision = ProtectionDecision.from_values(
             approved,
             action,
@@ -252,8 +272,38 @@ class ProtectionOrchestrator:
             now.bar,
             request.current_size,
             request.target_size,
+            target,
+            approved and target != request.target_size,
         )
         return decision, errors
+
+    @staticmethod
+    def _clip(
+        request: ProtectionRequest, blocking: list[ProtectionResult]
+    ) -> tuple[float, ProtectionResult | None]:
+        """The most restrictive allowed target of the blocking results (the first in priority
+        order on ties) and the result that set it; (current size, None) when nothing may
+        move."""
+        current = request.current_size
+        direction = 1.0 if request.target_size > current else -1.0
+        best, limiting = request.target_size, None
+        for result in blocking:
+            allowed = current if result.allowed_target is None else result.allowed_target
+            if (allowed - current) * direction < (best - current) * direction:
+                best, limiting = allowed, result
+            if best == current:
+                return current, None
+        return best, limiting
+
+    @staticmethod
+    def _partial_reason(
+        request: ProtectionRequest, target: float, limiting: ProtectionResult
+    ) -> str:
+        return (
+            f"Partly approved: {request.asset} may go from {request.current_size:g} to "
+            f"{target:g} of the requested {request.target_size:g}; {limiting.system} clips "
+            f"it: {limiting.reason}"
+        )
 
     def _reason(
         self,
@@ -293,12 +343,14 @@ class ProtectionOrchestrator:
         n = counts["decisions_processed"]
         counts["decisions_processed"] = n + 1
         counts["approved" if decision.approved else "denied"] += 1
+        if decision.partial:
+            counts["partial"] += 1
         if decision.exempt:
             counts["exempt"] += 1
         if decision.override_applied:
             counts["overrides_applied"] += 1
         # blocks count real denials; exempt and shadow decisions count as would-blocks
-        tally = self._would_block if decision.approved else self._blocks
+        tally = self._blocks if decision.partial or not decision.approved else self._would_block
         for system in decision.blocking_systems:
             tally[system] += 1
         nanos = int(decision.decision_time_us * 1000)
@@ -314,8 +366,10 @@ class ProtectionOrchestrator:
         size_before: float,
         size_after: float,
         bar: int | None = None,
+        price: float | None = None,
     ) -> None:
-        """An execution moved the position of `asset` from `size_before` to `size_after`."""
+        """An execution moved the position of `asset` from `size_before` to `size_after`
+        (at `price`, when given: what turnover budgets count)."""
         if not isinstance(asset, str) or not asset:
             raise ValueError(f"asset must be a non-empty string, not {asset!r}.")
         before, after = float(size_before), float(size_after)
@@ -339,6 +393,10 @@ class ProtectionOrchestrator:
         self._positions[asset] = after
         for protection in self._hooks["on_fill"]:
             self._guarded(protection, "on_fill", now, asset, asset, now, before, after)
+        if price is not None:
+            traded = abs(after - before)
+            for protection in self._hooks["on_trade"]:
+                self._guarded(protection, "on_trade", now, asset, asset, now, traded, price)
         self._emit("fill", now, {"asset": asset, "size_before": before, "size_after": after})
 
     def on_regime(self, date: Any, regime: str, bar: int | None = None) -> None:
@@ -355,6 +413,17 @@ class ProtectionOrchestrator:
             self._regime = regime
         for protection in self._hooks["on_regime"]:
             self._guarded(protection, "on_regime", now, None, now, regime)
+
+    def on_portfolio(self, date: Any, value: float, bar: int | None = None) -> None:
+        """The portfolio's value (the broker's, cash included) at the bar of `date`."""
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"portfolio value must be a finite number, not {value!r}.")
+        hooked = self._hooks["on_portfolio"]
+        if hooked:
+            now = self._advance(date, bar)
+            for protection in hooked:
+                self._guarded(protection, "on_portfolio", now, None, now, number)
 
     def on_scores(self, date: Any, scores: Mapping[str, float], bar: int | None = None) -> None:
         """A score report (one per rebalance); it starts a new trace."""

@@ -25,7 +25,7 @@ from bt_protection.protections.base import registry
 from bt_protection.runs import Run, RunLike, named_runs
 
 Runs = Mapping[str, Run] | Iterable[RunLike]
-SYSTEM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
+SYSTEM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1)))
 DPI = 100
 
 

@@ -265,6 +265,8 @@ def build_summary(
 ) -> dict[str, Any]:
     """summary.json: the run's inputs, performance and protection counts (docs/runs.md)."""
     label = orders["protection"].value_counts()
+    partial = orders[orders["protection"] == "partial"]
+    clipped = (partial["requested"] - partial["approved"]).abs() * partial["price"]
     denied = orders.loc[orders["protection"] == "denied", "blocking_systems"]
     blocks = Counter(s for text in denied for s in text.split(";") if s)
     fp = plan.fingerprint
@@ -277,6 +279,8 @@ def build_summary(
         "orders_attempted": len(orders),
         "orders_approved": int(label.get("approved", 0)),
         "orders_denied": int(label.get("denied", 0)),
+        "orders_partial": int(label.get("partial", 0)),
+        "value_clipped": float(clipped.sum()),
         "orders_exempt": int(label.get("exempt", 0)),
         "denials_by_system": {key: blocks[key] for key in plan.profile.enabled_systems},
         "overrides_applied": int((orders["overridden_systems"] != "").sum()),

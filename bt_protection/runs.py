@@ -107,6 +107,8 @@ SUMMARY_COLUMNS = (
     "orders_attempted",
     "orders_approved",
     "orders_denied",
+    "orders_partial",
+    "value_clipped",
 )
 ABLATION_MARK = "-without-"
 DELTA_COLUMNS = ("total_return", "max_drawdown", "turnover", "commissions")

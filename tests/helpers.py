@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from bt_protection.models import ProtectionDecision, ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import Profile, load_profile
+from bt_protection.protections import registry
 
 START = datetime(2024, 1, 1)
 
@@ -18,6 +20,11 @@ ALL_SYSTEMS = (
     "holding_period",
     "whipsaw_protection",
 )
+
+LIFTABLE = tuple(
+    key for key, cls in registry().items() if cls.can_be_overridden and key != "regime_override"
+)
+"""The systems a regime override window may lift, in priority order."""
 
 
 def profile(*, mode: str = "enforce", on_error: str = "deny", **blocks: dict[str, Any]) -> Profile:
@@ -57,6 +64,10 @@ class Clock:
     def regime(self, at: int, label: str) -> None:
         date, bar = self.point(at)
         self.orch.on_regime(date, label, bar=bar)
+
+    def portfolio(self, at: int, value: float) -> None:
+        date, bar = self.point(at)
+        self.orch.on_portfolio(date, value, bar=bar)
 
     def scores(self, at: int, scores: dict[str, float]) -> None:
         date, bar = self.point(at)
@@ -117,3 +128,47 @@ def spec_action(before: float, after: float) -> str:
     if (before > 0) != (after > 0):
         return "reverse"
     return "increase" if abs(after) > abs(before) else "decrease"
+
+
+def spec_lots(lots: list[list[Any]], before: float, after: float, now: Any) -> None:
+    """FIFO lots ([units, fill point]) by hand: opens and increases add a lot, decreases take
+    the oldest first, a close clears them, a reversal starts one lot of the new side."""
+    if after == 0 or before == 0 or (before > 0) != (after > 0):
+        lots[:] = [] if after == 0 else [[abs(after), now]]
+    elif abs(after) > abs(before):
+        lots.append([abs(after) - abs(before), now])
+    else:
+        sold = abs(before) - abs(after)
+        while sold > 0:
+            taken = min(sold, lots[0][0])
+            lots[0][0] -= taken
+            sold -= taken
+            if lots[0][0] == 0:
+                lots.pop(0)
+
+
+def spec_reduce_only(
+    guard: dict[str, Any], values: Any, elapsed: Callable[[str, Any, Any], bool]
+) -> bool:
+    """Whether a drawdown guard block is tripped after the last of `values` ((point, value)
+    pairs in bar order), by hand; `elapsed(duration, start, now)` is the caller's clock."""
+    peak: float | None = None
+    trip: tuple[Any, float, float] | None = None  # (start, peak, trough)
+    resume = guard["resume"]
+    for point, value in values:
+        if trip is not None:
+            start, top, trough = trip[0], trip[1], min(trip[2], value)
+            trip = (start, top, trough)
+            recover = resume.get("recover")
+            back = (
+                recover is not None
+                and value > trough
+                and value >= trough + recover * (top - trough)
+            )
+            if back or elapsed(resume["after"], start, point):
+                trip, peak = None, value
+        elif peak is None or value > peak:
+            peak = value
+        elif value <= peak * (1 - guard["max_drawdown"]):
+            trip = (point, peak, value)
+    return trip is not None

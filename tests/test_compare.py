@@ -137,7 +137,7 @@ def test_default_profiles_resolve_from_any_directory(
 ) -> None:
     args = build_parser().parse_args(["compare"])
     assert args.strategy == "momentum_rotation" and args.profiles is None
-    names = ["off", "conservative", "balanced", "aggressive"]
+    names = ["off", "conservative", "balanced", "aggressive", "portfolio_guard"]
     monkeypatch.chdir(PROJECT_ROOT)
     assert default_profiles() == [Path("configs") / f"{n}.yaml" for n in names]
     monkeypatch.chdir(tmp_path)

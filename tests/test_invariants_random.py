@@ -19,14 +19,18 @@ replayed with this file's own clock arithmetic (not `Duration`):
   (let through, not yet filled, cancelled or refused; contingent safety exits aside), and only
   stops and bracket legs that reduce it, or `protection_exempt` orders, are exempt;
 - children of a denied bracket parent are denied, saying so;
-- every executed, approved, non-exempt order obeys core immunity, the holding period and
-  whipsaw rules unless the decision says the regime override lifted that system, in enforce mode;
+- every executed, approved, non-exempt order obeys core immunity (or its floor), the holding
+  period (or its lots), whipsaw, the drawdown guard and the trade budget unless the decision
+  says the regime override lifted that system, in enforce mode; a partly approved order sent
+  exactly its approved part, and that part obeys every rule (never below a core floor, never
+  more than the ripe lots, a reversal in a drawdown only to flat);
 - every denial names systems whose rule really was broken at that moment;
 - shadow mode approves everything and reports would-blocks.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +42,7 @@ import backtrader as bt
 import pandas as pd
 import pytest
 from conftest import SAMPLE_DATA
-from helpers import spec_action, spec_elapsed
+from helpers import LIFTABLE, spec_action, spec_elapsed, spec_lots, spec_reduce_only
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -50,7 +54,6 @@ from bt_protection.integration.recorder import OrderRecorder
 
 TICKERS = ("AAPL", "AMZN", "META", "NVDA")
 GUARDABLE = ("close", "decrease", "reverse")
-LIFTABLE = ("grace_period", "holding_period", "whipsaw_protection")
 SEVERITIES = ("low", "medium", "high", "critical")
 KINDS = (
     "target",
@@ -132,7 +135,8 @@ def profiles(draw: st.DrawFn) -> dict[str, Any]:
                     {
                         "assets": st.lists(st.sampled_from(TICKERS), max_size=2, unique=True),
                         "protect": guarded,
-                    }
+                    },
+                    optional={"keep": st.sampled_from([0.5, 0.8]), "partial": st.booleans()},
                 )
             )
         ),
@@ -155,7 +159,12 @@ def profiles(draw: st.DrawFn) -> dict[str, Any]:
             maybe(st.fixed_dictionaries({"trigger": st.just("close"), "duration": durations}))
         ),
         "holding_period": draw(
-            maybe(st.fixed_dictionaries({"min_hold": durations, "protect": guarded}))
+            maybe(
+                st.fixed_dictionaries(
+                    {"min_hold": durations, "protect": guarded},
+                    optional={"lots": st.just("fifo"), "partial": st.booleans()},
+                )
+            )
         ),
         "whipsaw_protection": draw(
             maybe(
@@ -167,6 +176,22 @@ def profiles(draw: st.DrawFn) -> dict[str, Any]:
                     }
                 )
             )
+        ),
+        "drawdown_guard": draw(
+            maybe(
+                st.fixed_dictionaries(
+                    {
+                        "max_drawdown": st.sampled_from([0.03, 0.06, 0.1]),
+                        "resume": st.fixed_dictionaries(
+                            {"after": durations}, optional={"recover": st.sampled_from([0.5, 1.0])}
+                        ),
+                    },
+                    optional={"partial": st.booleans()},
+                )
+            )
+        ),
+        "turnover_budget": draw(
+            maybe(st.fixed_dictionaries({"window": durations, "max_trades": st.integers(2, 8)}))
         ),
     }
     return {
@@ -222,6 +247,10 @@ class RandomTargets(ProtectionMixin, bt.Strategy):
         self.ended: dict[int, int] = {}  # -> bar of the broker's margin call or cancel (OCO)
         self.live: dict[str, list[Any]] = {}
         self.placed = 0
+        self.values: dict[int, float] = {}  # the broker's value at each bar, before orders
+
+    def prenext(self) -> None:
+        self.values[len(self) - 1] = self.broker.getvalue()
 
     def notify_order(self, order: Any) -> None:
         if order.status in (order.Margin, order.Canceled):
@@ -237,6 +266,7 @@ class RandomTargets(ProtectionMixin, bt.Strategy):
             self.parents[self.placed] = self.parents[self.placed - 1] = self.placed - 2
 
     def next(self) -> None:
+        self.values[len(self) - 1] = self.broker.getvalue()
         for kind, asset, value in self.by_bar.get(len(self) - 1, ()):
             data = self.getdatabyname(asset)
             position = self.getposition(data).size
@@ -298,6 +328,7 @@ class Outcome:
     calendar: pd.DatetimeIndex
     audit_kinds: Counter[str] = field(default_factory=Counter)
     log: dict[str, dict[int, Any]] = field(default_factory=dict)
+    values: dict[int, float] = field(default_factory=dict)
 
 
 def run_case(case: Case) -> Outcome:
@@ -328,7 +359,8 @@ def run_case(case: Case) -> Outcome:
         "cancelled": strategy.cancelled,
         "ended": strategy.ended,
     }
-    return Outcome(orders, decisions, calendar, Counter(r["kind"] for r in records), log)
+    kinds = Counter(r["kind"] for r in records)
+    return Outcome(orders, decisions, calendar, kinds, log, strategy.values)
 
 
 # --------------------------------------------------------------------------- the replay
@@ -339,14 +371,19 @@ Point = tuple[int, pd.Timestamp]  # (bar index, date)
 
 @dataclass
 class Book:
-    """One asset as the fills left it: position, when it was opened, its exits."""
+    """One asset as the fills left it: position, when it was opened, its exits, its FIFO lots
+    and the largest position it ever had."""
 
     position: float = 0.0
     opened: Point | None = None
     exits: list[Point] = field(default_factory=list)
+    lots: list[list[Any]] = field(default_factory=list)
+    peak: float = 0.0
 
     def fill(self, size: float, now: Point) -> None:
         before, after = self.position, self.position + size
+        spec_lots(self.lots, before, after, now)
+        self.peak = max(self.peak, abs(after))
         if before != 0 and (after == 0 or (before > 0) != (after > 0)):
             self.exits.append(now)
         if after == 0:
@@ -356,24 +393,55 @@ class Book:
         self.position = after
 
 
+@dataclass(frozen=True)
+class Moment:
+    """What the portfolio brakes look at when an order is decided: whether the drawdown guard
+    is tripped (by hand, from the broker's values) and the fills of every asset so far."""
+
+    reduce_only: bool
+    fills: tuple[Point, ...]
+
+
 def broken_rules(
-    profile: dict[str, Any], book: Book, asset: str, action: str, now: Point
+    profile: dict[str, Any],
+    book: Book,
+    asset: str,
+    move: tuple[float, float],
+    now: Point,
+    moment: Moment,
 ) -> set[str]:
-    """The systems among core, holding and whipsaw whose rule forbids `action` at `now`."""
+    """The checked systems whose rule forbids moving `asset` from `move[0]` to `move[1]`."""
     blocks = profile["protections"]
     broken = set()
+    current, target = move
+    action = spec_action(current, target)
     core = blocks.get("core_asset_immunity")
     if core and asset in core["assets"] and action in core["protect"]:
-        broken.add("core_asset_immunity")
+        floor = core.get("keep", 1.0) * max(book.peak, abs(current))
+        kept = target != 0 and (target > 0) == (current > 0) and abs(target) >= floor
+        if "keep" not in core or not kept:
+            broken.add("core_asset_immunity")
     hold = blocks.get("holding_period")
     opened = book.opened
-    if (
-        hold
-        and action in hold["protect"]
-        and opened
-        and not spec_elapsed(hold["min_hold"], opened, now)
-    ):
-        broken.add("holding_period")
+    if hold and action in hold["protect"] and opened:
+        if "lots" in hold:
+            ripe = sum(n for n, at in book.lots if spec_elapsed(hold["min_hold"], at, now))
+            same_side = (current > 0) == (book.position > 0)
+            committed = sum(n for n, _ in book.lots) - abs(current) if same_side else math.inf
+            eligible = max(0.0, ripe - max(0.0, committed))
+            crosses = target == 0 or (target > 0) != (current > 0)
+            if (abs(current) if crosses else abs(current) - abs(target)) > eligible + 1e-9:
+                broken.add("holding_period")
+        elif not spec_elapsed(hold["min_hold"], opened, now):
+            broken.add("holding_period")
+    adds = action in ("open", "increase", "reverse")
+    if blocks.get("drawdown_guard") and adds and moment.reduce_only:
+        broken.add("drawdown_guard")
+    budget = blocks.get("turnover_budget")
+    if budget:
+        recent = [f for f in moment.fills if not spec_elapsed(budget["window"], f, now)]
+        if len(recent) >= budget["max_trades"]:
+            broken.add("turnover_budget")
     whip = blocks.get("whipsaw_protection")
     if whip and action in ("open", "reverse"):
         recent = [e for e in book.exits if not spec_elapsed(whip["window"], e, now)]
@@ -384,7 +452,13 @@ def broken_rules(
     return broken
 
 
-CHECKED = ("core_asset_immunity", "holding_period", "whipsaw_protection")
+CHECKED = (
+    "core_asset_immunity",
+    "holding_period",
+    "whipsaw_protection",
+    "drawdown_guard",
+    "turnover_budget",
+)
 
 
 def live_size(outcome: Outcome, rows: dict[int, Any], row: Any, bar: int, bar_of: Any) -> float:
@@ -429,12 +503,21 @@ def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
             executed = pd.Timestamp(row.executed)
             events.append(((bar_of[executed], 0, row.attempt), (bar_of[executed], executed), row))
     books: dict[str, Book] = {t: Book() for t in TICKERS}
+    fills: list[Point] = []
+    guard = case.profile["protections"].get("drawdown_guard")
+    values = [((bar, calendar[bar]), outcome.values[bar]) for bar in sorted(outcome.values)]
+    assert [point[0] for point, _ in values] == list(range(len(calendar))), "a bar without value"
+    reduce_only = [
+        bool(guard) and spec_reduce_only(guard, values[: bar + 1], spec_elapsed)
+        for bar in range(len(values))
+    ]
     rows = {row.attempt: row for row in orders.itertuples()}
     kinds, parents = outcome.log["kinds"], outcome.log["parents"]
     for (_, phase, _), now, row in sorted(events, key=lambda e: e[0]):
         book = books[row.asset]
         if phase == 0:
             book.fill(row.filled, now)
+            fills.append(now)
             continue
         decision = decisions[row.attempt]
         where = f"order {row.attempt} ({row.asset} on {row.created}, case {case})"
@@ -448,11 +531,26 @@ def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
         if orphan:  # judged on the position its refused parent would have left
             current += parent.size
         assert abs(decision["current_size"] - current) < 1e-9, where
-        assert abs(decision["target_size"] - decision["current_size"] - row.size) < 1e-9, where
-        action = spec_action(current, current + row.size)
+        requested = decision["target_size"] - decision["current_size"]
+        assert abs(requested - row.requested) < 1e-9, where
+        action = spec_action(current, current + row.requested)
         assert decision["action"] == action, where
-        label = "exempt" if decision["exempt"] else "approved" if decision["approved"] else "denied"
+        label = (
+            "exempt"
+            if decision["exempt"]
+            else "partial"
+            if decision["partial"]
+            else "approved"
+            if decision["approved"]
+            else "denied"
+        )
         assert row.protection == label, where
+        # the order sent is the approved part: the request whole, or the part a system allowed
+        allowed = decision["approved_target"]
+        if label == "denied":
+            assert row.approved == 0 and row.size == row.requested, where
+        else:
+            assert row.size == row.approved and abs(row.size - (allowed - current)) < 1e-9, where
         assert decision["would_block"] == bool(decision["blocking_systems"]), where
         kind = kinds[row.attempt]
         safety = kind in CONTINGENT and action in ("close", "decrease") and not orphan
@@ -464,7 +562,10 @@ def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
         tally["orders"] += 1
         tally[label] += 1
 
-        broken = broken_rules(case.profile, book, row.asset, action, now)
+        moment = Moment(reduce_only[now[0]], tuple(fills))
+        broken = broken_rules(
+            case.profile, book, row.asset, (current, current + row.requested), now, moment
+        )
         lifted = set(decision["overridden_systems"])
         blocking = set(decision["blocking_systems"])
         # the audit's verdict of each checked system is the rule's verdict
@@ -484,19 +585,28 @@ def check(case: Case, outcome: Outcome, tally: Counter[str]) -> None:
         # approved or exempt: it reached the broker
         assert row.status != "Rejected", where
         market = kind not in CONTINGENT
-        if market and label == "approved" and row.created != calendar[-1].date().isoformat():
+        if (
+            market
+            and label in ("approved", "partial")
+            and row.created != calendar[-1].date().isoformat()
+        ):
             assert row.status in ("Completed", "Margin"), where  # a market order, processed
         if shadow:
             assert decision["approved"], where
             tally["shadow_would_block"] += bool(blocking)
             continue
-        if label == "approved" and row.filled:
+        if label == "partial":  # the allowed part obeys every rule the whole one broke
+            sent = broken_rules(case.profile, book, row.asset, (current, allowed), now, moment)
+            assert not sent - lifted, f"{where}: sent against {sent}"
+            tally["partial_checked"] += 1
+            assert not row.filled or row.filled == row.size, where
+        if label in ("approved", "partial") and row.filled:
             for system in CHECKED:
-                if system in case.profile["protections"]:
+                if system in case.profile["protections"] and label == "approved":
                     assert system not in broken - lifted, f"{where}: executed against {system}"
                     tally[f"executed_checked_{system}"] += 1
     assert last_bar >= 149
-    for kind in ("holding_period", "whipsaw_protection", "core_asset_immunity"):
+    for kind in CHECKED:
         tally[f"denied_{kind}"] += sum(
             kind in d["blocking_systems"] and not d["approved"] for d in decisions.values()
         )
@@ -546,10 +656,38 @@ OVERRIDES = {
         },
     },
 }
+# Every clipping system with partial: true, and both portfolio brakes.
+PARTIAL = {
+    **HOLD_AND_WHIPSAW,
+    "protections": {
+        "core_asset_immunity": {
+            "enabled": True,
+            "assets": ["AMZN"],
+            "protect": ["close", "decrease", "reverse"],
+            "keep": 0.5,
+            "partial": True,
+        },
+        "holding_period": {
+            "enabled": True,
+            "min_hold": "10 bars",
+            "protect": ["close", "decrease", "reverse"],
+            "lots": "fifo",
+            "partial": True,
+        },
+        "drawdown_guard": {
+            "enabled": True,
+            "max_drawdown": 0.03,
+            "resume": {"after": "8 bars", "recover": 0.5},
+            "partial": True,
+        },
+        "turnover_budget": {"enabled": True, "window": "5 bars", "max_trades": 6},
+    },
+}
 EXAMPLES = (
     Case(HOLD_AND_WHIPSAW, 300, 200, CHURN, True, True),
     Case(OVERRIDES, 500, 200, CHURN, False, False),
     Case({**HOLD_AND_WHIPSAW, "mode": "shadow"}, 700, 160, CHURN, True, False),
+    Case(PARTIAL, 980, 200, CHURN, True, True),  # Dec 2019 to Sep 2020: the crash
 )
 
 
@@ -561,6 +699,7 @@ def test_random_order_streams_keep_every_promise() -> None:
     @example(case=EXAMPLES[0])
     @example(case=EXAMPLES[1])
     @example(case=EXAMPLES[2])
+    @example(case=EXAMPLES[3])
     def prop(case: Case) -> None:
         check(case, run_case(case), tally)
 
@@ -568,7 +707,8 @@ def test_random_order_streams_keep_every_promise() -> None:
     assert tally["runs"] >= MAX_EXAMPLES + len(EXAMPLES)
     assert tally["orders"] >= MIN_ORDERS
     # the checks are not vacuous: every kind of decision and every rule was exercised
-    for key in ("approved", "denied", "exempt", "overridden", "shadow_would_block", "orphans"):
+    keys = ("approved", "denied", "exempt", "overridden", "shadow_would_block", "orphans")
+    for key in (*keys, "partial", "partial_checked"):
         assert tally[key] > 0, (key, tally)
     for system in CHECKED:
         assert tally[f"executed_checked_{system}"] > 0, (system, tally)

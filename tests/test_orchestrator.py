@@ -278,6 +278,9 @@ def test_decision_carries_the_current_regime_and_backtest_clock():
 # --- questions: status, explain ---------------------------------------------------------------
 
 
+FIVE = {"core_asset", "regime_override", "grace_period", "holding_period", "whipsaw_protection"}
+
+
 def test_protection_status_has_the_spec_keys():
     c = full()
     c.regime(0, "bull")
@@ -293,8 +296,10 @@ def test_protection_status_has_the_spec_keys():
         "holding_period",
         "whipsaw_protection",
         "regime_override",
+        "drawdown_guard",
+        "turnover_budget",
     }
-    assert all(p["enabled"] is True for p in protections.values())
+    assert all(protections[k]["enabled"] is (k in FIVE) for k in protections)
     assert protections["core_asset"]["is_core"] is True
     assert protections["holding_period"]["held"] == 1
     assert protections["holding_period"]["can_exit"] is False

@@ -56,7 +56,7 @@ def test_the_plugin_is_listed_and_validated_like_a_built_in(site: Path, tmp_path
     assert listed.returncode == 0, listed.stderr
     rows = [re.split(r"\s{2,}", line) for line in listed.stdout.splitlines()]
     assert rows[-1] == [
-        "6",
+        "10",
         "event_blackout",
         "yes",
         "bt-protection-event-blackout 0.1.0 (plugin)",

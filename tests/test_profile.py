@@ -18,7 +18,7 @@ from bt_protection.protections.base import registry
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))
 SYSTEMS = tuple(registry())
-LIFTABLE = "grace_period, holding_period, whipsaw_protection"
+LIFTABLE = "grace_period, holding_period, whipsaw_protection, drawdown_guard, turnover_budget"
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -50,7 +50,7 @@ def test_shipped_profile_loads_and_round_trips(path: Path, tmp_path: Path) -> No
 def test_shipped_profiles_behave_differently() -> None:
     profiles = {p.stem: load_profile(p) for p in SHIPPED}
     assert profiles["off"].enabled_systems == ()
-    assert profiles["balanced"].enabled_systems == SYSTEMS
+    assert profiles["balanced"].enabled_systems == SYSTEMS[:5]  # the portfolio brakes are off
     assert len({profiles[n].hash for n in ("off", "conservative", "balanced", "aggressive")}) == 4
     holds = [
         profiles[n].protections["holding_period"].min_hold.amount
@@ -198,7 +198,7 @@ BAD = {
     "unknown-parameter": (
         'protections:\n  holding_period:\n    enabled: true\n    min_hlod: "20 bars"\n',
         "{f}:4: protections.holding_period: unknown key 'min_hlod'; did you mean 'min_hold'? "
-        "Valid keys: min_hold, protect, enabled.",
+        "Valid keys: min_hold, protect, lots, partial, enabled.",
     ),
     "string-for-int": (
         "protections:\n  whipsaw_protection:\n    max_cycles: three\n",
@@ -317,7 +317,7 @@ BAD = {
     "block-without-mapping": (
         "protections:\n  holding_period:\n",
         "{f}:2: protections.holding_period: expected a mapping (keys: min_hold, protect, "
-        "enabled), not null.",
+        "lots, partial, enabled), not null.",
     ),
     "extends-missing-file": (
         "extends: nope.yaml\n",
@@ -413,7 +413,7 @@ def test_validate_accepts_the_shipped_profiles(capsys: pytest.CaptureFixture[str
     assert main(["validate", *map(str, SHIPPED)]) == 0
     out = capsys.readouterr().out
     balanced = CONFIGS / "balanced.yaml"
-    assert f"ok  {balanced} (balanced: {', '.join(SYSTEMS)})" in out.splitlines()
+    assert f"ok  {balanced} (balanced: {', '.join(SYSTEMS[:5])})" in out.splitlines()
     assert f"ok  {CONFIGS / 'off.yaml'} (off: no protection enabled)" in out.splitlines()
 
 

@@ -4,7 +4,10 @@ A stream is a list of bars. Each bar moves the date on by 1-3 calendar days (so 
 differ) and carries, in this order: the fills of the requests approved on the previous bar, an
 optional regime label, an optional score report, and at most one request per asset. Sizes of
 requests come from the positions the fills left, so the orchestrator always sees a consistent
-history. The checks use their own clock arithmetic, not `Duration`.
+history (the approved target of a partial approval is what fills). Each bar also reports a
+portfolio value (a random walk), and fills carry a price, for `drawdown_guard` and
+`turnover_budget`. The checks use their own clock arithmetic, not `Duration`, and their own
+models of holding lots, core floors and the drawdown guard.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from helpers import LIFTABLE, spec_lots, spec_reduce_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,10 +26,10 @@ from bt_protection.orchestrator import ProtectionOrchestrator
 ASSETS = ("AAA", "BBB", "CCC", "SPY")
 REGIMES = ("bull", "neutral", "bear", "crisis")
 SEVERITIES = ("low", "medium", "high", "critical")
-LIFTABLE = ("grace_period", "holding_period", "whipsaw_protection")
 GUARDABLE = ("close", "decrease", "reverse")
 KINDS = ("open_long", "open_short", "close", "increase", "decrease", "reverse")
 START = datetime(2024, 1, 1)
+PRICE = 10.0
 
 PROPERTY = settings(
     max_examples=150,
@@ -55,6 +59,8 @@ core_blocks = st.fixed_dictionaries(
         "protect": st.lists(st.sampled_from(GUARDABLE), min_size=1, unique=True),
     },
     optional={
+        "keep": st.sampled_from([0.0, 0.5, 0.75, 1.0]),
+        "partial": st.booleans(),
         "dynamic": st.fixed_dictionaries(
             {
                 "top_n": st.integers(1, 2),
@@ -62,7 +68,7 @@ core_blocks = st.fixed_dictionaries(
                 "duration": durations,
                 "max_core": st.integers(1, 2),
             }
-        )
+        ),
     },
 )
 
@@ -105,7 +111,8 @@ holding_blocks = st.fixed_dictionaries(
         "enabled": st.just(True),
         "min_hold": durations,
         "protect": st.lists(st.sampled_from(GUARDABLE), min_size=1, unique=True),
-    }
+    },
+    optional={"lots": st.just("fifo"), "partial": st.booleans()},
 )
 
 whipsaw_blocks = st.fixed_dictionaries(
@@ -118,6 +125,27 @@ whipsaw_blocks = st.fixed_dictionaries(
 )
 
 
+drawdown_blocks = st.fixed_dictionaries(
+    {
+        "enabled": st.just(True),
+        "max_drawdown": st.sampled_from([0.1, 0.2, 0.3]),
+        "resume": st.fixed_dictionaries(
+            {"after": durations}, optional={"recover": st.sampled_from([0.5, 1.0])}
+        ),
+    },
+    optional={"partial": st.booleans()},
+)
+
+turnover_blocks = st.fixed_dictionaries(
+    {
+        "enabled": st.just(True),
+        "window": durations,
+        "max_trades": st.integers(1, 4),
+    },
+    optional={"max_turnover": st.sampled_from([0.5, 2.0]), "partial": st.booleans()},
+)
+
+
 @st.composite
 def profiles(draw: st.DrawFn, mode: st.SearchStrategy[str] | None = None) -> dict[str, Any]:
     blocks = {
@@ -126,6 +154,8 @@ def profiles(draw: st.DrawFn, mode: st.SearchStrategy[str] | None = None) -> dic
         "grace_period": draw(maybe(grace_blocks)),
         "holding_period": draw(maybe(holding_blocks)),
         "whipsaw_protection": draw(maybe(whipsaw_blocks)),
+        "drawdown_guard": draw(maybe(drawdown_blocks)),
+        "turnover_budget": draw(maybe(turnover_blocks)),
     }
     return {
         "name": "random",
@@ -138,6 +168,7 @@ def profiles(draw: st.DrawFn, mode: st.SearchStrategy[str] | None = None) -> dic
 @dataclass(frozen=True)
 class Step:
     gap: int
+    change: float  # the portfolio value moves by this factor on the bar
     regime: str | None
     scores: dict[str, float] | None
     intents: tuple[tuple[str, str, bool, float | None], ...]
@@ -146,6 +177,7 @@ class Step:
 steps = st.builds(
     Step,
     gap=st.integers(1, 3),
+    change=st.sampled_from([0.7, 0.85, 1.0, 1.1, 1.3]),
     regime=st.one_of(st.none(), st.sampled_from(REGIMES)),
     scores=st.one_of(st.none(), st.dictionaries(st.sampled_from(ASSETS), scores, min_size=1)),
     intents=st.lists(
@@ -201,6 +233,10 @@ class Seen:
     now: Point
     opened: Point | None
     exits: tuple[Point, ...]
+    lots: tuple[tuple[float, Point], ...]  # (units, fill) oldest first, from the fills
+    peak: float  # the largest |position| the fills left so far
+    values: tuple[tuple[Point, float], ...]  # portfolio values reported so far
+    fills: tuple[Point, ...]  # every fill so far, any asset
 
 
 def replay(profile: dict[str, Any], stream: list[Step]) -> tuple[list[Seen], dict[str, Any], int]:
@@ -208,16 +244,24 @@ def replay(profile: dict[str, Any], stream: list[Step]) -> tuple[list[Seen], dic
     positions: dict[str, float] = {}
     opened: dict[str, Point] = {}
     exits: dict[str, list[Point]] = {}
+    lots: dict[str, list[list[Any]]] = {}
+    peaks: dict[str, float] = {}
+    values: list[tuple[Point, float]] = []
+    fills: list[Point] = []
     pending: list[tuple[str, float, float]] = []
     seen: list[Seen] = []
     requests = 0
     date = START
+    value = 1000.0
     for bar, step in enumerate(stream):
         date += timedelta(days=step.gap)
         now = (date, bar)
         for asset, before, after in pending:  # approved on the previous bar, filled now
-            orch.on_fill(asset, date, before, after, bar=bar)
+            orch.on_fill(asset, date, before, after, bar=bar, price=PRICE)
             positions[asset] = after
+            fills.append(now)
+            peaks[asset] = max(peaks.get(asset, 0.0), abs(after))
+            spec_lots(lots.setdefault(asset, []), before, after, now)
             if after == 0:
                 opened.pop(asset, None)
                 exits.setdefault(asset, []).append(now)
@@ -227,6 +271,9 @@ def replay(profile: dict[str, Any], stream: list[Step]) -> tuple[list[Seen], dic
                 opened[asset] = now
                 exits.setdefault(asset, []).append(now)
         pending = []
+        value *= step.change
+        orch.on_portfolio(date, value, bar=bar)
+        values.append((now, value))
         if step.regime is not None:
             orch.on_regime(date, step.regime, bar=bar)
         if step.scores is not None:
@@ -235,16 +282,41 @@ def replay(profile: dict[str, Any], stream: list[Step]) -> tuple[list[Seen], dic
             current = positions.get(asset, 0.0)
             target = target_of(current, kind)
             request = ProtectionRequest(
-                asset, date, current, target, bar=bar, exempt=exempt, score=score
+                asset,
+                date,
+                current,
+                target,
+                bar=bar,
+                exempt=exempt,
+                score=score,
+                metadata={"price": PRICE},
             )
             requests += 1
             decision = orch.can_execute_action(request)
             seen.append(
-                Seen(request, decision, now, opened.get(asset), tuple(exits.get(asset, ())))
+                Seen(
+                    request,
+                    decision,
+                    now,
+                    opened.get(asset),
+                    tuple(exits.get(asset, ())),
+                    tuple((size, point) for size, point in lots.get(asset, [])),
+                    peaks.get(asset, 0.0),
+                    tuple(values),
+                    tuple(fills),
+                )
             )
             if decision.approved:
-                pending.append((asset, current, target))
+                pending.append((asset, current, decision.approved_target))
     return seen, orch.get_performance_metrics(), requests
+
+
+def sold(d: ProtectionDecision) -> float:
+    """Units of the current side the approved part sells."""
+    current, target = d.current_size, d.approved_target
+    if target == 0 or (target > 0) != (current > 0):
+        return abs(current)
+    return max(0.0, abs(current) - abs(target))
 
 
 def free_pass(profile: dict[str, Any], seen: Seen, system: str) -> bool:
@@ -269,8 +341,16 @@ def test_core_asset_exit_is_never_approved_unless_exempt_or_shadow(profile, stre
         d = s.decision
         assert "core_asset_immunity" not in d.overridden_systems
         if core and s.request.asset in core["assets"] and d.action.value in core["protect"]:
-            assert not d.approved or d.exempt or profile["mode"] == "shadow", d
-            assert "core_asset_immunity" in d.blocking_systems
+            free = d.exempt or profile["mode"] == "shadow"
+            if "keep" not in core:
+                assert not d.approved or free, d
+                assert "core_asset_immunity" in d.blocking_systems
+            elif d.approved and not free:  # never below the floor, never to the other side
+                floor = core["keep"] * max(s.peak, abs(d.current_size))
+                target = d.approved_target
+                assert target != 0 or floor == 0, d
+                assert target == 0 or (target > 0) == (d.current_size > 0), d
+                assert abs(target) >= floor - 1e-9, (floor, d)
 
 
 @PROPERTY
@@ -286,7 +366,13 @@ def test_no_approved_exit_before_min_hold(profile, stream):
             continue
         if free_pass(profile, s, "holding_period"):
             continue
-        assert elapsed(holding["min_hold"], s.opened, s.now), (s.opened, s.now, d)
+        if "lots" in holding:  # never more than the lots held min_hold
+            ripe = sum(
+                size for size, filled in s.lots if elapsed(holding["min_hold"], filled, s.now)
+            )
+            assert sold(d) <= ripe + 1e-9, (s.lots, s.now, d)
+        else:
+            assert elapsed(holding["min_hold"], s.opened, s.now), (s.opened, s.now, d)
 
 
 @PROPERTY
@@ -307,6 +393,46 @@ def test_no_approved_entry_breaks_whipsaw_rules(profile, stream):
         assert cycles < whipsaw["max_cycles"], (s.exits, s.now, d)
         if s.exits:
             assert elapsed(whipsaw["min_reentry"], s.exits[-1], s.now), (s.exits, s.now, d)
+
+
+@PROPERTY
+@given(profile=profiles(), stream=streams)
+def test_portfolio_brakes_hold(profile, stream):
+    guard = block(profile, "drawdown_guard")
+    budget = block(profile, "turnover_budget")
+    seen, _, _ = replay(profile, stream)
+    for s in seen:
+        d = s.decision
+        if not d.approved or d.exempt or profile["mode"] == "shadow":
+            continue
+        if (
+            guard
+            and "drawdown_guard" not in d.overridden_systems
+            and spec_reduce_only(guard, s.values, elapsed)
+        ):
+            assert d.action not in (Action.OPEN, Action.INCREASE), d
+            assert d.action is not Action.REVERSE or d.approved_target == 0, d
+        if budget and "turnover_budget" not in d.overridden_systems:
+            inside = [f for f in s.fills if not elapsed(budget["window"], f, s.now)]
+            assert len(inside) < budget["max_trades"], (s.fills, s.now, d)
+
+
+@PROPERTY
+@given(profile=profiles(), stream=streams)
+def test_the_approved_target_lies_between_the_current_and_the_requested_size(profile, stream):
+    seen, _, _ = replay(profile, stream)
+    for s in seen:
+        d = s.decision
+        current, target, allowed = d.current_size, d.target_size, d.approved_target
+        if not d.approved:
+            assert allowed == current and not d.partial, d
+            continue
+        assert d.partial == (allowed != target), d
+        if d.partial:
+            assert min(current, target) <= allowed <= max(current, target), d
+            assert allowed != current and d.blocking_systems, d
+            assert d.reason.startswith("Partly approved: "), d
+            assert not (d.exempt or profile["mode"] == "shadow"), d
 
 
 def _plain(seen: list[Seen]) -> list[dict[str, Any]]:
@@ -343,11 +469,12 @@ def test_every_request_gets_one_decision_and_metrics_count_them(profile, stream)
     assert metrics["exempt"] == sum(d.exempt for d in decisions)
     assert metrics["overrides_applied"] == sum(d.override_applied for d in decisions)
     assert metrics["errors"] == 0
+    assert metrics["partial"] == sum(d.partial for d in decisions)
     assert sum(metrics["blocks_by_system"].values()) == sum(
-        len(d.blocking_systems) for d in decisions if not d.approved
+        len(d.blocking_systems) for d in decisions if not d.approved or d.partial
     )
     assert sum(metrics["would_block_by_system"].values()) == sum(
-        len(d.blocking_systems) for d in decisions if d.approved
+        len(d.blocking_systems) for d in decisions if d.approved and not d.partial
     )
     if requests:
         assert metrics["approval_rate"] == metrics["approved"] / requests
@@ -368,7 +495,7 @@ def test_decisions_are_internally_consistent(profile, stream):
         assert list(d.blocking_systems) == [s for s in order if s in d.blocking_systems]
         assert d.would_block == bool(d.blocking_systems)
         assert d.override_applied == bool(d.overridden_systems)
-        assert d.approved == (not d.blocking_systems or d.exempt or shadow)
+        assert d.approved == (not d.blocking_systems or d.exempt or shadow or d.partial)
         if d.blocking_systems and not d.approved:
             first = next(r for r in d.results if r.system == d.blocking_systems[0])
             assert d.reason == first.reason

@@ -160,12 +160,12 @@ def test_a_shipped_profile_lets_exits_through_in_the_2008_crisis(tmp_path: Path)
 def test_on_the_main_job_every_shipped_profile_binds_and_two_override_in_a_crash(
     tmp_path: Path,
 ) -> None:
-    """`bt-protection compare` (momentum_rotation on data/sample under the four default
+    """`bt-protection compare` (momentum_rotation on data/sample under the five default
     profiles): every protected profile trades differently from `off`, and at least two apply
     overrides in the 2020 crash or the 2022 bear market, read from their audits."""
     comparison = run_comparison(out=tmp_path / "cmp", jobs=1, progress=False)
     equity = {name: (run.path / "equity.csv").read_text() for name, run in comparison.runs.items()}
-    assert set(equity) == {"off", "conservative", "balanced", "aggressive"}
+    assert set(equity) == {"off", "conservative", "balanced", "aggressive", "portfolio_guard"}
     assert all(equity[name] != equity["off"] for name in equity if name != "off")
     in_crash = {}
     for name, run in comparison.runs.items():

@@ -23,6 +23,8 @@ FRAME_COLUMNS = (
     "bar",
     "current_size",
     "target_size",
+    "approved_target",
+    "partial",
     "attempt",
 )
 
@@ -33,8 +35,10 @@ class ProtectionAnalyzer(bt.Analyzer):
     `get_analysis()`: the orchestrator's `get_performance_metrics()` plus `by_system`
     (per system: `denied`, decisions it blocked, as `blocks_by_system`; `would_block`,
     decisions approved although it objected, in shadow mode or as a safety exit, as
-    `would_block_by_system`; `overridden`, denials the regime override lifted) and `by_action`
-    (per action: `requested`, `approved`, `denied`).
+    `would_block_by_system`; `clipped`, decisions approved in part because of it (counted in
+    `blocks_by_system` too); `overridden`, denials the regime override lifted) and `by_action`
+    (per action: `requested`, `approved`, `partial` (approved in part, also in `approved`),
+    `denied`).
     `to_frame()`: one row per decision, in decision order, indexed by backtest `date`.
     """
 
@@ -65,16 +69,22 @@ class ProtectionAnalyzer(bt.Analyzer):
     def get_analysis(self) -> dict[str, Any]:
         """Orchestrator metrics plus `by_system` and `by_action` counts (plain types)."""
         metrics = self._metrics or self.strategy.protection.get_performance_metrics()
-        by_system = {s: {"denied": 0, "would_block": 0, "overridden": 0} for s in self._systems}
-        by_action = {a.value: {"requested": 0, "approved": 0, "denied": 0} for a in Action}
+        by_system = {
+            s: {"denied": 0, "would_block": 0, "clipped": 0, "overridden": 0} for s in self._systems
+        }
+        by_action = {
+            a.value: {"requested": 0, "approved": 0, "partial": 0, "denied": 0} for a in Action
+        }
         for decision in self._decisions:
+            kind = "clipped" if decision.partial else "would_block"
             for system in decision.blocking_systems:
-                by_system[system]["would_block" if decision.approved else "denied"] += 1
+                by_system[system][kind if decision.approved else "denied"] += 1
             for system in decision.overridden_systems:
                 by_system[system]["overridden"] += 1
             counts = by_action[decision.action.value]
             counts["requested"] += 1
             counts["approved" if decision.approved else "denied"] += 1
+            counts["partial"] += decision.partial
         return {**metrics, "by_system": by_system, "by_action": by_action}
 
     def to_frame(self) -> pd.DataFrame:
@@ -93,6 +103,8 @@ class ProtectionAnalyzer(bt.Analyzer):
                 "bar": d.bar,
                 "current_size": d.current_size,
                 "target_size": d.target_size,
+                "approved_target": d.approved_target,
+                "partial": d.partial,
                 "attempt": attempt,
             }
             for attempt, d in enumerate(self._decisions, start=1)

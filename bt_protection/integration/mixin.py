@@ -4,7 +4,9 @@ Every order-creating path of `bt.Strategy` (`buy`, `sell`, `close`, `order_targe
 brackets, `SignalStrategy`) ends in `Strategy.buy` / `Strategy.sell`; the mixin intercepts
 there. A denied order comes back in `Rejected` status with the decision in
 `order.info.protection` and reaches `notify_order` through the broker's notification queue,
-without ever entering the broker's pending orders.
+without ever entering the broker's pending orders. A partly approved order (`decision.partial`)
+is sent with the allowed size (`decision.approved_size`); the decision in `order.info.protection`
+says what was requested and why the rest was clipped.
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ class ProtectionMixin(bt.Strategy):
         self._protection_bar = -1
         self._protection_attempts = 0
         self._protection_live: dict[str, list[Any]] = {}
+        self._protection_prices = self.protection.uses_prices  # turnover values orders
         self._protection_listeners: list[Callable[[ProtectionDecision], None]] = []
         self._protection_hook = getattr(self, "notify_protection", None)
 
@@ -300,22 +303,27 @@ class ProtectionMixin(bt.Strategy):
 
     def _start(self) -> None:
         self._protection_started = True
-        if self._protection_regime is not None:  # else backtrader's own _notify, untouched
-            self._notify = self._notify_with_regime
+        self._protection_values = self.protection.uses_portfolio
+        if self._protection_regime is not None or self._protection_values:
+            self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched
         super()._start()
 
-    def _notify_with_regime(
+    def _notify_each_bar(
         self,
         qorders: list[Any] = [],  # noqa: B006 - backtrader's signature
         qtrades: list[Any] = [],  # noqa: B006
     ) -> None:
-        # Once a bar, after the clock moved and indicators ran, before next/prenext.
+        # Once a bar, after the clock moved and indicators ran, before next/prenext: the regime
+        # label and the broker's value, for the systems that follow them.
         bar = len(self) - 1
         if bar != self._protection_bar:
             self._protection_bar = bar
             when = bt.num2date(self.lines.datetime[0])
-            label = label_of(self._protection_regime.regime[0])  # type: ignore[union-attr]
-            self.protection.on_regime(when, label, bar=bar)
+            regime = self._protection_regime
+            if regime is not None:
+                self.protection.on_regime(when, label_of(regime.regime[0]), bar=bar)
+            if self._protection_values:
+                self.protection.on_portfolio(when, self.broker.getvalue(), bar=bar)
         super()._notify(qorders, qtrades)
 
     def _addnotification(self, order: Any, quicknotify: bool = False) -> None:
@@ -325,10 +333,10 @@ class ProtectionMixin(bt.Strategy):
         # pay is executed as its close only, and reported as such.
         for bit in order.executed.iterpending():
             if bit.size:
-                self._protection_fill(order.data, bit.dt, bit.size)
+                self._protection_fill(order.data, bit.dt, bit.size, bit.price)
         super()._addnotification(order, quicknotify)
 
-    def _protection_fill(self, data: Any, dt: float, size: float) -> None:
+    def _protection_fill(self, data: Any, dt: float, size: float, price: float) -> None:
         asset = self._protection_assets.get(id(data)) or asset_name(data)
         protection = self.protection
         before = protection.position(asset)
@@ -336,7 +344,7 @@ class ProtectionMixin(bt.Strategy):
         # (cheat-on-close), else the bar the feeds moved to (the strategy has not yet)
         bar = len(self) - 1 if len(self) and dt <= self.lines.datetime[0] else len(self)
         try:
-            protection.on_fill(asset, bt.num2date(dt), before, before + size, bar=bar)
+            protection.on_fill(asset, bt.num2date(dt), before, before + size, bar=bar, price=price)
         except ValueError as error:  # the protection layer never ends a run backtrader finishes
             protection.report_error(asset, f"fill of {asset} not booked: {error}")
 
@@ -417,7 +425,9 @@ class ProtectionMixin(bt.Strategy):
             score=score,
             bar=bar,
             exempt=refusal is None and (bool(exempt) or safety),
-            metadata={"attempt": attempt},
+            metadata={"attempt": attempt, "price": data.close[0]}
+            if self._protection_prices
+            else {"attempt": attempt},
         )
         decision = self.protection.can_execute_action(request, refusal)
         audit = self.protection.audit
@@ -434,7 +444,8 @@ class ProtectionMixin(bt.Strategy):
         if oco is not None and oco.status == bt.Order.Rejected and "protection" in oco.info:
             args["oco"] = None  # its partner was denied and never reached the broker
         submit = super().buy if isbuy else super().sell
-        order = submit(data=data, size=abs(size), **args, **info)
+        # a partly approved order sends the allowed part; the decision says what was clipped
+        order = submit(data=data, size=abs(decision.approved_size), **args, **info)
         if order is not None and not (contingent and request.exempt):
             self._protection_live.setdefault(asset, []).append(order)
         return order

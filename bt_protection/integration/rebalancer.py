@@ -16,10 +16,11 @@ from bt_protection.models import ProtectionDecision
 class RebalanceResult:
     """What one `rebalance` call did, by asset.
 
-    `approved`: targets sent to the broker (a buy scaled down to fit shows its reduced target);
-    `denied`: requested targets the protections refused, those assets stay where they are;
-    `unchanged`: requested targets that needed no order; `decisions` and `orders`: of every
-    order sent, denied ones included.
+    `approved`: targets sent to the broker (a buy scaled down to fit shows its reduced target;
+    a partly approved order the weight its allowed part leads to); `clipped`: the requested
+    targets of partly approved orders; `denied`: requested targets the protections refused,
+    those assets stay where they are; `unchanged`: requested targets that needed no order;
+    `decisions` and `orders`: of every order sent, denied ones included.
     """
 
     approved: dict[str, float]
@@ -27,6 +28,7 @@ class RebalanceResult:
     unchanged: dict[str, float]
     decisions: dict[str, ProtectionDecision]
     orders: dict[str, Any]
+    clipped: dict[str, float]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing feeds would build a lines operation
@@ -46,7 +48,8 @@ class ProtectionAwareRebalancer:
     Weight decreases are sent before increases (each group by asset name) so sells free cash
     first. A denied order leaves its asset where it is; the weight a denied decrease keeps is
     taken from the increases, pro rata, so the invested weight never exceeds the sum of the
-    targets (no buy fails for lack of cash because a sell was held back). Changes smaller than
+    targets (no buy fails for lack of cash because a sell was held back); a sell approved in
+    part keeps the weight of its clipped part the same way. Changes smaller than
     `buffer` (in weight) are skipped, except a target of 0 for a held asset.
     """
 
@@ -60,11 +63,12 @@ class ProtectionAwareRebalancer:
             raise UserError(f"buffer must be a weight of 0 or more, not {buffer!r}.")
         self.strategy = strategy
         self.buffer = float(buffer)
-        self._counts = {"rebalances": 0, "orders": 0, "approved": 0, "denied": 0}
+        self._counts = {"rebalances": 0, "orders": 0, "approved": 0, "partial": 0, "denied": 0}
 
     @property
     def stats(self) -> dict[str, float]:
-        """Running totals: rebalances, orders, approved, denied and approval_rate."""
+        """Running totals: rebalances, orders, approved (partial ones included), partial,
+        denied and approval_rate."""
         counts = self._counts
         rate = counts["approved"] / counts["orders"] if counts["orders"] else 0.0
         return {**counts, "approval_rate": rate}
@@ -87,14 +91,18 @@ class ProtectionAwareRebalancer:
                 strategy.protection_date, scores, bar=strategy.protection_bar
             )
         scores = scores or {}
-        result = RebalanceResult({}, {}, {}, {}, {})
+        result = RebalanceResult({}, {}, {}, {}, {}, {})
         sized = [(move, self._order_size(move)) for move in moves]
         sells = [move for move, size in sized if size < 0]
         buys = [move for move, size in sized if size > 0]
         result.unchanged.update((move.asset, move.target) for move, size in sized if not size)
         for move in sells:
             self._send(move, reason, scores.get(move.asset), result)
-        held_back = sum(m.current - m.target for m in sells if m.asset in result.denied)
+        held_back = sum(
+            (m.current - m.target) * _kept(result.decisions[m.asset])
+            for m in sells
+            if m.asset in result.decisions
+        )
         scale = _increase_scale(held_back, sum(m.target - m.current for m in buys))
         for move in buys:
             step = (move.target - move.current) * scale
@@ -161,12 +169,27 @@ class ProtectionAwareRebalancer:
         result.decisions[move.asset] = decision
         result.orders[move.asset] = order
         self._counts["orders"] += 1
-        if decision.approved:
+        if decision.partial:
+            result.clipped[move.asset] = move.target
+            kept = _kept(decision)
+            result.approved[move.asset] = move.target + (move.current - move.target) * kept
+            self._counts["approved"] += 1
+            self._counts["partial"] += 1
+        elif decision.approved:
             result.approved[move.asset] = move.target
             self._counts["approved"] += 1
         else:
             result.denied[move.asset] = move.target
             self._counts["denied"] += 1
+
+
+def _kept(decision: ProtectionDecision) -> float:
+    """The share of a requested change that stays undone: 1 denied, 0 approved, in between
+    when approved in part."""
+    if not decision.approved:
+        return 1.0
+    requested = decision.target_size - decision.current_size
+    return (decision.target_size - decision.approved_target) / requested if requested else 0.0
 
 
 def _increase_scale(held_back: float, increases: float) -> float:

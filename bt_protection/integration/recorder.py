@@ -21,6 +21,8 @@ ORDER_COLUMNS = (
     "created",
     "executed",
     "asset",
+    "requested",
+    "approved",
     "size",
     "filled",
     "price",
@@ -40,9 +42,11 @@ def _day(num: float) -> str:
 
 
 def protection_label(decision: Any) -> str:
-    """`exempt`, `approved` or `denied`: how the protection let an order through."""
+    """`exempt`, `approved`, `partial` or `denied`: how the protection let an order through."""
     if decision.exempt:
         return "exempt"
+    if decision.partial:
+        return "partial"
     return "approved" if decision.approved else "denied"
 
 
@@ -56,6 +60,8 @@ def order_row(order: Any) -> dict[str, Any]:
         "created": _day(order.created.dt),
         "executed": _day(executed.dt) if executed.size else "",
         "asset": asset_name(order.data),
+        "requested": decision.target_size - decision.current_size,
+        "approved": decision.approved_size if decision.approved else 0.0,
         "size": order.created.size,
         "filled": executed.size,
         "price": executed.price if executed.size else float("nan"),

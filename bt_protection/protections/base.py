@@ -10,6 +10,7 @@ group `bt_protection.protections` (docs/extending.md).
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 import re
 from collections.abc import Callable, Mapping
@@ -74,6 +75,9 @@ class ProtectionConfig:
         return found
 
 
+HOOKS = ("on_fill", "on_regime", "on_scores", "on_portfolio", "on_trade", "after_decision")
+"""The event hooks of a protection; the orchestrator calls only those a class overrides."""
+
 REDUCING = frozenset({Action.CLOSE, Action.DECREASE, Action.REVERSE})
 """Actions that take exposure away: what core immunity and the holding period can guard."""
 
@@ -87,6 +91,15 @@ def check_actions(
         names = [a.value for a in Action if a in allowed]
         can = " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
         raise ConfigError(key, f"{who} can protect {can}, not {', '.join(extra)}.")
+
+
+def toward_current(request: ProtectionRequest, size: float) -> float:
+    """`size` rounded toward the request's current size to a whole unit when both request
+    sizes are whole (shares), so a clipped order never exceeds what a system allows."""
+    current, target = request.current_size, request.target_size
+    if not (current.is_integer() and target.is_integer()) or float(size).is_integer():
+        return float(size)
+    return float(math.floor(size) if size > current else math.ceil(size))
 
 
 def _ignore_event(kind: str, when: ClockPoint, payload: dict[str, Any]) -> None:
@@ -142,6 +155,18 @@ class Protection:
     def deny(self, reason: str, **details: Any) -> ProtectionResult:
         return ProtectionResult(self.key, self.priority, False, reason, MappingProxyType(details))
 
+    def limit(
+        self, request: ProtectionRequest, allowed_target: float, reason: str, **details: Any
+    ) -> ProtectionResult:
+        """Allow `request` only up to `allowed_target` (a size between its current and target
+        sizes): a clip with `partial: true` in the system's block, else a denial."""
+        allowed_target = toward_current(request, allowed_target)
+        if allowed_target == request.current_size or not getattr(self.config, "partial", False):
+            return self.deny(reason, **details)
+        return ProtectionResult(
+            self.key, self.priority, False, reason, MappingProxyType(details), allowed_target
+        )
+
     def overrides(self, now: ClockPoint) -> frozenset[str]:
         """Systems whose denials do not block at `now` (only regime override lifts any)."""
         return frozenset()
@@ -161,6 +186,12 @@ class Protection:
     def on_scores(self, now: ClockPoint, scores: Mapping[str, float]) -> None:
         """A score report (usually once per rebalance)."""
 
+    def on_portfolio(self, now: ClockPoint, value: float) -> None:
+        """The portfolio's value (the broker's, cash included) at the current bar."""
+
+    def on_trade(self, asset: str, now: ClockPoint, size: float, price: float) -> None:
+        """A fill of `size` (unsigned) at `price`; sent with `on_fill` when the price is known."""
+
     def after_decision(
         self, request: ProtectionRequest, decision: ProtectionDecision, now: ClockPoint
     ) -> None:
@@ -169,8 +200,7 @@ class Protection:
     @classmethod
     def hooks(cls) -> frozenset[str]:
         """Names of the event hooks this class overrides, so no-op hooks are never called."""
-        names = ("on_fill", "on_regime", "on_scores", "after_decision")
-        return frozenset(n for n in names if getattr(cls, n) is not getattr(Protection, n))
+        return frozenset(n for n in HOOKS if getattr(cls, n) is not getattr(Protection, n))
 
 
 ENTRY_POINT_GROUP = "bt_protection.protections"

@@ -48,7 +48,7 @@ class EventBlackoutConfig(ProtectionConfig):
 @register
 class EventBlackout(Protection):
     key = "event_blackout"
-    priority = 6
+    priority = 10
     config_class = EventBlackoutConfig
     config: EventBlackoutConfig
 
