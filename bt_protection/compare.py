@@ -105,9 +105,12 @@ def default_profiles() -> list[Path]:
     return [folder / f"{name}.yaml" for name in DEFAULT_PROFILES]
 
 
-def default_out(strategy: StrategySource) -> Path:
-    """`runs/compare-<strategy>` (a strategy given as a class or spec: its class name)."""
-    return Path("runs") / f"compare-{strategy_name(strategy)}"
+def default_out(strategy: StrategySource, data: str | os.PathLike[str] | None = None) -> Path:
+    """`runs/compare-<strategy>` (a strategy given as a class or spec: its class name), with
+    `-<data folder name>` when `--data` names a folder, so comparisons on other data do not
+    meet in one folder."""
+    suffix = f"-{Path(data).resolve().name}" if data is not None else ""
+    return Path("runs") / f"compare-{strategy_name(strategy)}{suffix}"
 
 
 def run_comparison(
@@ -144,7 +147,7 @@ def run_comparison(
     """
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs must be 1 or more, not {jobs}.")
-    out = Path(out) if out is not None else default_out(strategy)
+    out = Path(out) if out is not None else default_out(strategy, data)
     folder = out.resolve()  # `--out .` has no name to put `.partial` after
     partial = folder.with_name(folder.name + ".partial")
     loaded = _load_profiles(default_profiles() if profiles is None else profiles)

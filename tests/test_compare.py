@@ -348,3 +348,11 @@ def test_library_call_returns_path_table_and_runs(ablated: Path) -> None:
     assert list(comparison.table.index) == ["off"] and comparison.failed == {}
     assert comparison.runs["off"].path == comparison.path / "off"
     assert comparison.attribution.empty and comparison.attribution_summary.empty
+
+
+def test_a_comparison_on_other_data_gets_a_folder_of_its_own() -> None:
+    from bt_protection.compare import default_out
+
+    assert default_out("momentum_rotation") == Path("runs/compare-momentum_rotation")
+    assert default_out("sma_crossover", "data/etf17") == Path("runs/compare-sma_crossover-etf17")
+    assert default_out("sma_crossover", "data/etf17/").name == "compare-sma_crossover-etf17"
