@@ -164,7 +164,8 @@ class ProtectionOrchestrator:
     def _trace_id(self) -> str | None:
         """The current trace id, `"<date of the clock>#<trace number>"`; None before any event.
 
-        Most bars make no record: the text is formatted on first use, then kept."""
+        Most bars make no record: the text is formatted on first use, then kept in
+        `_trace_text` (which the decision path reads first)."""
         text = self._trace_text
         if text is None and self._now is not None:
             text = self._trace_text = f"{self._now.date.date().isoformat()}#{self._trace}"
@@ -276,7 +277,7 @@ class ProtectionOrchestrator:
             request.exempt,
             bool(blocking),
             "; ".join(errors) or None,
-            self._trace_id(),
+            self._trace_text or self._trace_id(),
             (perf_counter_ns() - started) / 1000.0,
             now.bar,
             request.current_size,
