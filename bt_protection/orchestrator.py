@@ -72,7 +72,7 @@ class ProtectionOrchestrator:
         self._now: ClockPoint | None = None
         self._first: ClockPoint | None = None
         self._trace = 0
-        self._trace_id: str | None = None
+        self._trace_text: str | None = None  # the trace id, formatted when first needed
         self._regime: str | None = None
         self._positions: dict[str, float] = {}
         self._counts = {
@@ -152,18 +152,28 @@ class ProtectionOrchestrator:
         if self._first is None:
             self._first = point
         self._now = point
-        self._new_trace(point)
+        self._new_trace()
         return point
 
-    def _new_trace(self, point: ClockPoint) -> None:
+    def _new_trace(self) -> None:
         self._trace += 1
-        self._trace_id = f"{point.date.date().isoformat()}#{self._trace}"
+        self._trace_text = None
         if self.audit is not None:
             self.audit.flush()
 
+    def _trace_id(self) -> str | None:
+        """The current trace id, `"<date of the clock>#<trace number>"`; None before any event.
+
+        Most bars make no record: the text is formatted on first use, then kept in
+        `_trace_text` (which the decision path reads first)."""
+        text = self._trace_text
+        if text is None and self._now is not None:
+            text = self._trace_text = f"{self._now.date.date().isoformat()}#{self._trace}"
+        return text
+
     def _emit(self, kind: str, when: ClockPoint, payload: dict[str, Any]) -> None:
         if self.audit is not None:
-            self.audit.record(kind, when.date, when.bar, self._trace_id, payload)
+            self.audit.record(kind, when.date, when.bar, self._trace_id(), payload)
 
     def _query_point(self, date: Any, bar: int | None) -> ClockPoint:
         """A clock point for read-only questions: `bar` defaults to the last bar seen."""
@@ -267,7 +277,7 @@ class ProtectionOrchestrator:
             request.exempt,
             bool(blocking),
             "; ".join(errors) or None,
-            self._trace_id,
+            self._trace_text or self._trace_id(),
             (perf_counter_ns() - started) / 1000.0,
             now.bar,
             request.current_size,
@@ -436,7 +446,7 @@ class ProtectionOrchestrator:
         trace = self._trace
         now = self._advance(date, bar)
         if self._trace == trace:
-            self._new_trace(now)
+            self._new_trace()
         self._emit("scores", now, {"scores": dict(sorted(clean.items()))})
         for protection in self._hooks["on_scores"]:
             self._guarded(protection, "on_scores", now, None, now, clean)

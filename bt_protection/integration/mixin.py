@@ -170,6 +170,8 @@ class ProtectionMixin(bt.Strategy):
         if self.protection.uses_regime:
             self._protection_regime = self._build_regime()
         self._protection_bar = -1
+        self._protection_bar_clock: tuple[Any, int] | None = None  # see _bar_clock
+        self._protection_in_bar = False  # inside _next/_oncepost: the strategy moved already
         self._protection_attempts = 0
         self._protection_live: dict[str, list[Any]] = {}
         self._protection_prices = self.protection.uses_prices  # turnover values orders
@@ -268,11 +270,21 @@ class ProtectionMixin(bt.Strategy):
         return self._order_clock()[1]
 
     def _order_clock(self) -> tuple[Any, int]:
+        if self._protection_in_bar:  # in next or a notification of it: the strategy's own bar
+            return self._bar_clock()
         # The strategy's datetime is the newest of its feeds' once it moved to a bar.
         newest = max(d.datetime[0] for d in self.datas if len(d))
         if len(self) == 0 or newest > self.lines.datetime[0]:
             return bt.num2date(newest), len(self)
         return bt.num2date(newest), len(self) - 1
+
+    def _bar_clock(self) -> tuple[Any, int]:
+        """The date and index of the strategy's current bar, converted once per bar."""
+        bar = len(self) - 1
+        clock = self._protection_bar_clock
+        if clock is None or clock[1] != bar:
+            clock = self._protection_bar_clock = (bt.num2date(self.lines.datetime[0]), bar)
+        return clock
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -315,13 +327,12 @@ class ProtectionMixin(bt.Strategy):
     ) -> None:
         # Once a bar, after the clock moved and indicators ran, before next/prenext: the regime
         # label and the broker's value, for the systems that follow them.
-        bar = len(self) - 1
+        when, bar = self._bar_clock()
         if bar != self._protection_bar:
             self._protection_bar = bar
-            when = bt.num2date(self.lines.datetime[0])
             regime = self._protection_regime
             if regime is not None:
-                self.protection.on_regime(when, label_of(regime.regime[0]), bar=bar)
+                self.protection.on_regime(when, label_of(regime.lines.regime[0]), bar=bar)
             if self._protection_values:
                 self.protection.on_portfolio(when, self.broker.getvalue(), bar=bar)
         super()._notify(qorders, qtrades)
@@ -349,18 +360,24 @@ class ProtectionMixin(bt.Strategy):
             protection.report_error(asset, f"fill of {asset} not booked: {error}")
 
     def _next(self) -> None:
+        self._protection_in_bar = True
         try:
             super()._next()
         except BaseException as error:
             self.protection.fail(error)
             raise
+        finally:
+            self._protection_in_bar = False
 
     def _oncepost(self, dt: float) -> None:
+        self._protection_in_bar = True
         try:
             super()._oncepost(dt)
         except BaseException as error:
             self.protection.fail(error)
             raise
+        finally:
+            self._protection_in_bar = False
 
     def _stop(self) -> None:
         try:
