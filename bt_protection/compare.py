@@ -45,7 +45,11 @@ from bt_protection.runner import (
     write_json,
 )
 from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
-from bt_protection.strategies_registry import StrategySource, strategy_name, strategy_reference
+from bt_protection.strategies_registry import (
+    StrategySource,
+    strategy_name,
+    worker_reference,
+)
 
 DEFAULT_STRATEGY = "momentum_rotation"
 DEFAULT_PROFILES = ("off", "conservative", "balanced", "aggressive", "portfolio_guard")
@@ -169,7 +173,7 @@ def run_comparison(
     entries = _entries(base, loaded, ablate, partial / PROFILES_FOLDER)
     _check_out(out, identity)
     workers = min(jobs or os.cpu_count() or 1, len(entries))
-    reference = strategy_reference(strategy)
+    reference = worker_reference(strategy, scheduler)
     if reference is None:
         workers = 1  # another process cannot import the class: run here
     else:

@@ -469,8 +469,11 @@ class ProtectionOrchestrator:
     def report_error(self, asset: str | None, text: str) -> None:
         """Count and audit a failure of the integration around the orchestrator (the run goes
         on), at the last event's time."""
-        now = self._now or ClockPoint(to_datetime("1970-01-01"))
-        self._record_error(now, {"asset": asset, "error": text})
+        self._record_error(self._last_point(), {"asset": asset, "error": text})
+
+    def _last_point(self) -> ClockPoint:
+        """The clock of the last event (the epoch before any): where run-level records go."""
+        return self._now or ClockPoint(to_datetime("1970-01-01"))
 
     def _record_error(self, now: ClockPoint, payload: dict[str, Any]) -> None:
         """Count a protection's failure, keep its text for the metrics and audit it."""
@@ -550,8 +553,9 @@ class ProtectionOrchestrator:
     def fail(self, error: BaseException) -> None:
         """The run stopped with `error`: record it and close the audit, keeping every record."""
         if self.audit is not None and not self.audit.closed:
-            now = self._now or ClockPoint(to_datetime("1970-01-01"))
-            self._emit("run_failed", now, {"error": f"{type(error).__name__}: {error}"})
+            self._emit(
+                "run_failed", self._last_point(), {"error": f"{type(error).__name__}: {error}"}
+            )
             self.audit.close()
 
     def close(self) -> None:

@@ -101,6 +101,21 @@ def strategy_reference(source: StrategySource) -> str | None:
     return f"{source.__module__}:{source.__qualname__}"
 
 
+def worker_reference(source: StrategySource, scheduler: str | None) -> str | None:
+    """`strategy_reference(source)` for worker processes, or None when `source` must run in
+    this process (a class no other process can import); on a Dask cluster (`scheduler` given)
+    such a class is a UserError."""
+    reference = strategy_reference(source)
+    if reference is None and scheduler is not None:
+        name = getattr(source, "__qualname__", source)
+        raise UserError(
+            f"{name} is defined in __main__ or a function, so a Dask cluster cannot load it; "
+            "put it in a module or file and pass `package.module:Class` or "
+            "`path/to/file.py:Class`."
+        )
+    return reference
+
+
 _COMPOSED: dict[type, type[ProtectionMixin]] = {}
 
 

@@ -227,3 +227,34 @@ def test_a_plain_strategy_decides_as_the_hand_written_mixin_subclass(tmp_path: P
     assert audits[0] == audits[1]
     labels = [json.loads((f / "summary.json").read_text())["strategy"] for f in runs]
     assert labels == ["strategies.sma_crossover:SmaCrossoverSignals", "sma_crossover"]
+
+
+@pytest.mark.parametrize("command", ["compare", "tune"])
+def test_a_class_only_this_process_has_is_refused_for_a_dask_cluster(
+    command: str, tmp_path: Path
+) -> None:
+    from bt_protection.compare import run_comparison
+    from bt_protection.tune import walk_forward
+
+    class Local(bt.Strategy):
+        """Defined in a function: no other process can import it."""
+
+    window = {"data": str(SAMPLE_DATA), "start": START, "end": END}
+    with pytest.raises(UserError, match="a Dask cluster cannot load it") as caught:
+        if command == "compare":
+            run_comparison(
+                Local, PROFILES, scheduler="tcp://127.0.0.1:1", out=tmp_path / "c", **window
+            )
+        else:
+            walk_forward(
+                Local,
+                {"protections.holding_period.min_hold": ["5 bars", "10 bars"]},
+                scheduler="tcp://127.0.0.1:1",
+                out=tmp_path / "t",
+                train="3m",
+                test="3m",
+                warmup=20,
+                **window,
+            )
+    assert "Local" in str(caught.value)
+    assert not any(tmp_path.iterdir()), "nothing written"

@@ -30,6 +30,7 @@ from bt_protection.strategies_registry import (
     resolve_strategy,
     strategy_name,
     strategy_reference,
+    worker_reference,
 )
 from bt_protection.tune.folds import make_folds
 from bt_protection.tune.result import WalkForward, write_outputs
@@ -116,13 +117,7 @@ def walk_forward(
     )
     search = _search(spec, space, profile, regime_data, settings, partial)
     _check_out(out)
-    if isinstance(search.strategy, type):  # only this process has the class (a notebook cell)
-        if scheduler is not None:
-            raise UserError(
-                f"{search.strategy.__qualname__} is defined in __main__ or a function, so a "
-                "Dask cluster cannot load it; put it in a module or file and pass "
-                "`package.module:Class` or `path/to/file.py:Class`."
-            )
+    if worker_reference(search.strategy, scheduler) is None:  # e.g. a notebook cell's class
         jobs = 1
     with Engine(search.frames, jobs, scheduler) as engine:  # checks jobs, reaches the cluster
         partial.mkdir(parents=True, exist_ok=True)
