@@ -6,11 +6,12 @@ rather than when a profile first names it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from datetime import date
 from enum import StrEnum
-from types import UnionType
+from types import MappingProxyType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from bt_protection.durations import Duration
@@ -19,10 +20,19 @@ SCALAR_TYPES = frozenset({bool, int, float, str, date, Duration})
 """Types read from one YAML scalar (bt_protection.profile.loader converts each)."""
 
 
+def _resolved_types(cls: type) -> Mapping[str, Any]:
+    return MappingProxyType(get_type_hints(cls))
+
+
+field_types: Callable[[type], Mapping[str, Any]] = functools.cache(_resolved_types)
+"""The resolved type of each field of a dataclass, worked out once per class (resolving the
+annotations was most of the time of loading a profile)."""
+
+
 def unreadable_fields(cls: type) -> list[str]:
     """Fields of a config dataclass whose type the profile loader cannot read (checked when a
     protection registers, so a plugin fails at import rather than when a profile names it)."""
-    hints = get_type_hints(cls)
+    hints = field_types(cls)
     return [f.name for f in fields(cls) if f.init and not _readable(hints[f.name])]
 
 

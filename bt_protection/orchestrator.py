@@ -132,11 +132,10 @@ class ProtectionOrchestrator:
     def _advance(self, date: Any, bar: int | None) -> ClockPoint:
         """Move the clock to (date, bar); a new bar starts a new trace and flushes the audit."""
         now = self._now
-        if now is not None and now.bar == bar and now.date == date:
+        moment = to_datetime(date, "date")  # a date or text of the same moment: same trace
+        if now is not None and now.bar == bar and now.date == moment:
             return now
-        point = ClockPoint(to_datetime(date, "date"), None if bar is None else int(bar))
-        if now is not None and now == point:  # same moment given as a date or text: same trace
-            return now
+        point = ClockPoint(moment, None if bar is None else int(bar))
         if bar is None and self._needs_bars:
             raise ValueError(
                 f"bar is required: profile {self.profile.name!r} counts durations in bars, "

@@ -17,13 +17,15 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bt_protection.audit import read_audit
 from bt_protection.data import load_universe
 from bt_protection.errors import UserError
 from bt_protection.integration.analyzer import ProtectionAnalyzer
 from bt_protection.integration.feeds import add_feeds
-from bt_protection.integration.mixin import ProtectionMixin
+from bt_protection.integration.mixin import ProtectionMixin, bar_datetime
 from bt_protection.models import ProtectionDecision
 from strategies.sma_crossover import SmaCrossover
 
@@ -413,3 +415,12 @@ def test_order_arguments_bind_like_backtrader() -> None:
         _order_arguments((1.0,), {"price": 2.0})
     with pytest.raises(TypeError, match="at most 12 positional"):
         _order_arguments(tuple(range(11)), {})
+
+
+@given(
+    day=st.integers(min_value=1, max_value=3_652_059),
+    fraction=st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=0.999999)),
+)
+def test_bar_datetime_equals_backtraders_num2date(day: int, fraction: float) -> None:
+    number = day + fraction
+    assert bar_datetime(number) == bt.num2date(number)

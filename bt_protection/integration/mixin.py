@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import backtrader as bt
@@ -64,6 +65,13 @@ def _order_arguments(positional: tuple[Any, ...], keywords: dict[str, Any]) -> d
         if name in keywords:
             bound[name] = keywords.pop(name)
     return bound
+
+
+def bar_datetime(number: float) -> datetime:
+    """backtrader's date number as a naive datetime, equal to `bt.num2date(number)`; a bar
+    at midnight (daily data) takes the short way, as the mixin converts one date a bar."""
+    day = int(number)
+    return datetime.fromordinal(day) if number == day else bt.num2date(number)
 
 
 def _orphan_reason(parent: Any) -> str:
@@ -171,6 +179,7 @@ class ProtectionMixin(bt.Strategy):
             self._protection_regime = self._build_regime()
         self._protection_bar = -1
         self._protection_bar_clock: tuple[Any, int] | None = None  # see _bar_clock
+        self._protection_lines: tuple[Any, Any] = (None, None)  # see _start
         self._protection_in_bar = False  # inside _next/_oncepost: the strategy moved already
         self._protection_attempts = 0
         self._protection_live: dict[str, list[Any]] = {}
@@ -275,15 +284,15 @@ class ProtectionMixin(bt.Strategy):
         # The strategy's datetime is the newest of its feeds' once it moved to a bar.
         newest = max(d.datetime[0] for d in self.datas if len(d))
         if len(self) == 0 or newest > self.lines.datetime[0]:
-            return bt.num2date(newest), len(self)
-        return bt.num2date(newest), len(self) - 1
+            return bar_datetime(newest), len(self)
+        return bar_datetime(newest), len(self) - 1
 
     def _bar_clock(self) -> tuple[Any, int]:
         """The date and index of the strategy's current bar, converted once per bar."""
         bar = len(self) - 1
         clock = self._protection_bar_clock
         if clock is None or clock[1] != bar:
-            clock = self._protection_bar_clock = (bt.num2date(self.lines.datetime[0]), bar)
+            clock = self._protection_bar_clock = (bar_datetime(self.lines.datetime[0]), bar)
         return clock
 
     # --- hooks ------------------------------------------------------------------------------
@@ -316,7 +325,13 @@ class ProtectionMixin(bt.Strategy):
     def _start(self) -> None:
         self._protection_started = True
         self._protection_values = self.protection.uses_portfolio
-        if self._protection_regime is not None or self._protection_values:
+        regime = self._protection_regime
+        if regime is not None or self._protection_values:
+            # the lines read every bar, looked up once (backtrader's attribute access is slow)
+            self._protection_lines = (
+                self.lines.datetime,
+                None if regime is None else regime.lines.regime,
+            )
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched
         super()._start()
 
@@ -327,12 +342,14 @@ class ProtectionMixin(bt.Strategy):
     ) -> None:
         # Once a bar, after the clock moved and indicators ran, before next/prenext: the regime
         # label and the broker's value, for the systems that follow them.
-        when, bar = self._bar_clock()
+        bar = len(self) - 1
         if bar != self._protection_bar:
             self._protection_bar = bar
-            regime = self._protection_regime
-            if regime is not None:
-                self.protection.on_regime(when, label_of(regime.lines.regime[0]), bar=bar)
+            dates, codes = self._protection_lines
+            when = bar_datetime(dates[0])
+            self._protection_bar_clock = (when, bar)
+            if codes is not None:
+                self.protection.on_regime(when, label_of(codes[0]), bar=bar)
             if self._protection_values:
                 self.protection.on_portfolio(when, self.broker.getvalue(), bar=bar)
         super()._notify(qorders, qtrades)
@@ -355,7 +372,7 @@ class ProtectionMixin(bt.Strategy):
         # (cheat-on-close), else the bar the feeds moved to (the strategy has not yet)
         bar = len(self) - 1 if len(self) and dt <= self.lines.datetime[0] else len(self)
         try:
-            protection.on_fill(asset, bt.num2date(dt), before, before + size, bar=bar, price=price)
+            protection.on_fill(asset, bar_datetime(dt), before, before + size, bar=bar, price=price)
         except ValueError as error:  # the protection layer never ends a run backtrader finishes
             protection.report_error(asset, f"fill of {asset} not booked: {error}")
 

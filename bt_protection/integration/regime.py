@@ -26,13 +26,17 @@ _PARAMS: tuple[tuple[str, Any], ...] = tuple(
 )
 
 
+_LABEL_OF_CODE = {float(code): label for code, label in enumerate(REGIME_LABELS)}
+
+
 def label_of(code: float) -> str:
     """The label of a regime code (`2` or `2.0` -> `"bear"`); `ValueError` for anything else."""
-    if isinstance(code, float) and code.is_integer():
-        code = int(code)
-    if not isinstance(code, int) or not 0 <= code < len(REGIME_LABELS):
-        raise ValueError(f"unknown regime code {code!r}; codes are 0..{len(REGIME_LABELS) - 1}")
-    return REGIME_LABELS[code]
+    try:
+        return _LABEL_OF_CODE[code]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown regime code {code!r}; codes are 0..{len(REGIME_LABELS) - 1}"
+        ) from None
 
 
 def classify(

@@ -18,8 +18,9 @@ from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType, UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin
 
+from bt_protection.config_types import field_types
 from bt_protection.durations import Duration
 from bt_protection.errors import ProfileError
 from bt_protection.profile.model import Profile
@@ -153,7 +154,7 @@ def _merge(base: Any, over: Any) -> Any:
 def _build_profile(data: Mapping[Any, Any], default_name: str, source: str | None) -> Profile:
     """The `Profile` of merged top-level data."""
     _check_mapping(data, TOP_LEVEL_KEYS, ())
-    hints = get_type_hints(Profile)
+    hints = field_types(Profile)
     name = _convert(data.get("name", default_name), str, ("name",))
     if not name.strip():
         raise _Problem(("name",), "the name is empty; write a short name such as balanced.")
@@ -193,7 +194,7 @@ def _build_config(
     (a `ConfigError` key is relative to this block)."""
     names = _field_names(cls)
     _check_mapping(value, names, path)
-    hints = get_type_hints(cls)
+    hints = field_types(cls)
     given = {key: _convert(item, hints[key], (*path, key)) for key, item in value.items()}
     try:
         config = cls(**{**(defaults or {}), **given})
