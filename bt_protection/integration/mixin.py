@@ -179,7 +179,9 @@ class ProtectionMixin(bt.Strategy):
             self._protection_regime = self._build_regime()
         self._protection_bar = -1
         self._protection_bar_clock: tuple[Any, int] | None = None  # see _bar_clock
-        self._protection_lines: tuple[Any, Any] = (None, None)  # see _start
+        # the lines read every bar, looked up at _start (backtrader's attribute access is slow)
+        self._protection_dates: Any = None
+        self._protection_codes: Any = None
         self._protection_in_bar = False  # inside _next/_oncepost: the strategy moved already
         self._protection_attempts = 0
         self._protection_live: dict[str, list[Any]] = {}
@@ -292,7 +294,7 @@ class ProtectionMixin(bt.Strategy):
         bar = len(self) - 1
         clock = self._protection_bar_clock
         if clock is None or clock[1] != bar:
-            clock = self._protection_bar_clock = (bar_datetime(self.lines.datetime[0]), bar)
+            clock = self._protection_bar_clock = (bar_datetime(self._protection_dates[0]), bar)
         return clock
 
     # --- hooks ------------------------------------------------------------------------------
@@ -325,13 +327,11 @@ class ProtectionMixin(bt.Strategy):
     def _start(self) -> None:
         self._protection_started = True
         self._protection_values = self.protection.uses_portfolio
+        self._protection_dates = self.lines.datetime
         regime = self._protection_regime
+        if regime is not None:
+            self._protection_codes = regime.lines.regime
         if regime is not None or self._protection_values:
-            # the lines read every bar, looked up once (backtrader's attribute access is slow)
-            self._protection_lines = (
-                self.lines.datetime,
-                None if regime is None else regime.lines.regime,
-            )
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched
         super()._start()
 
@@ -342,12 +342,10 @@ class ProtectionMixin(bt.Strategy):
     ) -> None:
         # Once a bar, after the clock moved and indicators ran, before next/prenext: the regime
         # label and the broker's value, for the systems that follow them.
-        bar = len(self) - 1
+        when, bar = self._bar_clock()
         if bar != self._protection_bar:
             self._protection_bar = bar
-            dates, codes = self._protection_lines
-            when = bar_datetime(dates[0])
-            self._protection_bar_clock = (when, bar)
+            codes = self._protection_codes
             if codes is not None:
                 self.protection.on_regime(when, label_of(codes[0]), bar=bar)
             if self._protection_values:
