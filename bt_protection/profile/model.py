@@ -13,7 +13,13 @@ from typing import Any
 
 from bt_protection.durations import Duration
 from bt_protection.exit_safety import ExitSafetyConfig
-from bt_protection.protections.base import ConfigError, ProtectionConfig, registry
+from bt_protection.protections.base import (
+    REDUCING,
+    ConfigError,
+    Protection,
+    ProtectionConfig,
+    registry,
+)
 from bt_protection.protections.regime_override import RegimeOverrideConfig
 from bt_protection.regimes import REGIME_LABELS
 
@@ -113,6 +119,21 @@ class Profile:
     def durations(self) -> list[Duration]:
         found = [d for k in self.enabled_systems for d in self.protections[k].durations()]
         return found if self.exit_safety is None else found + self.exit_safety.durations()
+
+    @property
+    def exit_deniers(self) -> tuple[str, ...]:
+        """The enabled systems that can deny an exit (a close, a decrease, or a reversal, which
+        keeps the old position when denied); not the regime override, which only lifts denials,
+        and none in shadow mode, where nothing is denied."""
+        if self.mode is Mode.SHADOW:
+            return ()
+        systems = registry()
+        return tuple(
+            key
+            for key in self.enabled_systems
+            if systems[key].overrides is Protection.overrides
+            and systems[key](self.protections[key]).guards & REDUCING
+        )
 
     @property
     def uses_bars(self) -> bool:
