@@ -245,10 +245,11 @@ class LosingShort(ProtectionMixin, bt.Strategy):
     params = (("fraction", 0.9), ("stop", 0.08), ("half", False))
 
     def next(self) -> None:
+        share = self.p.fraction * self.broker.getvalue() / len(self.datas)
         for data in self.datas:
             position = self.getposition(data)
             if not position.size:
-                size = int(self.p.fraction * self.broker.getvalue() / len(self.datas) / data.close[0])
+                size = int(share / data.close[0])
                 if size > 0:
                     self.sell(data=data, size=size)
             elif position.size < 0 and data.close[0] >= position.price * (1 + self.p.stop):
