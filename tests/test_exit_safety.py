@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from helpers import day
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bt_protection.audit import read_audit
 from bt_protection.cli import main
@@ -261,3 +263,71 @@ def test_every_shipped_profile_that_can_deny_exits_has_the_block() -> None:
     for file in sorted(configs.glob("*.yaml")):
         profile = load_profile(file)
         assert not profile.exit_deniers or profile.exit_safety is not None, file.name
+
+
+# --- random order streams (hypothesis) -----------------------------------------------------------
+
+
+@settings(
+    max_examples=200,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_random_streams_never_deny_an_exit_at_the_loss_limit(data: st.DataObject) -> None:
+    """Random orders at random prices under a random holding period, whipsaw, core asset and
+    exit_safety block: after a denied close or decrease the position's loss (by hand, from the
+    fills and the request's price) is under max_position_loss; a reversal under
+    `reversal: close_leg` whose close leg was allowed (held `min_hold`, by hand, or at the loss
+    limit) never leaves the old position open."""
+    limit = data.draw(st.floats(0.02, 0.5), label="max_position_loss")
+    reversal = data.draw(st.sampled_from(["close_leg", "deny"]), label="reversal")
+    hold = data.draw(st.integers(1, 12), label="min_hold")
+    core = data.draw(st.booleans(), label="core asset")
+    protections: dict[str, Any] = {
+        "holding_period": {
+            "min_hold": f"{hold} bars",
+            "protect": data.draw(
+                st.sampled_from([["close", "reverse"], ["close", "decrease", "reverse"]])
+            ),
+        },
+        "whipsaw_protection": {
+            "max_cycles": data.draw(st.integers(1, 3)),
+            "window": "30 days",
+            "min_reentry": f"{data.draw(st.integers(0, 10))} bars",
+        },
+    }
+    if core:
+        protections["core_asset_immunity"] = {"assets": ["IBM"]}
+    safety = {"max_position_loss": limit, "reversal": reversal, "core": "lift"}
+    orch = make({k: {"enabled": True, **v} for k, v in protections.items()}, safety)
+    price, position, entry, opened = 100.0, 0.0, 0.0, 0
+    for bar in range(data.draw(st.integers(5, 40), label="bars")):
+        price *= 1 + data.draw(st.floats(-0.3, 0.3), label="move")
+        target = float(data.draw(st.integers(-20, 20), label="target"))
+        if target == position:
+            continue
+        decision = ask(orch, bar, position, target, price)
+        action = decision.action.value
+        loss = 0.0
+        if position:
+            move = (price - entry) / entry
+            loss = -move if position > 0 else move
+        if not decision.approved and action in ("close", "decrease"):
+            assert loss < limit, decision.reason
+        if action == "reverse" and reversal == "close_leg":
+            close_allowed = bar - opened >= hold or loss >= limit
+            if close_allowed:
+                assert decision.approved and decision.approved_target * position <= 0
+        if decision.approved:
+            after = decision.approved_target
+            fill(orch, bar, position, after, price)
+            if after == 0:
+                entry = 0.0
+            elif position == 0 or (position > 0) != (after > 0):
+                entry, opened = price, bar
+            elif abs(after) > abs(position):
+                entry = (entry * abs(position) + price * (abs(after) - abs(position))) / abs(after)
+            position = after
