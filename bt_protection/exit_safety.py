@@ -133,6 +133,14 @@ class ExitSafety:
             kind, payload = change
             self.emit("reducing_started" if kind == "tripped" else "reducing_ended", now, payload)
 
+    def status(self, asset: str) -> dict[str, object]:
+        """The valves' view of `asset`: its average entry and whether REDUCING is on."""
+        watch = self._watch
+        return {
+            "average_entry": self.average_entry(asset),
+            "reducing": watch is not None and watch.trip is not None,
+        }
+
     def average_entry(self, asset: str) -> float | None:
         """The average entry price of `asset`'s position (None: flat or unknown)."""
         entry = self._entries.get(asset)

@@ -609,13 +609,16 @@ class ProtectionOrchestrator:
             protections[cls.status_key] = (
                 {"enabled": False} if protection is None else protection.status(asset, now)
             )
-        return {
+        status = {
             "asset": asset,
             "date": now.date.isoformat(),
             "position": self._positions.get(asset, 0.0),
             "regime": self._regime,
             "protections": protections,
         }
+        if self._safety is not None:
+            status["exit_safety"] = self._safety.status(asset)
+        return status
 
     def explain(self, asset: str, action: Action | str, date: Any, bar: int | None = None) -> str:
         """What would happen to `action` on `asset` now, which system decides, and until when."""

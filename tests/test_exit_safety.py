@@ -72,6 +72,8 @@ def test_a_close_at_the_loss_limit_is_a_risk_exit_with_its_numbers(tmp_path: Pat
     )
     metrics = orch.get_performance_metrics()
     assert metrics["risk_exits"] == 1 and metrics["denied"] == 1
+    status = orch.get_protection_status("IBM", day(3), bar=3)["exit_safety"]
+    assert status == {"average_entry": 60.0, "reducing": False}
     assert metrics["would_block_by_system"]["holding_period"] == 1
     orch.close()
     records = [r for r in read_audit(tmp_path / "audit.jsonl") if r["kind"] == "decision"]

@@ -15,7 +15,9 @@ from zoo import strategies as zoo
 from zoo.checker import Executions, violations
 
 from bt_protection.data import load_universe
+from bt_protection.integration.analyzer import ProtectionAnalyzer
 from bt_protection.integration.feeds import add_feeds
+from bt_protection.integration.recorder import OrderRecorder
 from bt_protection.profile import load_profile
 
 HOLD_120 = {
@@ -57,7 +59,15 @@ def run(
     cerebro.broker.setcash(100_000.0)
     cerebro.addstrategy(strategy, protection=prof, **params)
     cerebro.addanalyzer(Executions, _name="executions")
-    analysis = cerebro.run()[0].analyzers.executions.get_analysis()
+    cerebro.addanalyzer(ProtectionAnalyzer, _name="protection")
+    cerebro.addanalyzer(OrderRecorder, _name="orders")
+    analyzers = cerebro.run()[0].analyzers
+    analysis = analyzers.executions.get_analysis()
+    # the analyzer, orders.csv's labels and the decisions agree on the risk exits
+    exits = sum(d.risk_exit for d in analysis["decisions"])
+    assert analyzers.protection.get_analysis()["risk_exits"] == exits
+    assert analyzers.protection.to_frame()["risk_exit"].sum() == exits
+    assert (analyzers.orders.to_frame()["protection"] == "risk_exit").sum() == exits
     closes = {name: frame["close"] for name, frame in frames.items()}
     calendar = pd.DatetimeIndex(frames[tickers[0]].index)
     return analysis, violations(analysis, load_profile(prof), calendar, closes)
@@ -90,6 +100,10 @@ def test_stop_and_reverse_with_order_target_size_under_whipsaw() -> None:
     decisions = analysis["decisions"]
     closes = [d for d in decisions if d.action.value == "reverse" and d.partial]
     assert len(closes) > 5 and all(d.approved_target == 0 for d in closes)
+    for seen in analysis["orders"].values():  # the mixin sent the close alone
+        decision = seen.order.info.protection
+        if decision.partial:
+            assert seen.order.created.size == -decision.current_size
     assert risk_exits(analysis) > 0
     assert min(analysis["values"]) > 0
     denied, _ = run(*args, profile(STRICT, max_position_loss=0.1, reversal="deny"), size=964)
