@@ -120,12 +120,13 @@ def _cumulative(ax: Axes, run: Run, counts: pd.Series, **style: Any) -> None:
 
 def plot_denials(runs: Runs, ax: Axes | None = None) -> Figure:
     """Cumulative denials over time: colour = run (as in the other panels), style = system;
-    risk exits (denials exit safety turned into approvals) are dotted lines with dots."""
+    each risk exit (a denial exit safety turned into an approval) is a cross at the run's
+    count of risk exits so far."""
     named = named_runs(runs)
     ax = _axes(ax)
     styles = dict(zip(registry(), cycle(SYSTEM_STYLES)))  # plugins may add systems
     used: set[str] = set()
-    risk_style: dict[str, Any] = {"ls": ":", "marker": ".", "markevery": 0.1}
+    risk_style: dict[str, Any] = {"ls": "none", "marker": "X", "ms": 7}
     risky = False
     for colour, (_, run) in zip(_colours(len(named)), named.items(), strict=True):
         counts = denial_counts(run)
@@ -134,7 +135,7 @@ def plot_denials(runs: Runs, ax: Axes | None = None) -> Figure:
             used.add(system)
         exits = risk_exit_counts(run)
         if len(exits):
-            _cumulative(ax, run, exits, color=colour, **risk_style)
+            ax.plot(exits.index, exits.to_numpy(), color=colour, **risk_style)
             risky = True
     if used or risky:
         labels = [s for s in registry() if s in used]
