@@ -244,7 +244,7 @@ class ProtectionOrchestrator:
             safe = (
                 None
                 if approved or self._safety is None or action not in REDUCING
-                else self._safe_exit(request, now, blocking, errors)
+                else self._safe_exit(self._safety, request, now, blocking, errors)
             )
             if approved:
                 reason = self._reason(request, blocking, overridden, results)
@@ -271,7 +271,7 @@ class ProtectionOrchestrator:
             overridden,
             self._regime,
             request.exempt,
-            bool(blocking),
+            bool(blocking) or bool(lifted),  # a risk exit was objected to
             "; ".join(errors) or None,
             self._trace_text or self._trace_id(),
             (perf_counter_ns() - started) / 1000.0,
@@ -302,6 +302,7 @@ class ProtectionOrchestrator:
 
     def _safe_exit(
         self,
+        safety: ExitSafety,
         request: ProtectionRequest,
         now: ClockPoint,
         blocking: list[ProtectionResult],
@@ -314,8 +315,6 @@ class ProtectionOrchestrator:
         closes; its open leg is denied by the blocking systems that judge entries (or guard
         opens) and by those that block the reversal but not the close.
         """
-        safety = self._safety
-        assert safety is not None  # only called with an exit_safety block
         if request.action is Action.REVERSE:
             close_blocking = self._close_leg(request, now, errors)
             closing = {r.system for r in close_blocking}

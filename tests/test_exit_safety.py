@@ -64,7 +64,7 @@ def test_a_close_at_the_loss_limit_is_a_risk_exit_with_its_numbers(tmp_path: Pat
     held = ask(orch, 3, 200, 0, 48.5)  # 19.2% under 60: below the limit
     assert not held.approved and not held.risk_exit
     out = ask(orch, 3, 200, 0, 48.0)  # 20% under 60
-    assert out.approved and out.risk_exit and not out.partial
+    assert out.approved and out.risk_exit and out.would_block and not out.partial
     assert out.lifted_systems == ("holding_period",) and out.blocking_systems == ()
     assert out.reason.startswith(
         "Risk exit: IBM is 20.0% under its average entry 60.00 at 48.00 (max_position_loss 20%); "
