@@ -5,20 +5,26 @@ exit is recorded and executed by the next bar, and equity never goes below zero.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import backtrader as bt
 import pandas as pd
 import pytest
-from conftest import SAMPLE_DATA
+import yaml
+from conftest import PROJECT_ROOT, SAMPLE_DATA
 from zoo import strategies as zoo
 from zoo.checker import Executions, violations
 
+from bt_protection.audit import read_audit
 from bt_protection.data import load_universe
 from bt_protection.integration.analyzer import ProtectionAnalyzer
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.recorder import OrderRecorder
 from bt_protection.profile import load_profile
+from bt_protection.runner import RunSpec, execute_run
+
+CONFIGS = PROJECT_ROOT / "configs"
 
 HOLD_120 = {
     "holding_period": {
@@ -139,3 +145,27 @@ def test_the_checker_sees_a_denied_exit_at_a_loss() -> None:
         {"NVDA": frames["NVDA"]["close"]},
     )
     assert {what for what, _, _ in found} == {"denied at a loss"}
+
+
+def test_the_block_with_shut_valves_decides_as_no_block(tmp_path: Path) -> None:
+    """balanced on the default strategy, without the block and with one whose valves are shut
+    (`reversal: deny`): the same decisions and orders, record for record (session ids and the
+    profile hash aside). Against main's code the default comparison without the blocks was
+    diffed byte for byte once (docs/decisions.md)."""
+    settings = yaml.safe_load((CONFIGS / "balanced.yaml").read_text(encoding="utf-8"))
+    settings.pop("exit_safety")
+    shut = {**settings, "exit_safety": {"reversal": "deny"}}
+    records, orders = [], []
+    for name, prof in (("plain", settings), ("shut", shut)):
+        spec = RunSpec("momentum_rotation", prof, start="2019-06-01", end="2020-12-31")
+        folder = execute_run(spec, tmp_path / name)
+        records.append(
+            [
+                {k: v for k, v in r.items() if k not in ("session_id", "wall")}
+                for r in read_audit(folder / "audit.jsonl")
+                if r["kind"] != "header"
+            ]
+        )
+        orders.append((folder / "orders.csv").read_bytes())
+    assert records[0] == records[1] and orders[0] == orders[1]
+    assert sum(r["kind"] == "decision" and not r["approved"] for r in records[0]) > 5
