@@ -156,37 +156,37 @@ class AuditLog:
     def record_decision(self, request: ProtectionRequest, decision: ProtectionDecision) -> None:
         """Write the record of one decision (the hot path: one dict, one dump)."""
         self._seq += 1
-        self._write(
-            _line(
-                {
-                    "seq": self._seq,
-                    "kind": "decision",
-                    "session_id": self.session_id,
-                    "trace_id": decision.trace_id,
-                    "time": decision.date,
-                    "bar": decision.bar,
-                    "asset": decision.asset,
-                    "action": decision.action,
-                    "current_size": decision.current_size,
-                    "target_size": decision.target_size,
-                    "approved": decision.approved,
-                    "approved_target": decision.approved_target,
-                    "partial": decision.partial,
-                    "exempt": decision.exempt,
-                    "would_block": decision.would_block,
-                    "reason": decision.reason,
-                    "blocking_systems": decision.blocking_systems,
-                    "overridden_systems": decision.overridden_systems,
-                    "regime": decision.regime,
-                    "error": decision.error,
-                    "request_reason": request.reason,
-                    "score": request.score,
-                    "metadata": request.metadata,
-                    "results": decision.results,
-                    "wall": {"decision_time_us": decision.decision_time_us},
-                }
-            )
-        )
+        record = {
+            "seq": self._seq,
+            "kind": "decision",
+            "session_id": self.session_id,
+            "trace_id": decision.trace_id,
+            "time": decision.date,
+            "bar": decision.bar,
+            "asset": decision.asset,
+            "action": decision.action,
+            "current_size": decision.current_size,
+            "target_size": decision.target_size,
+            "approved": decision.approved,
+            "approved_target": decision.approved_target,
+            "partial": decision.partial,
+            "exempt": decision.exempt,
+            "would_block": decision.would_block,
+            "reason": decision.reason,
+            "blocking_systems": decision.blocking_systems,
+            "overridden_systems": decision.overridden_systems,
+            "regime": decision.regime,
+            "error": decision.error,
+            "request_reason": request.reason,
+            "score": request.score,
+            "metadata": request.metadata,
+            "results": decision.results,
+            "wall": {"decision_time_us": decision.decision_time_us},
+        }
+        if decision.risk_exit:  # written only when true: other records stay as they were
+            record["risk_exit"] = True
+            record["lifted_systems"] = decision.lifted_systems
+        self._write(_line(record))
 
     def flush(self) -> None:
         """Hand every record written so far to the operating system."""

@@ -182,7 +182,8 @@ class ProtectionDecision:
 
     `approved_target` is the target size allowed: the request's target when fully approved,
     its current size when denied, in between when `partial` (then `approved` is True and the
-    order to send is `approved_target - current_size`).
+    order to send is `approved_target - current_size`). `risk_exit` marks an approval that
+    profile's `exit_safety` valves gave against the denials of `lifted_systems`.
     """
 
     approved: bool
@@ -205,6 +206,8 @@ class ProtectionDecision:
     target_size: float = 0.0
     approved_target: float = 0.0
     partial: bool = False
+    risk_exit: bool = False
+    lifted_systems: tuple[str, ...] = ()
 
     @property
     def approved_size(self) -> float:
@@ -234,6 +237,8 @@ class ProtectionDecision:
             "target_size": self.target_size,
             "approved_target": self.approved_target,
             "partial": self.partial,
+            "risk_exit": self.risk_exit,
+            "lifted_systems": list(self.lifted_systems),
             "reason": self.reason,
             "blocking_systems": list(self.blocking_systems),
             "results": [r.to_dict() for r in self.results],

@@ -17,6 +17,7 @@ from typing import Any
 
 from bt_protection.audit import AuditLog
 from bt_protection.durations import ClockPoint
+from bt_protection.exit_safety import ExitSafety
 from bt_protection.fingerprint import run_fingerprint
 from bt_protection.models import (
     Action,
@@ -26,8 +27,9 @@ from bt_protection.models import (
     to_datetime,
 )
 from bt_protection.profile import Mode, OnError, Profile, load_profile
-from bt_protection.protections.base import HOOKS, Protection, registry
+from bt_protection.protections.base import HOOKS, REDUCING, Protection, registry
 
+_CORE = "core_asset_immunity"  # what exit safety's `core: keep` leaves alone
 _LATENCY_SAMPLES = 1 << 16  # percentiles cover the latest 65,536 decisions: constant memory
 _RECENT_ERRORS = 10  # texts of the latest failures kept for the metrics
 
@@ -62,6 +64,13 @@ class ProtectionOrchestrator:
         self._overriders = [
             p for p in self._protections if type(p).overrides is not Protection.overrides
         ]
+        safety = self.profile.exit_safety
+        self._safety = None if safety is None else ExitSafety(safety, self._emit)
+        # what exit safety splits a reversal by: who judges its open leg, who guards closes
+        self._open_judges = frozenset(
+            p.key for p in self._protections if p.judges_entries or Action.OPEN in p.guards
+        )
+        self._close_guards = [p for p in self._protections if Action.CLOSE in p.guards]
         self._approved_reasons = {
             a: f"Approved: no protection blocks this {a.value}." for a in Action
         }
@@ -81,6 +90,7 @@ class ProtectionOrchestrator:
             "denied": 0,
             "exempt": 0,
             "partial": 0,
+            "risk_exits": 0,
             "overrides_applied": 0,
             "errors": 0,
         }
@@ -114,13 +124,17 @@ class ProtectionOrchestrator:
 
     @property
     def uses_portfolio(self) -> bool:
-        """Whether an enabled system follows the portfolio's value (`on_portfolio`)."""
-        return bool(self._hooks["on_portfolio"])
+        """Whether an enabled system (or exit safety's drawdown valve) follows the portfolio's
+        value (`on_portfolio`)."""
+        safety = self._safety
+        return bool(self._hooks["on_portfolio"]) or (safety is not None and safety.needs_portfolio)
 
     @property
     def uses_prices(self) -> bool:
-        """Whether an enabled system values orders (fill prices, `metadata["price"]`)."""
-        return bool(self._hooks["on_trade"])
+        """Whether an enabled system (or exit safety's position-loss valve) values orders
+        (fill prices, `metadata["price"]`: the bar's close)."""
+        safety = self._safety
+        return bool(self._hooks["on_trade"]) or (safety is not None and safety.needs_prices)
 
     @property
     def uses_regime(self) -> bool:
@@ -214,46 +228,29 @@ class ProtectionOrchestrator:
         started: int,
         refusal: str | None = None,
     ) -> tuple[ProtectionDecision, list[str]]:
-        results: list[ProtectionResult] = []
-        blocking: list[ProtectionResult] = []
         errors: list[str] = []
         action = request.action
-        for protection in self._protections:
-            try:
-                if action in protection.guards:
-                    result = protection.check(request, now)
-                else:
-                    result = protection.not_guarded[action]
-            except Exception as exc:  # noqa: BLE001 - on_error decides what a failure means
-                text = self._error_text(protection, exc)
-                errors.append(text)
-                result = ProtectionResult(
-                    protection.key,
-                    protection.priority,
-                    self._approve_on_error,
-                    f"{text}; on_error={self.profile.on_error.value} "
-                    + ("lets the order pass." if self._approve_on_error else "keeps the position."),
-                    {"error": text},
-                )
-            results.append(result)
-            if not result.allowed:
-                blocking.append(result)
+        results = self._evaluate(request, now, errors, self._protections)
+        blocking = [r for r in results if not r.allowed]
         overridden: tuple[str, ...] = ()
         if blocking and self._overriders:
-            lifted: frozenset[str] = frozenset()
-            for protection in self._overriders:
-                lifted = lifted | protection.overrides(now)
-            lifted &= self._liftable
-            if lifted:
-                overridden = tuple(r.system for r in blocking if r.system in lifted)
-                blocking = [r for r in blocking if r.system not in lifted]
+            blocking, overridden = self._lift(blocking, now)
         target = request.target_size
+        lifted: tuple[str, ...] = ()
         if refusal is not None:
             approved, reason, blocking, target = False, refusal, [], request.current_size
         else:
             approved = not blocking or request.exempt or self._shadow
+            safe = (
+                None
+                if approved or self._safety is None or action not in REDUCING
+                else self._safe_exit(self._safety, request, now, blocking, errors)
+            )
             if approved:
                 reason = self._reason(request, blocking, overridden, results)
+            elif safe is not None:
+                approved = True
+                target, reason, blocking, lifted = safe
             else:
                 target, limiting = self._clip(request, blocking)
                 approved = limiting is not None
@@ -274,7 +271,7 @@ class ProtectionOrchestrator:
             overridden,
             self._regime,
             request.exempt,
-            bool(blocking),
+            bool(blocking) or bool(lifted),  # a risk exit was objected to
             "; ".join(errors) or None,
             self._trace_text or self._trace_id(),
             (perf_counter_ns() - started) / 1000.0,
@@ -283,8 +280,117 @@ class ProtectionOrchestrator:
             request.target_size,
             target,
             approved and target != request.target_size,
+            bool(lifted),
+            lifted,
         )
         return decision, errors
+
+    def _lift(
+        self, blocking: list[ProtectionResult], now: ClockPoint
+    ) -> tuple[list[ProtectionResult], tuple[str, ...]]:
+        """The blocking results the regime override does not lift at `now`, and those it does."""
+        lifted: frozenset[str] = frozenset()
+        for protection in self._overriders:
+            lifted = lifted | protection.overrides(now)
+        lifted &= self._liftable
+        if not lifted:
+            return blocking, ()
+        return (
+            [r for r in blocking if r.system not in lifted],
+            tuple(r.system for r in blocking if r.system in lifted),
+        )
+
+    def _safe_exit(
+        self,
+        safety: ExitSafety,
+        request: ProtectionRequest,
+        now: ClockPoint,
+        blocking: list[ProtectionResult],
+        errors: list[str],
+    ) -> tuple[float, str, list[ProtectionResult], tuple[str, ...]] | None:
+        """What exit safety makes of a denied close, decrease or reversal: (approved target,
+        reason, systems still blocking, systems its valve lifted), or None (it stays denied).
+
+        A reversal's close leg is judged as a close of the position by the systems that guard
+        closes; its open leg is denied by the blocking systems that judge entries (or guard
+        opens) and by those that block the reversal but not the close.
+        """
+        if request.action is Action.REVERSE:
+            close_blocking = self._close_leg(request, now, errors)
+            closing = {r.system for r in close_blocking}
+            open_blocking = [
+                r for r in blocking if r.system not in closing or r.system in self._open_judges
+            ]
+        else:
+            close_blocking, open_blocking = blocking, []
+        valve = None
+        if close_blocking:
+            valve = safety.valve(request)
+            keeps = not safety.lifts_core and any(r.system == _CORE for r in close_blocking)
+            if valve is None or keeps:
+                return None
+        lifted = tuple(r.system for r in close_blocking)
+        risk = "" if valve is None else _risk_reason(valve, close_blocking) + " "
+        if not open_blocking:  # the whole order may go: its exit is a risk exit
+            return request.target_size, risk.rstrip(), [], lifted
+        if not safety.close_leg:  # reversal: deny
+            return None
+        denied = "; ".join(f"{r.system}: {r.reason}" for r in open_blocking)
+        reason = (
+            f"{risk}Approved as the close alone (exit_safety reversal: close_leg); the open leg "
+            f"is denied by {denied}"
+        )
+        return 0.0, reason, open_blocking, lifted
+
+    def _close_leg(
+        self, request: ProtectionRequest, now: ClockPoint, errors: list[str]
+    ) -> list[ProtectionResult]:
+        """The results that block the close of `request`'s position (a reversal's close leg),
+        after the regime override."""
+        close = ProtectionRequest(
+            request.asset,
+            request.current_date,
+            request.current_size,
+            0.0,
+            reason=request.reason,
+            score=request.score,
+            bar=request.bar,
+            metadata=request.metadata,
+        )
+        blocking = [
+            r for r in self._evaluate(close, now, errors, self._close_guards) if not r.allowed
+        ]
+        return self._lift(blocking, now)[0] if blocking and self._overriders else blocking
+
+    def _evaluate(
+        self,
+        request: ProtectionRequest,
+        now: ClockPoint,
+        errors: list[str],
+        protections: list[Protection],
+    ) -> list[ProtectionResult]:
+        """The result of each of `protections` for `request` (a failure follows `on_error`)."""
+        results: list[ProtectionResult] = []
+        action = request.action
+        for protection in protections:
+            try:
+                if action in protection.guards:
+                    result = protection.check(request, now)
+                else:
+                    result = protection.not_guarded[action]
+            except Exception as exc:  # noqa: BLE001 - on_error decides what a failure means
+                text = self._error_text(protection, exc)
+                errors.append(text)
+                result = ProtectionResult(
+                    protection.key,
+                    protection.priority,
+                    self._approve_on_error,
+                    f"{text}; on_error={self.profile.on_error.value} "
+                    + ("lets the order pass." if self._approve_on_error else "keeps the position."),
+                    {"error": text},
+                )
+            results.append(result)
+        return results
 
     @staticmethod
     def _clip(
@@ -354,6 +460,10 @@ class ProtectionOrchestrator:
         counts["approved" if decision.approved else "denied"] += 1
         if decision.partial:
             counts["partial"] += 1
+        if decision.risk_exit:
+            counts["risk_exits"] += 1
+            for system in decision.lifted_systems:  # approved although it objected
+                self._would_block[system] += 1
         if decision.exempt:
             counts["exempt"] += 1
         if decision.override_applied:
@@ -400,6 +510,8 @@ class ProtectionOrchestrator:
             )
         now = self._advance(date, bar)
         self._positions[asset] = after
+        if self._safety is not None:
+            self._safety.on_fill(asset, before, after, price)
         for protection in self._hooks["on_fill"]:
             self._guarded(protection, "on_fill", now, asset, asset, now, before, after)
         if price is not None:
@@ -429,10 +541,13 @@ class ProtectionOrchestrator:
         if not math.isfinite(number):
             raise ValueError(f"portfolio value must be a finite number, not {value!r}.")
         hooked = self._hooks["on_portfolio"]
-        if hooked:
+        safety = self._safety
+        if hooked or (safety is not None and safety.needs_portfolio):
             now = self._advance(date, bar)
             for protection in hooked:
                 self._guarded(protection, "on_portfolio", now, None, now, number)
+            if safety is not None:
+                safety.on_portfolio(now, number)
 
     def on_scores(self, date: Any, scores: Mapping[str, float], bar: int | None = None) -> None:
         """A score report (one per rebalance); it starts a new trace."""
@@ -493,13 +608,16 @@ class ProtectionOrchestrator:
             protections[cls.status_key] = (
                 {"enabled": False} if protection is None else protection.status(asset, now)
             )
-        return {
+        status = {
             "asset": asset,
             "date": now.date.isoformat(),
             "position": self._positions.get(asset, 0.0),
             "regime": self._regime,
             "protections": protections,
         }
+        if self._safety is not None:
+            status["exit_safety"] = self._safety.status(asset)
+        return status
 
     def explain(self, asset: str, action: Action | str, date: Any, bar: int | None = None) -> str:
         """What would happen to `action` on `asset` now, which system decides, and until when."""
@@ -576,3 +694,9 @@ class ProtectionOrchestrator:
                 },
             )
         self.audit.close()
+
+
+def _risk_reason(valve: str, lifted: list[ProtectionResult]) -> str:
+    """`Risk exit: <valve and its numbers>; <system> would have denied: <its reason>`."""
+    denials = "; ".join(f"{r.system} would have denied: {r.reason}" for r in lifted)
+    return f"Risk exit: {valve}; {denials}"

@@ -101,27 +101,52 @@ def denial_counts(run: Run) -> pd.DataFrame:
     return counts[[system for system in registry() if system in counts.columns]]
 
 
+def risk_exit_counts(run: Run) -> pd.Series:
+    """Cumulative risk exits (approvals by exit safety's valves) at each decision date."""
+    decisions = run.decisions
+    if decisions.empty or "risk_exit" not in decisions.columns:
+        return pd.Series(dtype=float)
+    times = decisions.loc[decisions["risk_exit"].fillna(False).astype(bool), "time"]
+    return times.value_counts().sort_index().cumsum()
+
+
+def _cumulative(ax: Axes, run: Run, counts: pd.Series, **style: Any) -> None:
+    """A step line of `counts` from 0 at the run's first bar to its total at the last one."""
+    start, end = run.equity.index[0], run.equity.index[-1]
+    series = pd.concat([pd.Series([0], [start]), counts])
+    series.loc[end] = series.iloc[-1]
+    ax.step(series.index, series, where="post", lw=1.2, **style)
+
+
 def plot_denials(runs: Runs, ax: Axes | None = None) -> Figure:
-    """Cumulative denials over time: colour = run (as in the other panels), style = system."""
+    """Cumulative denials over time: colour = run (as in the other panels), style = system;
+    each risk exit (a denial exit safety turned into an approval) is a cross at the run's
+    count of risk exits so far."""
     named = named_runs(runs)
     ax = _axes(ax)
     styles = dict(zip(registry(), cycle(SYSTEM_STYLES)))  # plugins may add systems
     used: set[str] = set()
+    risk_style: dict[str, Any] = {"ls": "none", "marker": "X", "ms": 7}
+    risky = False
     for colour, (_, run) in zip(_colours(len(named)), named.items(), strict=True):
         counts = denial_counts(run)
-        start, end = run.equity.index[0], run.equity.index[-1]
         for system in counts.columns:
-            # from 0 at the first bar to the total at the last one
-            series = pd.concat([pd.Series([0], [start]), counts[system]])
-            series.loc[end] = series.iloc[-1]
-            ax.step(series.index, series, where="post", color=colour, ls=styles[system], lw=1.2)
+            _cumulative(ax, run, counts[system], color=colour, ls=styles[system])
             used.add(system)
-    if used:
-        handles = [Line2D([], [], color="0.3", ls=styles[s]) for s in registry() if s in used]
-        ax.legend(handles, [s for s in registry() if s in used], fontsize=7, loc="upper left")
+        exits = risk_exit_counts(run)
+        if len(exits):
+            ax.plot(exits.index, exits.to_numpy(), color=colour, **risk_style)
+            risky = True
+    if used or risky:
+        labels = [s for s in registry() if s in used]
+        handles = [Line2D([], [], color="0.3", ls=styles[s]) for s in labels]
+        if risky:
+            handles.append(Line2D([], [], color="0.3", **risk_style))
+            labels.append("risk exits")
+        ax.legend(handles, labels, fontsize=7, loc="upper left")
     else:
         ax.text(0.5, 0.5, "no denials", transform=ax.transAxes, ha="center", va="center")
-    ax.set_title("Denials by system (cumulative)")
+    ax.set_title("Denials by system and risk exits (cumulative)")
     ax.set_ylabel("denied orders")
     ax.grid(alpha=0.3)
     return _figure(ax)

@@ -282,6 +282,7 @@ def build_summary(
         "orders_partial": int(label.get("partial", 0)),
         "value_clipped": float(clipped.sum()),
         "orders_exempt": int(label.get("exempt", 0)),
+        "risk_exits": int(label.get("risk_exit", 0)),
         "denials_by_system": {key: blocks[key] for key in plan.profile.enabled_systems},
         "overrides_applied": int((orders["overridden_systems"] != "").sum()),
         "decisions": protection["decisions_processed"],

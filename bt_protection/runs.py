@@ -109,6 +109,7 @@ SUMMARY_COLUMNS = (
     "orders_denied",
     "orders_partial",
     "value_clipped",
+    "risk_exits",
 )
 ABLATION_MARK = "-without-"
 DELTA_COLUMNS = ("total_return", "max_drawdown", "turnover", "commissions")

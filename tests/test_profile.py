@@ -188,7 +188,7 @@ BAD = {
     "unknown-top-level-key": (
         "name: x\nprotection: {}\n",
         "{f}:2: unknown key 'protection'; did you mean 'protections'? Valid keys: name, "
-        "description, extends, mode, on_error, protections, regime, audit.",
+        "description, extends, mode, on_error, protections, regime, audit, exit_safety.",
     ),
     "unknown-system": (
         "protections:\n  holding_perod: {}\n",

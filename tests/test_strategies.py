@@ -101,7 +101,8 @@ def reductions(fills: list[Fill]) -> list[tuple[Fill, Action, tuple[int, pd.Time
 
 
 def check_holding_period(strategy: Any, profile: Profile) -> int:
-    """No guarded exit before `min_hold` since the opening fill, unless exempt or overridden."""
+    """No guarded exit before `min_hold` since the opening fill, unless exempt, overridden or a
+    risk exit (exit safety lifted it)."""
     config = profile.protections["holding_period"]
     if not config.enabled or profile.mode is Mode.SHADOW:
         return 0
@@ -110,7 +111,7 @@ def check_holding_period(strategy: Any, profile: Profile) -> int:
         decision = fill.decision
         if action not in config.protect or decision.exempt:
             continue
-        if "holding_period" in decision.overridden_systems:
+        if "holding_period" in (*decision.overridden_systems, *decision.lifted_systems):
             continue
         held = decision.bar - bar if config.min_hold.uses_bars else (decision.date - date).days
         assert held >= config.min_hold.amount, (fill, held)

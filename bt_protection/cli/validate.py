@@ -1,6 +1,7 @@
 """`bt-protection validate FILE...`: check profiles, one line per file.
 
 Exit code: 0 when every file is a valid profile, 1 when any is invalid, 2 when a file is missing.
+A valid profile that can deny exits and has no `exit_safety` block gets a warning (still 0).
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ def _check(file: str) -> int:
         print(error)
         return 1
     print(f"ok  {file} ({_summary(profile)})")
+    deniers = profile.exit_deniers
+    if deniers and profile.exit_safety is None:
+        print(
+            f"warning: {file}: {', '.join(deniers)} can deny exits and the profile has no "
+            "exit_safety block, so nothing limits what a denied exit can cost; add one "
+            "(max_position_loss, max_portfolio_drawdown: docs/profiles.md).",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -25,6 +25,8 @@ FRAME_COLUMNS = (
     "target_size",
     "approved_target",
     "partial",
+    "risk_exit",
+    "lifted_systems",
     "attempt",
 )
 
@@ -34,11 +36,12 @@ class ProtectionAnalyzer(bt.Analyzer):
 
     `get_analysis()`: the orchestrator's `get_performance_metrics()` plus `by_system`
     (per system: `denied`, decisions it blocked, as `blocks_by_system`; `would_block`,
-    decisions approved although it objected, in shadow mode or as a safety exit, as
-    `would_block_by_system`; `clipped`, decisions approved in part because of it (counted in
+    decisions approved although it objected, in shadow mode, as a safety exit or as a risk exit,
+    as `would_block_by_system`; `clipped`, decisions approved in part because of it (counted in
     `blocks_by_system` too); `overridden`, denials the regime override lifted) and `by_action`
     (per action: `requested`, `approved`, `partial` (approved in part, also in `approved`),
-    `denied`).
+    `denied`, `risk_exits` (approved by exit safety's valves, also in `approved`)). The
+    metrics' `risk_exits` counts every risk exit.
     `to_frame()`: one row per decision, in decision order, indexed by backtest `date`.
     """
 
@@ -73,18 +76,22 @@ class ProtectionAnalyzer(bt.Analyzer):
             s: {"denied": 0, "would_block": 0, "clipped": 0, "overridden": 0} for s in self._systems
         }
         by_action = {
-            a.value: {"requested": 0, "approved": 0, "partial": 0, "denied": 0} for a in Action
+            a.value: {"requested": 0, "approved": 0, "partial": 0, "denied": 0, "risk_exits": 0}
+            for a in Action
         }
         for decision in self._decisions:
             kind = "clipped" if decision.partial else "would_block"
             for system in decision.blocking_systems:
                 by_system[system][kind if decision.approved else "denied"] += 1
+            for system in decision.lifted_systems:  # a risk exit let it through
+                by_system[system]["would_block"] += 1
             for system in decision.overridden_systems:
                 by_system[system]["overridden"] += 1
             counts = by_action[decision.action.value]
             counts["requested"] += 1
             counts["approved" if decision.approved else "denied"] += 1
             counts["partial"] += decision.partial
+            counts["risk_exits"] += decision.risk_exit
         return {**metrics, "by_system": by_system, "by_action": by_action}
 
     def to_frame(self) -> pd.DataFrame:
@@ -105,6 +112,8 @@ class ProtectionAnalyzer(bt.Analyzer):
                 "target_size": d.target_size,
                 "approved_target": d.approved_target,
                 "partial": d.partial,
+                "risk_exit": d.risk_exit,
+                "lifted_systems": ";".join(d.lifted_systems),
                 "attempt": attempt,
             }
             for attempt, d in enumerate(self._decisions, start=1)

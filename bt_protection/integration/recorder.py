@@ -42,9 +42,12 @@ def _day(num: float) -> str:
 
 
 def protection_label(decision: Any) -> str:
-    """`exempt`, `approved`, `partial` or `denied`: how the protection let an order through."""
+    """`exempt`, `risk_exit`, `approved`, `partial` or `denied`: how the protection let an
+    order through (a risk exit approved in part, as a reversal's close alone, is `risk_exit`)."""
     if decision.exempt:
         return "exempt"
+    if decision.risk_exit:
+        return "risk_exit"
     if decision.partial:
         return "partial"
     return "approved" if decision.approved else "denied"

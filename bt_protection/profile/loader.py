@@ -44,6 +44,7 @@ TOP_LEVEL_KEYS = (
     "protections",
     "regime",
     "audit",
+    "exit_safety",
 )
 _OWN_KEYS = ("name", "description", "extends")  # describe one file: never inherited
 
@@ -158,7 +159,7 @@ def _build_profile(data: Mapping[Any, Any], default_name: str, source: str | Non
     name = _convert(data.get("name", default_name), str, ("name",))
     if not name.strip():
         raise _Problem(("name",), "the name is empty; write a short name such as balanced.")
-    given = ("description", "mode", "on_error", "regime", "audit")
+    given = ("description", "mode", "on_error", "regime", "audit", "exit_safety")
     values = {key: _convert(data[key], hints[key], (key,)) for key in given if key in data}
     protections = _build_protections(data.get("protections", {}))
     return Profile(name=name, protections=protections, source=source, **values)

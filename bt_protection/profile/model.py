@@ -12,7 +12,14 @@ from types import MappingProxyType
 from typing import Any
 
 from bt_protection.durations import Duration
-from bt_protection.protections.base import ConfigError, ProtectionConfig, registry
+from bt_protection.exit_safety import ExitSafetyConfig
+from bt_protection.protections.base import (
+    REDUCING,
+    ConfigError,
+    Protection,
+    ProtectionConfig,
+    registry,
+)
 from bt_protection.protections.regime_override import RegimeOverrideConfig
 from bt_protection.regimes import REGIME_LABELS
 
@@ -96,6 +103,7 @@ class Profile:
     protections: Mapping[str, ProtectionConfig] = field(default_factory=_default_protections)
     regime: RegimeConfig = field(default_factory=RegimeConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    exit_safety: ExitSafetyConfig | None = None
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -109,7 +117,23 @@ class Profile:
         return config.regimes if isinstance(config, RegimeOverrideConfig) else REGIME_LABELS
 
     def durations(self) -> list[Duration]:
-        return [d for k in self.enabled_systems for d in self.protections[k].durations()]
+        found = [d for k in self.enabled_systems for d in self.protections[k].durations()]
+        return found if self.exit_safety is None else found + self.exit_safety.durations()
+
+    @property
+    def exit_deniers(self) -> tuple[str, ...]:
+        """The enabled systems that can deny an exit (a close, a decrease, or a reversal, which
+        keeps the old position when denied); not the regime override, which only lifts denials,
+        and none in shadow mode, where nothing is denied."""
+        if self.mode is Mode.SHADOW:
+            return ()
+        systems = registry()
+        return tuple(
+            key
+            for key in self.enabled_systems
+            if systems[key].overrides is Protection.overrides
+            and systems[key](self.protections[key]).guards & REDUCING
+        )
 
     @property
     def uses_bars(self) -> bool:
@@ -117,7 +141,7 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved profile in plain YAML/JSON types (what `profile.yaml` of a run holds)."""
-        return {
+        plain = {
             "name": self.name,
             "description": self.description,
             "mode": self.mode.value,
@@ -126,6 +150,9 @@ class Profile:
             "regime": to_plain(self.regime),
             "audit": to_plain(self.audit),
         }
+        if self.exit_safety is not None:  # absent: the same hash as before the block existed
+            plain["exit_safety"] = to_plain(self.exit_safety)
+        return plain
 
     @property
     def hash(self) -> str:

@@ -61,10 +61,64 @@ class DrawdownGuardConfig(ProtectionConfig):
 
 
 @dataclass(slots=True)
-class _Trip:
+class Trip:
+    """A drawdown that reached its limit: when, from which peak, and the lowest value since."""
+
     start: ClockPoint
     peak: float
     trough: float
+
+
+class DrawdownWatch:
+    """The portfolio value's peak, the trip at `max_drawdown` under it, and the resume.
+
+    `update` takes each bar's value and says what changed: `("tripped", payload)`,
+    `("resumed", payload)` or None. The drawdown guard and exit safety's REDUCING state share it.
+    """
+
+    def __init__(self, max_drawdown: float, resume: ResumeConfig) -> None:
+        self.max_drawdown = max_drawdown
+        self.resume = resume
+        self.peak: float | None = None
+        self.value: float | None = None
+        self.trip: Trip | None = None
+
+    def update(self, now: ClockPoint, value: float) -> tuple[str, dict[str, Any]] | None:
+        self.value = value
+        trip = self.trip
+        if trip is not None:
+            trip.trough = min(trip.trough, value)
+            recover = self.resume.recover
+            recovered = (
+                recover is not None
+                and value >= trip.trough + recover * (trip.peak - trip.trough)
+                and value > trip.trough
+            )
+            if recovered or self.resume.after.elapsed(trip.start, now):
+                self.trip, self.peak = None, value
+                return "resumed", {
+                    "value": value,
+                    "peak": trip.peak,
+                    "trough": trip.trough,
+                    "by": "recover" if recovered else "after",
+                }
+            return None
+        if self.peak is None or value > self.peak:
+            self.peak = value
+            return None
+        if self.peak > 0 and value <= self.peak * (1 - self.max_drawdown):
+            self.trip = Trip(now, self.peak, value)
+            return "tripped", {"value": value, "peak": self.peak, "drawdown": 1 - value / self.peak}
+        return None
+
+    def resume_text(self, trip: Trip) -> str:
+        """`until <date>[ or until the value is back to <level>]`: when `trip` ends."""
+        resume = self.resume
+        text = f"until {resume.after.ends(trip.start)}"
+        if resume.recover is not None:
+            level = trip.trough + resume.recover * (trip.peak - trip.trough)
+            text += f" or until the value is back to {level:,.0f}"
+        return text
 
 
 @register
@@ -77,76 +131,38 @@ class DrawdownGuard(Protection):
 
     def setup(self) -> None:
         self.guards = frozenset({Action.OPEN, Action.INCREASE, Action.REVERSE})
-        self._peak: float | None = None
-        self._value: float | None = None
-        self._trip: _Trip | None = None
+        self._watch = DrawdownWatch(self.config.max_drawdown, self.config.resume)
         self._calm = self.constant(
             f"Portfolio drawdown below {self.config.max_drawdown:.0%} of its peak."
         )
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
-        trip = self._trip
+        trip = self._watch.trip
         if trip is None:
             return self._calm
         drawdown = 1 - trip.trough / trip.peak
         reason = (
             f"Portfolio drawdown reached {drawdown:.1%} of the peak {trip.peak:,.0f} (max "
             f"{self.config.max_drawdown:.0%}) on {trip.start.describe()}; reduce-only "
-            f"{self._resume_text(trip)}."
+            f"{self._watch.resume_text(trip)}."
         )
         # a reversal may still close (the close leg reduces); opens and increases may not move
         allowed = 0.0 if request.action is Action.REVERSE else request.current_size
         return self.limit(request, allowed, reason, drawdown=drawdown, since=trip.start.date)
 
-    def _resume_text(self, trip: _Trip) -> str:
-        resume = self.config.resume
-        text = f"until {resume.after.ends(trip.start)}"
-        if resume.recover is not None:
-            level = trip.trough + resume.recover * (trip.peak - trip.trough)
-            text += f" or until the value is back to {level:,.0f}"
-        return text
-
     def on_portfolio(self, now: ClockPoint, value: float) -> None:
-        self._value = value
-        trip, config = self._trip, self.config
-        if trip is not None:
-            trip.trough = min(trip.trough, value)
-            recover = config.resume.recover
-            recovered = (
-                recover is not None
-                and value >= trip.trough + recover * (trip.peak - trip.trough)
-                and value > trip.trough
-            )
-            if recovered or config.resume.after.elapsed(trip.start, now):
-                self.emit(
-                    "drawdown_guard_resumed",
-                    now,
-                    {
-                        "value": value,
-                        "peak": trip.peak,
-                        "trough": trip.trough,
-                        "by": "recover" if recovered else "after",
-                    },
-                )
-                self._trip, self._peak = None, value
-            return
-        if self._peak is None or value > self._peak:
-            self._peak = value
-            return
-        if self._peak > 0 and value <= self._peak * (1 - config.max_drawdown):
-            self._trip = _Trip(now, self._peak, value)
-            self.emit(
-                "drawdown_guard_tripped",
-                now,
-                {"value": value, "peak": self._peak, "drawdown": 1 - value / self._peak},
-            )
+        change = self._watch.update(now, value)
+        if change is not None:
+            kind, payload = change
+            self.emit(f"drawdown_guard_{kind}", now, payload)
 
     def status(self, asset: str, now: ClockPoint) -> dict[str, Any]:
-        trip = self._trip
+        watch = self._watch
+        trip = watch.trip
         return {
             "enabled": True,
             "reduce_only": trip is not None,
-            "peak": self._peak if trip is None else trip.peak,
-            "value": self._value,
+            "peak": watch.peak if trip is None else trip.peak,
+            "value": watch.value,
             "since": None if trip is None else trip.start.date.isoformat(),
         }

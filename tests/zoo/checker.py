@@ -12,8 +12,15 @@ bar, with the rules written out here (SPEC 4 and 5 by hand):
   fewer than `max_cycles` round trips ending within `window` (exits known at the decision);
 - no executed non-exempt order reduced a core asset;
 - no exempt order increased the exposure it acted on;
-- every attempted order has exactly one decision.
-A rule the decision says the regime override lifted is not held against the order.
+- every attempted order has exactly one decision;
+- with `exit_safety.max_position_loss` (given the closes): no close, decrease or reversal of a
+  position was denied while its loss against the average entry of its executed fills was at or
+  beyond the limit (but by core immunity under `core: keep`); every such exit that a system
+  objected to was approved as a risk exit and executed by the next bar (unless the broker
+  refused it for margin, as it would without the plugin); no risk exit was approved by the
+  loss valve under the limit.
+A rule the decision says the regime override (or a risk exit) lifted is not held against the
+order.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ class Seen:
 
     order: Any
     created: pd.Timestamp
-    fills: list[tuple[pd.Timestamp, float]] = field(default_factory=list)
+    # (when, size, price) of each executed bit
+    fills: list[tuple[pd.Timestamp, float, float]] = field(default_factory=list)
     status: str = ""
 
 
@@ -46,7 +54,11 @@ class Executions(bt.Analyzer):
     def create_analysis(self) -> None:
         self.orders: dict[int, Seen] = {}
         self.decisions: list[Any] = []
+        self.values: list[float] = []
         self.strategy.add_protection_listener(self.decisions.append)
+
+    def notify_cashvalue(self, cash: float, value: float) -> None:
+        self.values.append(value)
 
     def notify_order(self, order: Any) -> None:
         seen = self.orders.setdefault(
@@ -55,7 +67,7 @@ class Executions(bt.Analyzer):
         seen.status = order.getstatusname()
         for bit in order.executed.iterpending():
             if bit.size:
-                seen.fills.append((pd.Timestamp(bt.num2date(bit.dt)), bit.size))
+                seen.fills.append((pd.Timestamp(bt.num2date(bit.dt)), bit.size, bit.price))
 
     def stop(self) -> None:
         for order in getattr(self.strategy.broker, "notifs", ()):  # queued on the last bar
@@ -63,7 +75,7 @@ class Executions(bt.Analyzer):
                 self.notify_order(order)
 
     def get_analysis(self) -> dict[str, Any]:
-        return {"orders": self.orders, "decisions": self.decisions}
+        return {"orders": self.orders, "decisions": self.decisions, "values": self.values}
 
 
 @dataclass
@@ -71,6 +83,22 @@ class Book:
     position: float = 0.0
     opened: tuple[int, pd.Timestamp] | None = None
     exits: list[tuple[int, pd.Timestamp]] = field(default_factory=list)
+    entry: float = 0.0  # average entry price of the position, by hand
+
+    def fill(self, size: float, price: float) -> None:
+        """Opening and reversing fills set the entry, increases average it, decreases keep it."""
+        before, after = self.position, self.position + size
+        if after == 0:
+            self.entry = 0.0
+        elif before == 0 or (before > 0) != (after > 0):
+            self.entry = price
+        elif abs(after) > abs(before):
+            self.entry = (self.entry * abs(before) + price * abs(size)) / abs(after)
+
+    def loss(self, price: float) -> float:
+        """The unrealised loss of the position at `price`, a fraction of its entry."""
+        move = (price - self.entry) / self.entry
+        return -move if self.position > 0 else move
 
 
 def _rules(profile: Profile) -> dict[str, Any]:
@@ -88,8 +116,14 @@ def _rules(profile: Profile) -> dict[str, Any]:
     return rules
 
 
-def violations(analysis: dict[str, Any], profile: Profile, calendar: pd.DatetimeIndex) -> list:
-    """Every broken promise of the module docstring, as (what, order ref, details)."""
+def violations(
+    analysis: dict[str, Any],
+    profile: Profile,
+    calendar: pd.DatetimeIndex,
+    closes: dict[str, pd.Series] | None = None,
+) -> list:
+    """Every broken promise of the module docstring, as (what, order ref, details); the exit
+    safety rules need `closes` (each asset's closes by date)."""
     orders: dict[int, Seen] = analysis["orders"]
     decisions: list[Any] = analysis["decisions"]
     broken: list[tuple[str, int, str]] = []
@@ -102,24 +136,32 @@ def violations(analysis: dict[str, Any], profile: Profile, calendar: pd.Datetime
     for ref, seen in orders.items():
         created = bar_of[seen.created.normalize()]
         events.append(((created, 1, ref), seen, None))
-        for when, size in seen.fills:
+        for when, size, price in seen.fills:
             bar = bar_of[when.normalize()]
             # a fill comes before the decisions of its bar, unless its order was made there
             # (cheat-on-close, cheat-on-open: executed after the decision that made it)
-            events.append(((bar, 2 if bar == created else 0, ref), seen, (bar, when, size)))
+            events.append(((bar, 2 if bar == created else 0, ref), seen, (bar, when, size, price)))
     books: dict[str, Book] = {}
     known: dict[int, tuple[str, tuple[int, pd.Timestamp], Book]] = {}
+    safety = profile.exit_safety if closes is not None else None
     for (bar, _, ref), seen, fill in sorted(events, key=lambda e: e[0]):
         asset = seen.order.data._name
         book = books.setdefault(asset, Book())
         if fill is None:  # the decision: what the rules knew then
             known[ref] = (asset, (bar, seen.created), _copy(book))
+            if safety is not None and closes is not None:
+                price = float(closes[asset].loc[seen.created.normalize()])
+                broken += [
+                    (what, ref, f"{asset} at {seen.created.date()}: {why}")
+                    for what, why in _unsafe(safety, seen, book, price, bar, bar_of)
+                ]
             continue
-        _, when, size = fill
+        _, when, size, price = fill
         before, after = book.position, book.position + size
+        book.fill(size, price)
         action = spec_action(before, after)
         decision = seen.order.info.protection
-        lifted = set(decision.overridden_systems)
+        lifted = set(decision.overridden_systems) | set(decision.lifted_systems)
         if decision.exempt:
             if action in ("open", "increase", "reverse"):
                 broken.append(("exempt order increased exposure", ref, f"{before} -> {after}"))
@@ -140,7 +182,34 @@ def violations(analysis: dict[str, Any], profile: Profile, calendar: pd.Datetime
 
 
 def _copy(book: Book) -> Book:
-    return Book(book.position, book.opened, list(book.exits))
+    return Book(book.position, book.opened, list(book.exits), book.entry)
+
+
+def _unsafe(
+    safety: Any, seen: Seen, book: Book, price: float, bar: int, bar_of: dict[Any, int]
+) -> list[tuple[str, str]]:
+    """The exit safety rules for one decision, against the position rebuilt by hand."""
+    decision, limit = seen.order.info.protection, safety.max_position_loss
+    exit_ = decision.action.value in REDUCING and book.position and book.entry
+    if limit is None or not exit_ or (decision.current_size > 0) != (book.position > 0):
+        return []
+    loss = book.loss(price)
+    found = []
+    kept = safety.core.value == "keep" and "core_asset_immunity" in decision.blocking_systems
+    if loss >= limit * (1 + 1e-9) and not kept:
+        if not decision.approved:
+            found.append(("denied at a loss", f"{loss:.1%} >= {limit:.0%}: {decision.reason}"))
+        elif decision.would_block and not decision.risk_exit:
+            found.append(("risk exit not recorded", f"{loss:.1%}: {decision.reason}"))
+        elif (
+            decision.risk_exit
+            and seen.status != "Margin"  # the broker's refusal is its own
+            and not any(bar_of[w.normalize()] <= bar + 1 for w, *_ in seen.fills)
+        ):
+            found.append(("risk exit not executed by the next bar", seen.status))
+    if decision.risk_exit and "max_position_loss" in decision.reason and loss < limit * (1 - 1e-9):
+        found.append(("risk exit under the limit", f"{loss:.1%} < {limit:.0%}"))
+    return found
 
 
 def _broken(

@@ -232,3 +232,68 @@ class WeeklyTimer(ProtectionMixin, bt.Strategy):
         for data in self.datas:
             target = 0.3 if data.close[0] > self.mean[data][0] else 0.0
             self.order_target_percent(data=data, target=target)
+
+
+# --- exit safety (issue 16): strategies whose exits a strict profile can deny -------------------
+
+
+class LosingShort(ProtectionMixin, bt.Strategy):
+    """Short `fraction` of the portfolio in each feed; cover when the close is `stop` above
+    the short's average price: all at once with `close()`, or with `half=True` half of what is
+    left each bar. Flat again, it shorts anew."""
+
+    params = (("fraction", 0.9), ("stop", 0.08), ("half", False))
+
+    def next(self) -> None:
+        share = self.p.fraction * self.broker.getvalue() / len(self.datas)
+        for data in self.datas:
+            position = self.getposition(data)
+            if not position.size:
+                size = int(share / data.close[0])
+                if size > 0:
+                    self.sell(data=data, size=size)
+            elif position.size < 0 and data.close[0] >= position.price * (1 + self.p.stop):
+                if self.p.half and position.size < -1:
+                    self.buy(data=data, size=-position.size // 2)
+                else:
+                    self.close(data=data)
+
+
+class TargetReversals(ProtectionMixin, bt.Strategy):
+    """Always in the market: long above the `period`-bar mean, short below, each reversal one
+    `order_target_size(±size)`: `size` shares, or (`size=None`) `fraction` of the portfolio."""
+
+    params = (("size", None), ("fraction", 0.9), ("period", 5))
+
+    def __init__(self) -> None:
+        self.mean = {d: bt.ind.SMA(d.close, period=self.p.period) for d in self.datas}
+
+    def next(self) -> None:
+        share = self.p.fraction * self.broker.getvalue() / len(self.datas)
+        for data in self.datas:
+            side = 1 if data.close[0] > self.mean[data][0] else -1
+            held = self.getposition(data).size
+            if held * side <= 0:  # flat, or on the wrong side: reverse at once
+                size = self.p.size or int(share / data.close[0])
+                self.order_target_size(data=data, target=side * size)
+
+
+class LongWithStop(ProtectionMixin, bt.Strategy):
+    """Buy `fraction` of the portfolio in each feed; sell everything when the close falls
+    `stop` under the position's average price, and buy back `wait` bars later."""
+
+    params = (("fraction", 0.3), ("stop", 0.1), ("wait", 20))
+
+    def __init__(self) -> None:
+        self.sold: dict[Any, int] = {}
+
+    def next(self) -> None:
+        for data in self.datas:
+            position = self.getposition(data)
+            if not position.size:
+                if len(self) - self.sold.get(data, -self.p.wait) >= self.p.wait:
+                    size = int(self.p.fraction * self.broker.getvalue() / data.close[0])
+                    self.buy(data=data, size=size)
+            elif data.close[0] <= position.price * (1 - self.p.stop):
+                self.close(data=data)
+                self.sold[data] = len(self)
