@@ -49,7 +49,7 @@ class ProtectionAnalyzer(bt.Analyzer):
         self._metrics: dict[str, Any] | None = None
         add_listener = getattr(self.strategy, "add_protection_listener", None)
         self._plain = add_listener is None
-        if self._plain:
+        if add_listener is None:
             if not any(
                 hasattr(s, "add_protection_listener") for s in self.strategy.env.runningstrats
             ):

@@ -27,9 +27,7 @@ def params_text(params: Mapping[str, Any], skip: tuple[str, ...]) -> str:
     return _UNSAFE.sub("-", text) or "default"
 
 
-def audit_file(
-    template: str, values: Mapping[str, str], optimising: bool, strategy: str
-) -> str:
+def audit_file(template: str, values: Mapping[str, str], optimising: bool, strategy: str) -> str:
     """The path `template` names; `UserError` for an unknown placeholder, or when several
     parameter sets of `cerebro.optstrategy` would share one file."""
     used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}

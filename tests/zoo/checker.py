@@ -18,6 +18,7 @@ A rule the decision says the regime override lifted is not held against the orde
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +41,15 @@ class Seen:
     status: str = ""
 
 
+def _day(number: float) -> pd.Timestamp:
+    """The calendar date of backtrader's (UTC) date number: daily bars of a timezone-aware
+    feed sit at their local midnight, a few hours later in UTC, on the same date."""
+    return pd.Timestamp(bt.num2date(number)).normalize()
+
+
 class Executions(bt.Analyzer):
-    """Orders by ref with their executions; decisions as the listener received them."""
+    """Orders by ref with their executions (dated by calendar date); decisions as the
+    listener received them."""
 
     def create_analysis(self) -> None:
         self.orders: dict[int, Seen] = {}
@@ -49,13 +57,11 @@ class Executions(bt.Analyzer):
         self.strategy.add_protection_listener(self.decisions.append)
 
     def notify_order(self, order: Any) -> None:
-        seen = self.orders.setdefault(
-            order.ref, Seen(order, pd.Timestamp(bt.num2date(order.created.dt)))
-        )
+        seen = self.orders.setdefault(order.ref, Seen(order, _day(order.created.dt)))
         seen.status = order.getstatusname()
         for bit in order.executed.iterpending():
             if bit.size:
-                seen.fills.append((pd.Timestamp(bt.num2date(bit.dt)), bit.size))
+                seen.fills.append((_day(bit.dt), bit.size))
 
     def stop(self) -> None:
         for order in getattr(self.strategy.broker, "notifs", ()):  # queued on the last bar
@@ -88,15 +94,22 @@ def _rules(profile: Profile) -> dict[str, Any]:
     return rules
 
 
-def violations(analysis: dict[str, Any], profile: Profile, calendar: pd.DatetimeIndex) -> list:
-    """Every broken promise of the module docstring, as (what, order ref, details)."""
+def violations(
+    analysis: dict[str, Any],
+    profile: Profile,
+    calendar: pd.DatetimeIndex | Mapping[pd.Timestamp, int],
+) -> list:
+    """Every broken promise of the module docstring, as (what, order ref, details).
+
+    `calendar`: the strategy's bars in order, or each date's bar (a replayed bar spans days).
+    """
     orders: dict[int, Seen] = analysis["orders"]
     decisions: list[Any] = analysis["decisions"]
     broken: list[tuple[str, int, str]] = []
     attempts = sorted(s.order.info.get("protection_attempt", 0) for s in orders.values())
     if attempts != list(range(1, len(decisions) + 1)):
         broken.append(("one decision per order", 0, f"{len(decisions)} decisions, {attempts}"))
-    bar_of = {day: i for i, day in enumerate(calendar)}
+    bar_of = calendar if isinstance(calendar, Mapping) else {d: i for i, d in enumerate(calendar)}
     rules = _rules(profile)
     events = []
     for ref, seen in orders.items():
