@@ -25,7 +25,14 @@ from conftest import PROJECT_ROOT
 from test_zoo import STRICT
 from zoo import frames as zf
 from zoo.checker import Executions, violations
-from zoo.plain import Accumulator, Crossing, HoldFromDate, StartOrder, protected
+from zoo.plain import (
+    Accumulator,
+    Crossing,
+    HoldFromDate,
+    StartOrder,
+    TickTrader,
+    protected,
+)
 from zoo.strategies import OptimisedCrossing
 
 from bt_protection.audit import read_audit
@@ -93,6 +100,7 @@ class Shape:
     feeds: Callable[[bt.Cerebro, Frames], None] = daily_feeds
     engine: dict[str, Any] = field(default_factory=dict)
     broker: Callable[[bt.Cerebro], None] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def partial_filler(cerebro: bt.Cerebro) -> None:
@@ -100,7 +108,7 @@ def partial_filler(cerebro: bt.Cerebro) -> None:
 
 
 SHAPES = {
-    "replay": Shape(Crossing, zf.sample, replayed_weeks),
+    "replay": Shape(TickTrader, zf.sample, replayed_weeks),
     "ragged": Shape(Crossing, zf.ragged),
     "daily and weekly": Shape(Crossing, zf.daily_and_weekly, daily_and_weekly),
     "NaN closes": Shape(Crossing, zf.with_nan_closes),
@@ -123,6 +131,7 @@ def run(
     if shape.broker is not None:
         shape.broker(cerebro)
     cerebro.broker.setcash(100_000.0)
+    params = {**shape.params, **params}
     if profile is None:
         cerebro.addstrategy(shape.strategy, **params)
     else:

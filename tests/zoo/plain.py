@@ -52,6 +52,23 @@ class Crossing(bt.Strategy):
                 self.close(data=data)
 
 
+class TickTrader(bt.Strategy):
+    """At every call of `next` (a replayed bar is judged as it updates, day by day): long 10
+    of each feed while its close is above its 4-bar mean, flat below."""
+
+    def __init__(self) -> None:
+        self.mean = {d: bt.ind.SMA(d.close, period=4) for d in self.datas}
+
+    def next(self) -> None:
+        for data in self.datas:
+            above = data.close[0] > self.mean[data][0]
+            held = self.getposition(data).size
+            if above and not held:
+                self.buy(data=data, size=10)
+            elif not above and held:
+                self.close(data=data)
+
+
 class StartOrder(Crossing):
     """`Crossing`, with a buy of 10 of the first feed placed in `start()`. backtrader dates
     such an order at the feed's last bar (preload on), so it never executes: the first
