@@ -177,10 +177,7 @@ def labels_of(strategy: Any) -> list[tuple[float, str | None]]:
     return list(strategy.analyzers.fills.get_analysis()["labels"])
 
 
-LOOK_AHEAD = ("replay", "ragged", "daily and weekly", "NaN closes", "tz-aware")
-
-
-@pytest.mark.parametrize("shape", LOOK_AHEAD)
+@pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_the_regime_label_at_a_bar_needs_no_later_data(shape: str) -> None:
     """The labels of a run on data cut just after a bar equal the full run's up to it."""
     full = labels_of(run(SHAPES[shape], BALANCED))
@@ -308,26 +305,34 @@ def test_a_day_duration_ends_on_the_same_session_with_a_time_zone() -> None:
 
 
 def test_optstrategy_on_two_processes_with_a_loaded_profile(tmp_path: Path) -> None:
-    """maxcpus=2 with a loaded Profile: each parameter set writes its own audit file
-    (`{params}`), and the results equal those of one process."""
-    profile = load_profile(BALANCED)
-    assert pickle.loads(pickle.dumps(profile)) == profile
+    """maxcpus=2 with loaded Profiles: each parameter set writes its own audit file
+    (`{params}`); the results equal those of one process, and under `off` and `shadow` those
+    of the strategy without the mixin."""
+    balanced, off, shadow = (load_profile(p) for p in (BALANCED, OFF, SHADOW))
+    assert pickle.loads(pickle.dumps(balanced)) == balanced
 
-    def optimise(cpus: int, folder: Path) -> dict[int, list[Any]]:
+    def optimise(cpus: int, folder: Path, profile: Any = None) -> dict[int, list[Any]]:
         cerebro = bt.Cerebro(stdstats=False, maxcpus=cpus)
         daily_feeds(cerebro, zf.sample())
-        cerebro.optstrategy(
-            OptimisedCrossing,
-            protection=[profile],
-            audit_path=[str(folder / "audit_{profile}_{strategy}_{params}.jsonl")],
-            fast=[3, 5, 8],
-        )
+        if profile is None:
+            cerebro.optstrategy(Crossing, fast=[3, 5, 8])
+        else:
+            cerebro.optstrategy(
+                OptimisedCrossing,
+                protection=[profile],
+                audit_path=[str(folder / "audit_{profile}_{strategy}_{params}.jsonl")],
+                fast=[3, 5, 8],
+            )
         cerebro.addanalyzer(Fills, _name="fills")
         return {r[0].p.fast: r[0].analyzers.fills.get_analysis()["fills"] for r in cerebro.run()}
 
-    two = optimise(2, tmp_path / "two")
-    one = optimise(1, tmp_path / "one")
+    two = optimise(2, tmp_path / "two", balanced)
+    one = optimise(1, tmp_path / "one", balanced)
     assert two == one and len(two) == 3
+    plain = optimise(2, tmp_path)
+    assert optimise(2, tmp_path / "off", off) == plain
+    assert optimise(2, tmp_path / "shadow", shadow) == plain
+    assert plain != two, "balanced changes this strategy's trades"
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert files == [f"audit_balanced_OptimisedCrossing_fast={n}_slow=15.jsonl" for n in (3, 5, 8)]
     for name in files:
