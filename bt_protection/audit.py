@@ -86,16 +86,10 @@ def session_id_for(fingerprint: Mapping[str, Any]) -> str:
     return hashlib.sha256(dumps(dict(sorted(fingerprint.items())))).hexdigest()[:12]
 
 
-# the audit logs of this process still open, by resolved path: two writers of one file
-# would interleave or overwrite each other's records
-_OPEN: weakref.WeakValueDictionary[Path, AuditLog] = weakref.WeakValueDictionary()
-
-
 class AuditLog:
     """Writes audit records to `path` (JSONL).
 
-    The file is opened at once, so a path that cannot be written fails before the run starts,
-    and so does a path another open audit log of this process writes (`AuditWriteError`).
+    The file is opened at once, so a path that cannot be written fails before the run starts.
     """
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any] | None = None):
@@ -104,14 +98,6 @@ class AuditLog:
         self.session_id = session_id_for(self.fingerprint)
         self._seq = 0
         self._file: IO[bytes] | None = None
-        key = self.path.resolve()
-        other = _OPEN.get(key)
-        if other is not None and not other.closed:
-            raise AuditWriteError(
-                f"cannot write the audit log {self.path}: another run of this process is "
-                "writing it; give each run its own file (audit_path placeholders {profile}, "
-                "{strategy}, {params} and {run})."
-            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "wb", buffering=_BUFFER)  # noqa: SIM115 - see close()
@@ -120,7 +106,6 @@ class AuditLog:
             if isinstance(error, FileExistsError):  # mkdir met a file where a folder must be
                 reason = f"{error.filename} is a file, not a folder"
             raise AuditWriteError(f"cannot write the audit log {self.path}: {reason}.") from None
-        _OPEN[key] = self
         self._write(
             _line({"seq": 0, "kind": "header", "session_id": self.session_id, **self.fingerprint})
         )

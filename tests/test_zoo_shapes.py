@@ -372,8 +372,14 @@ def test_two_live_runs_never_share_an_audit_file(tmp_path: Path) -> None:
         cerebro.addstrategy(
             protected(strategy), protection=OFF, audit_path=str(tmp_path / "same.jsonl")
         )
-    with pytest.raises(UserError, match=r"another run of this process is writing it"):
+    with pytest.raises(UserError, match=r"Crossing, another run of this process, is writing"):
         cerebro.run()
+    # that cerebro never started: a new run takes the file it left open
+    single = bt.Cerebro(stdstats=False)
+    daily_feeds(single, zf.sample())
+    single.addstrategy(protected(Crossing), protection=OFF, audit_path=str(tmp_path / "same.jsonl"))
+    single.run()
+    assert next(read_audit(tmp_path / "same.jsonl"))["kind"] == "header"
     with pytest.raises(UserError, match=r"unknown placeholder \{ticker\}"):
         run(SHAPES["ragged"], OFF, audit_path=str(tmp_path / "{ticker}.jsonl"))
 

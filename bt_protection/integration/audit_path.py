@@ -3,6 +3,7 @@
 Placeholders: `{profile}` (the profile's name), `{strategy}` (the strategy's class name),
 `{params}` (the strategy's own params, `name=value` joined by `_`, the mixin's left out) and
 `{run}` (`<process id>-<n>`, n counting the protected runs of the process from 1).
+`claim` refuses a file another live run of the process writes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import itertools
 import os
 import re
 import string
+import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from bt_protection.errors import UserError
@@ -19,6 +22,7 @@ from bt_protection.errors import UserError
 PLACEHOLDERS = ("profile", "strategy", "params", "run")
 _RUNS = itertools.count(1)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+_WRITERS: weakref.WeakValueDictionary[Path, Any] = weakref.WeakValueDictionary()
 
 
 def params_text(params: Mapping[str, Any], skip: tuple[str, ...]) -> str:
@@ -44,3 +48,24 @@ def audit_file(template: str, values: Mapping[str, str], optimising: bool, strat
         )
     run = f"{os.getpid()}-{next(_RUNS)}" if "run" in used else ""
     return template.format_map({**values, "run": run})
+
+
+def claim(path: str, strategy: Any) -> None:
+    """Make `strategy` the writer of the audit file `path`, before it is opened (opening
+    empties it). Refused with a sentence while another strategy of this process writes it: one
+    of the same cerebro, or one whose run started and has not ended. A file left open by a run
+    that never started (its cerebro failed while creating its strategies) is closed and taken.
+    """
+    key = Path(path).resolve()
+    other = _WRITERS.get(key)
+    audit = getattr(getattr(other, "protection", None), "audit", None)
+    if other is not None and audit is not None and not audit.closed:
+        if other.env is strategy.env or other._protection_started:
+            raise UserError(
+                f"cannot write the audit log {path} for {type(strategy).__name__}: "
+                f"{type(other).__name__}, another run of this process, is writing it; give "
+                "each run its own file (audit_path placeholders {profile}, {strategy}, "
+                "{params} and {run})."
+            )
+        audit.close()
+    _WRITERS[key] = strategy

@@ -21,7 +21,7 @@ import backtrader as bt
 
 from bt_protection.errors import UserError
 from bt_protection.fingerprint import run_fingerprint
-from bt_protection.integration.audit_path import audit_file, params_text
+from bt_protection.integration.audit_path import audit_file, claim, params_text
 from bt_protection.integration.regime import (
     ClockRegime,
     CompositeIndex,
@@ -208,6 +208,7 @@ class ProtectionMixin(bt.Strategy):
             }
             template = str(self.p.audit_path or profile.audit.path)
             path = audit_file(template, values, bool(self.env._dooptimize), strategy)
+            claim(path, self)
             details = {
                 "data": [asset_name(d) for d in self.datas],
                 **(self.p.run_info or {}),
