@@ -315,10 +315,10 @@ class ClockRegime:
     the feeds end.
     """
 
-    __slots__ = ("_feeds", "_index", "_seen", "_state")
+    __slots__ = ("_closes", "_index", "_seen", "_state")
 
     def __init__(self, feeds: list[Any], config: RegimeConfig) -> None:
-        self._feeds = feeds
+        self._closes = [d.lines.close for d in feeds]  # a line's len is its feed's
         self._seen = [0] * len(feeds)
         self._index = EqualWeightIndex(len(feeds)) if len(feeds) > 1 else None
         self._state = RegimeState(config)
@@ -327,11 +327,11 @@ class ClockRegime:
         """The code at the strategy's current bar."""
         seen = self._seen
         closes = []
-        for k, data in enumerate(self._feeds):
-            size = len(data)
+        for k, line in enumerate(self._closes):
+            size = len(line)
             if size > seen[k]:
                 seen[k] = size
-                closes.append(data.close[0])
+                closes.append(line[0])
             else:
                 closes.append(math.nan)
         index = self._index
