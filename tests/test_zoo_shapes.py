@@ -38,6 +38,7 @@ from zoo.strategies import OptimisedCrossing
 from bt_protection.audit import read_audit
 from bt_protection.errors import UserError
 from bt_protection.integration.analyzer import ProtectionAnalyzer
+from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.profile import load_profile
 
 CONFIGS = PROJECT_ROOT / "configs"
@@ -227,6 +228,35 @@ def test_ragged_calendars_decide_alike_in_every_mode(shape: str, regime_data: st
         late = pd.Timestamp("2019-10-15")
         after = {lab for n, lab in labels_of(first) if bt.num2date(n) > late}
         assert len(after) > 1, "the label moves on after AAPL ends"
+
+
+class RegimeReader(ProtectionMixin, bt.Strategy):
+    """Reads `self.regime` (the indicator on the composite) at every bar."""
+
+    def __init__(self) -> None:
+        self.indicator = self.regime
+        self.rows: list[tuple[float, str, str | None]] = []
+
+    def prenext(self) -> None:
+        self.next()
+
+    def next(self) -> None:
+        self.rows.append((self.datetime[0], self.indicator.label(), self.protection.regime))
+
+
+def test_the_regime_indicator_on_ragged_calendars_runs_alike_in_every_mode() -> None:
+    """`self.regime` on feeds of different calendars: no IndexError, the same labels in every
+    mode, and the protection's labels while its first feed (AAPL) trades."""
+    rows = []
+    for mode in MODES:
+        cerebro = bt.Cerebro(stdstats=False, **mode)
+        daily_feeds(cerebro, zf.ragged())
+        cerebro.addstrategy(RegimeReader, protection=OFF)
+        rows.append(cerebro.run()[0].rows)
+    assert all(other == rows[0] for other in rows[1:])
+    end = bt.date2num(pd.Timestamp("2019-10-15"))
+    trading = [(a, b) for n, a, b in rows[0] if n <= end]
+    assert all(a == b for a, b in trading) and len({a for a, _ in trading}) > 1
 
 
 # --------------------------------------------------------------------------- one-off shapes
