@@ -414,11 +414,11 @@ def test_two_live_runs_never_share_an_audit_file(tmp_path: Path) -> None:
         run(SHAPES["ragged"], OFF, audit_path=str(tmp_path / "{ticker}.jsonl"))
 
 
-def test_writer_output_is_the_same_under_off() -> None:
+def test_writer_output_is_the_same_under_off_and_shadow() -> None:
     import io
 
     outputs = []
-    for profile in (None, OFF):
+    for profile in (None, OFF, SHADOW):
         cerebro = bt.Cerebro()
         daily_feeds(cerebro, zf.sample())
         if profile is None:
@@ -429,7 +429,7 @@ def test_writer_output_is_the_same_under_off() -> None:
         cerebro.addwriter(bt.WriterFile, out=out, csv=True)
         cerebro.run()
         outputs.append(out.getvalue())
-    assert outputs[0] == outputs[1]
+    assert outputs[0] == outputs[1] == outputs[2]
     assert protected(Crossing).lines._getlines() == ("datetime",)
 
 
