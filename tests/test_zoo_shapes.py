@@ -294,6 +294,26 @@ def test_two_strategies_on_one_feed() -> None:
         both(BALANCED)
 
 
+def test_a_refused_pair_leaves_its_audit_files_free(tmp_path: Path) -> None:
+    """After the refusal (its cerebro still referenced, as a notebook's traceback keeps it)
+    each audit file can be written again by a new run."""
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    refused = bt.Cerebro(stdstats=False)
+    daily_feeds(refused, zf.sample())
+    for strategy, path in zip((Crossing, StartOrder), paths, strict=True):
+        refused.addstrategy(protected(strategy), protection=BALANCED, audit_path=str(path))
+    with pytest.raises(UserError, match=r"feed AAPL"):
+        refused.run()
+    assert list(read_audit(paths[0]))[-1]["kind"] == "run_failed"
+    for path in paths:
+        cerebro = bt.Cerebro(stdstats=False)
+        daily_feeds(cerebro, zf.sample())
+        cerebro.addstrategy(protected(Crossing), protection=BALANCED, audit_path=str(path))
+        cerebro.run()
+        assert list(read_audit(path))[-1]["kind"] == "run_end"
+    assert refused.runningstrats
+
+
 def test_the_analyzer_beside_a_plain_strategy_analyses_the_protected_one() -> None:
     cerebro = bt.Cerebro(stdstats=False)
     daily_feeds(cerebro, zf.sample())

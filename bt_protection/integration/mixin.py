@@ -401,10 +401,10 @@ class ProtectionMixin(bt.Strategy):
     # --- the clock and fills (backtrader internals, kept to the calls that carry them) ------
 
     def _start(self) -> None:
+        self._check_shared_feeds()
         self._protection_started = True
         self._protection_values = self.protection.uses_portfolio
         self._protection_dates = self.lines.datetime
-        self._check_shared_feeds()
         if self.protection.uses_regime or self._protection_regime is not None:
             # the label the orchestrator follows, on the strategy's clock (docs/regime.md)
             source, config = self._protection_regime_source
@@ -423,12 +423,14 @@ class ProtectionMixin(bt.Strategy):
                 continue
             shared = [d for d in self.datas if any(d is o for o in other.datas)]
             if shared:
-                raise UserError(
+                error = UserError(
                     f"strategies {type(self).__name__} and {type(other).__name__} are both "
                     f"protected and both trade feed {asset_name(shared[0])} of one broker; "
                     "each would judge orders on a position the other moves. Run them in "
                     "separate cerebros, or protect one of them."
                 )
+                self.protection.fail(error)  # the audit says why, and frees its file
+                raise error
 
     def _notify_each_bar(
         self,
