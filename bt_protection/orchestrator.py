@@ -123,6 +123,11 @@ class ProtectionOrchestrator:
         return self._positions.get(asset, 0.0)
 
     @property
+    def can_deny(self) -> bool:
+        """Whether a decision may deny: the profile enforces and enables a system."""
+        return not self._shadow and bool(self._protections)
+
+    @property
     def uses_portfolio(self) -> bool:
         """Whether an enabled system (or exit safety's drawdown valve) follows the portfolio's
         value (`on_portfolio`)."""

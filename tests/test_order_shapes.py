@@ -204,14 +204,17 @@ class LateRegimeReader(Scripted):
         self.regime  # noqa: B018 - first read after __init__
 
 
-def test_the_regime_indicator_runs_only_when_the_profile_needs_it() -> None:
+def test_the_regime_indicator_runs_only_when_the_strategy_reads_it() -> None:
+    """The protection follows the regime on the strategy's clock: it adds no indicator."""
+
     def regimes(strategy: Any) -> int:
         return sum(isinstance(i, RegimeIndicator) for i in strategy.getindicators())
 
     assert regimes(run({}, OFF)) == 0
-    assert regimes(run({}, PROFILES["balanced"])) == 1  # regime_override is on
-    with pytest.raises(UserError, match=r"read self.regime once in __init__"):
-        run({}, OFF, strategy=LateRegimeReader)
+    assert regimes(run({}, PROFILES["balanced"])) == 0  # regime_override is on
+    for profile in (OFF, PROFILES["balanced"]):
+        with pytest.raises(UserError, match=r"read self.regime once in __init__"):
+            run({}, profile, strategy=LateRegimeReader)
 
 
 class HookBase(bt.Strategy):

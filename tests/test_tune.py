@@ -34,7 +34,7 @@ from bt_protection.tune.folds import make_folds
 from bt_protection.tune.search import TuneSettings, choose
 from bt_protection.tune.space import check_candidates, load_space
 from bt_protection.tune.stats import deflated_sharpe, paired_bootstrap
-from bt_protection.tune.store import STORE_NAME
+from bt_protection.tune.store import STORE_NAME, TrialStore
 from bt_protection.tune.trials import Objective, trial_key
 from bt_protection.tune.walk import _search
 
@@ -299,9 +299,28 @@ def test_output_folder_files(tuned: WalkForward) -> None:
     assert verdict["verdict"] in (folder / "report.md").read_text()
 
 
-def test_off_arm_never_denies_and_tuned_arm_is_a_candidate(tuned: WalkForward) -> None:
+def test_off_arm_never_denies_and_tuned_arm_is_a_candidate(
+    tuned: WalkForward, tmp_path: Path
+) -> None:
+    """The off arm's stored results, found by their trial keys: none denied an order (the
+    candidates, which protect, did deny some)."""
     assert set(tuned.folds["chosen"]) <= {"c0", "c1", "c2", "c3"}
-    assert (tuned.trials["orders_denied"] >= 0).all()
+    settings = TuneSettings(train="1y", test="6m", warmup=60)
+    search = _search(_spec(), space_file(tmp_path), None, None, settings, tmp_path / "x.partial")
+    keys = [
+        trial_key(search.identity, window, search.off.hash, phase)
+        for fold in search.folds
+        for phase, window in (("train", fold.train), ("test", fold.test))
+    ]
+    store = TrialStore(tuned.path / STORE_NAME)
+    try:
+        off = store.load(keys)
+    finally:
+        store.close()
+    assert len(off) == 2 * len(search.folds), "every off run of the tune is in its store"
+    assert any(result["metrics"]["trades"] > 0 for result in off.values())
+    assert [result["metrics"]["orders_denied"] for result in off.values()] == [0] * len(off)
+    assert (tuned.trials["orders_denied"] > 0).any()
     verdict = tuned.verdict
     assert verdict["candidates"] == 4 and verdict["train_trials"] == 12
 

@@ -43,18 +43,25 @@ class ProtectionAnalyzer(bt.Analyzer):
     `denied`, `risk_exits` (approved by exit safety's valves, also in `approved`)). The
     metrics' `risk_exits` counts every risk exit.
     `to_frame()`: one row per decision, in decision order, indexed by backtest `date`.
+    Beside a plain strategy of a cerebro that also runs a protected one, it has nothing to
+    analyse: `get_analysis()` is `{}` and `to_frame()` has no rows.
     """
 
     def start(self) -> None:
-        add_listener = getattr(self.strategy, "add_protection_listener", None)
-        if add_listener is None:
-            raise UserError(
-                f"ProtectionAnalyzer needs a ProtectionMixin strategy; "
-                f"{type(self.strategy).__name__} does not derive from it."
-            )
-        self._systems = tuple(self.strategy.protection.profile.enabled_systems)
         self._decisions: list[ProtectionDecision] = []
         self._metrics: dict[str, Any] | None = None
+        add_listener = getattr(self.strategy, "add_protection_listener", None)
+        self._plain = add_listener is None
+        if add_listener is None:
+            if not any(
+                hasattr(s, "add_protection_listener") for s in self.strategy.env.runningstrats
+            ):
+                raise UserError(
+                    f"ProtectionAnalyzer needs a ProtectionMixin strategy; "
+                    f"{type(self.strategy).__name__} does not derive from it."
+                )
+            return
+        self._systems = tuple(self.strategy.protection.profile.enabled_systems)
         add_listener(self._record)
 
     def _record(self, decision: ProtectionDecision) -> None:
@@ -62,7 +69,8 @@ class ProtectionAnalyzer(bt.Analyzer):
         self._decisions.append(decision)
 
     def stop(self) -> None:
-        self._metrics = self.strategy.protection.get_performance_metrics()
+        if not self._plain:
+            self._metrics = self.strategy.protection.get_performance_metrics()
 
     @property
     def decisions(self) -> tuple[ProtectionDecision, ...]:
@@ -71,6 +79,8 @@ class ProtectionAnalyzer(bt.Analyzer):
 
     def get_analysis(self) -> dict[str, Any]:
         """Orchestrator metrics plus `by_system` and `by_action` counts (plain types)."""
+        if self._plain:
+            return {}
         metrics = self._metrics or self.strategy.protection.get_performance_metrics()
         by_system = {
             s: {"denied": 0, "would_block": 0, "clipped": 0, "overridden": 0} for s in self._systems

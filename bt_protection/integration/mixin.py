@@ -12,15 +12,22 @@ says what was requested and why the rest was clipped.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import backtrader as bt
 
 from bt_protection.errors import UserError
 from bt_protection.fingerprint import run_fingerprint
-from bt_protection.integration.regime import CompositeIndex, RegimeIndicator, label_of
+from bt_protection.integration.audit_path import audit_file, claim, params_text
+from bt_protection.integration.regime import (
+    ClockRegime,
+    CompositeIndex,
+    RegimeIndicator,
+    label_of,
+)
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
@@ -74,6 +81,27 @@ def bar_datetime(number: float) -> datetime:
     return datetime.fromordinal(day) if number == day else bt.num2date(number)
 
 
+def _local_zone(data: Any) -> tzinfo | None:
+    """The time zone of a feed's own calendar: its `tz`, else that of a pandas feed's
+    timezone-aware index (backtrader keeps such times in UTC and forgets the zone)."""
+    zone = getattr(data, "_tz", None)
+    if zone is None:
+        zone = getattr(getattr(getattr(data.p, "dataname", None), "index", None), "tz", None)
+    return zone
+
+
+def _unique_lines(cls: Any) -> None:
+    """Give a strategy class its lines once each: backtrader adds the lines of every base
+    after the first again, so `class S(ProtectionMixin, bt.Strategy)` would get `datetime`
+    twice (and writers an extra column)."""
+    names = cls.lines._getlines()
+    if len(set(names)) < len(names):
+        unique = tuple(dict.fromkeys(names))
+        cls.lines = bt.Lines._derive(
+            cls.__name__, unique, cls.lines._getlinesextra(), (), linesoverride=True
+        )
+
+
 def _orphan_reason(parent: Any) -> str:
     decision = parent.info.get("protection")
     why = f": {decision.reason}" if decision is not None else "."
@@ -114,9 +142,10 @@ class ProtectionMixin(bt.Strategy):
 
     Params: `protection` (profile file, mapping or `Profile`; required), `regime_data` (name of
     the feed the regime indicator watches; default the profile's `regime.data`, else the only
-    feed, else the equal-weight composite of every feed: `CompositeIndex`), `audit_path`
-    (JSONL file; `{profile}` is replaced by the profile name) and `run_info` (a mapping added
-    to the audit header, e.g. the data's date range).
+    feed, else the equal-weight composite of the feeds: docs/regime.md), `audit_path`
+    (JSONL file; placeholders `{profile}`, `{strategy}`, `{params}`, `{run}`: see
+    `audit_path.py`) and `run_info` (a mapping added to the audit header, e.g. the data's
+    date range).
     Order keywords: `protection_exempt=True` marks a safety exit, `protection_reason` and
     `protection_score` travel with the request.
     """
@@ -137,6 +166,13 @@ class ProtectionMixin(bt.Strategy):
         init = cls.__dict__.get("__init__")
         if init is not None:
             cls.__init__ = _with_setup(init)  # type: ignore[method-assign]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # backtrader builds the instance's lines from `cls.lines` right after this
+        if "_protection_lines" not in cls.__dict__:
+            _unique_lines(cls)
+            cls._protection_lines = True
+        return super().__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if "protection" not in self.__dict__:
@@ -164,7 +200,15 @@ class ProtectionMixin(bt.Strategy):
         if self.p.audit_path or profile.audit.path:
             from bt_protection.audit import AuditLog
 
-            path = str(self.p.audit_path or profile.audit.path).format(profile=profile.name)
+            strategy = type(self).__name__
+            values = {
+                "profile": profile.name,
+                "strategy": strategy,
+                "params": params_text(self.p._getkwargs(), ProtectionMixin.params._getkeys()),
+            }
+            template = str(self.p.audit_path or profile.audit.path)
+            path = audit_file(template, values, bool(self.env._dooptimize), strategy)
+            claim(path, self)
             details = {
                 "data": [asset_name(d) for d in self.datas],
                 **(self.p.run_info or {}),
@@ -175,13 +219,12 @@ class ProtectionMixin(bt.Strategy):
         self._protection_regime: RegimeIndicator | None = None
         self._protection_regime_source = (source, profile.regime)
         self._protection_started = False
-        if self.protection.uses_regime:
-            self._protection_regime = self._build_regime()
+        self._protection_market: ClockRegime | None = None  # see _start
+        self._protection_zone = _local_zone(self.datas[0])
         self._protection_bar = -1
-        self._protection_bar_clock: tuple[Any, int] | None = None  # see _bar_clock
-        # the lines read every bar, looked up at _start (backtrader's attribute access is slow)
+        self._protection_bar_clock: tuple[float, Any, int] | None = None  # see _bar_clock
+        # the line read every bar, looked up at _start (backtrader's attribute access is slow)
         self._protection_dates: Any = None
-        self._protection_codes: Any = None
         self._protection_in_bar = False  # inside _next/_oncepost: the strategy moved already
         self._protection_attempts = 0
         self._protection_live: dict[str, list[Any]] = {}
@@ -237,26 +280,34 @@ class ProtectionMixin(bt.Strategy):
         """The feeds a regime can watch: all but unnamed resampled or replayed copies."""
         return [d for d in self.datas if d._name or not _derived(d)]
 
+    def _regime_feeds(self, source: RegimeSource) -> list[Any]:
+        """The feed the regime watches, or the feeds of its composite: those of the finest
+        time frame, resampled or replayed copies left out (they repeat a feed)."""
+        if source.feed is not None:
+            return [next(d for d in self._markets() if asset_name(d) == source.feed)]
+        feeds = [d for d in self.datas if not _derived(d)] or list(self.datas)
+        finest = min((d._timeframe, d._compression) for d in feeds)
+        return [d for d in feeds if (d._timeframe, d._compression) == finest]
+
     def _regime_feed(self, source: RegimeSource) -> Any:
-        """The feed the regime indicator watches, or the composite index of every feed (the
-        resampled or replayed copies left out: they repeat a feed on another time frame)."""
-        if source.feed is None:
-            return CompositeIndex(*[d for d in self.datas if not _derived(d)])
-        return next(d for d in self._markets() if asset_name(d) == source.feed)
+        """The feed the regime indicator watches, or the composite index of its feeds."""
+        feeds = self._regime_feeds(source)
+        return feeds[0] if source.feed is not None else CompositeIndex(*feeds)
 
     @property
     def regime(self) -> RegimeIndicator:
         """The `RegimeIndicator` on the regime feed.
 
-        Built at setup when an enabled system follows the regime; otherwise on first use, which
-        must be in `__init__` (indicators are created there) for the strategy to read it later.
+        Built on first use, which must be in `__init__` (indicators are created there) for the
+        strategy to read it later. The protection itself follows the same rules on the
+        strategy's clock (`ClockRegime`), so it needs no indicator.
         """
         if self._protection_regime is None:
             if self._protection_started:
                 raise UserError(
-                    f"{type(self).__name__} reads self.regime after __init__, but profile "
-                    f"{self.protection.profile.name!r} needs no regime indicator, so none was "
-                    "built; read self.regime once in __init__ to build it."
+                    f"{type(self).__name__} reads self.regime after __init__, where backtrader "
+                    "can no longer add an indicator; read self.regime once in __init__ to "
+                    "build it."
                 )
             self._protection_regime = self._build_regime()
         return self._protection_regime
@@ -282,19 +333,44 @@ class ProtectionMixin(bt.Strategy):
 
     def _order_clock(self) -> tuple[Any, int]:
         if self._protection_in_bar:  # in next or a notification of it: the strategy's own bar
-            return self._bar_clock()
+            return self._bar_clock()[1:]
         # The strategy's datetime is the newest of its feeds' once it moved to a bar.
-        newest = max(d.datetime[0] for d in self.datas if len(d))
-        if len(self) == 0 or newest > self.lines.datetime[0]:
-            return bar_datetime(newest), len(self)
-        return bar_datetime(newest), len(self) - 1
+        dates = [d.datetime[0] for d in self.datas if len(d)]
+        if not dates:  # in start(): the first bar, if a preloaded feed tells its date
+            dates = [d.datetime.array[0] for d in self.datas if len(d.datetime.array)]
+            if not dates:
+                raise UserError(
+                    f"{type(self).__name__} placed an order before any bar was loaded (in "
+                    "start(), with preload off); place it in next or prenext."
+                )
+            return self._local(min(dates)), 0
+        newest = max(dates)
+        return self._local(newest), self._bar_of(newest)
 
-    def _bar_clock(self) -> tuple[Any, int]:
-        """The date and index of the strategy's current bar, converted once per bar."""
-        bar = len(self) - 1
+    def _bar_of(self, number: float) -> int:
+        """The bar of an event dated `number` between two bars: the strategy's own when dated
+        there (cheat-on-close) or when no feed has a new bar (a replayed bar updating in
+        place), else the one it moves to next."""
+        bar = len(self)
+        if bar and (
+            number <= self._protection_dates[0]
+            or not any(len(d) > n for d, n in zip(self.datas, self._dlens, strict=True))
+        ):
+            return bar - 1
+        return bar
+
+    def _local(self, number: float) -> datetime:
+        """backtrader's date number as a naive datetime on the first feed's own calendar."""
+        zone = self._protection_zone
+        return bar_datetime(number) if zone is None else bt.num2date(number, zone)
+
+    def _bar_clock(self) -> tuple[float, Any, int]:
+        """The date number, date and index of the strategy's current bar, converted once per
+        bar and again when a replayed bar updates in place."""
+        number = self._protection_dates[0]
         clock = self._protection_bar_clock
-        if clock is None or clock[1] != bar:
-            clock = self._protection_bar_clock = (bar_datetime(self._protection_dates[0]), bar)
+        if clock is None or clock[0] != number:
+            clock = self._protection_bar_clock = (number, self._local(number), len(self) - 1)
         return clock
 
     # --- hooks ------------------------------------------------------------------------------
@@ -325,15 +401,36 @@ class ProtectionMixin(bt.Strategy):
     # --- the clock and fills (backtrader internals, kept to the calls that carry them) ------
 
     def _start(self) -> None:
+        self._check_shared_feeds()
         self._protection_started = True
         self._protection_values = self.protection.uses_portfolio
         self._protection_dates = self.lines.datetime
-        regime = self._protection_regime
-        if regime is not None:
-            self._protection_codes = regime.lines.regime
-        if regime is not None or self._protection_values:
+        if self.protection.uses_regime or self._protection_regime is not None:
+            # the label the orchestrator follows, on the strategy's clock (docs/regime.md)
+            source, config = self._protection_regime_source
+            self._protection_market = ClockRegime(self._regime_feeds(source), config)
+        if self._protection_market is not None or self._protection_values:
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched
         super()._start()
+
+    def _check_shared_feeds(self) -> None:
+        """Refuse a second protected strategy trading a feed of this broker when either may
+        deny: each would judge orders on the broker's position, moved by the other's fills."""
+        for other in self.env.runningstrats:
+            if other is self or not isinstance(other, ProtectionMixin):
+                continue
+            if not (self.protection.can_deny or other.protection.can_deny):
+                continue
+            shared = [d for d in self.datas if any(d is o for o in other.datas)]
+            if shared:
+                error = UserError(
+                    f"strategies {type(self).__name__} and {type(other).__name__} are both "
+                    f"protected and both trade feed {asset_name(shared[0])} of one broker; "
+                    "each would judge orders on a position the other moves. Run them in "
+                    "separate cerebros, or protect one of them."
+                )
+                self.protection.fail(error)  # the audit says why, and frees its file
+                raise error
 
     def _notify_each_bar(
         self,
@@ -342,14 +439,16 @@ class ProtectionMixin(bt.Strategy):
     ) -> None:
         # Once a bar, after the clock moved and indicators ran, before next/prenext: the regime
         # label and the broker's value, for the systems that follow them.
-        when, bar = self._bar_clock()
+        _, when, bar = self._bar_clock()
         if bar != self._protection_bar:
             self._protection_bar = bar
-            codes = self._protection_codes
-            if codes is not None:
-                self.protection.on_regime(when, label_of(codes[0]), bar=bar)
+            market = self._protection_market
+            if market is not None:
+                self.protection.on_regime(when, label_of(market.update()), bar=bar)
             if self._protection_values:
-                self.protection.on_portfolio(when, self.broker.getvalue(), bar=bar)
+                value = self.broker.getvalue()
+                if math.isfinite(value):  # a NaN close makes it NaN: the last value stands
+                    self.protection.on_portfolio(when, value, bar=bar)
         super()._notify(qorders, qtrades)
 
     def _addnotification(self, order: Any, quicknotify: bool = False) -> None:
@@ -366,11 +465,10 @@ class ProtectionMixin(bt.Strategy):
         asset = self._protection_assets.get(id(data)) or asset_name(data)
         protection = self.protection
         before = protection.position(asset)
-        # the bar of the execution: the strategy's bar when the fill is dated there
-        # (cheat-on-close), else the bar the feeds moved to (the strategy has not yet)
-        bar = len(self) - 1 if len(self) and dt <= self.lines.datetime[0] else len(self)
         try:
-            protection.on_fill(asset, bar_datetime(dt), before, before + size, bar=bar, price=price)
+            protection.on_fill(
+                asset, self._local(dt), before, before + size, bar=self._bar_of(dt), price=price
+            )
         except ValueError as error:  # the protection layer never ends a run backtrader finishes
             protection.report_error(asset, f"fill of {asset} not booked: {error}")
 
@@ -399,6 +497,16 @@ class ProtectionMixin(bt.Strategy):
             super()._stop()
         finally:
             self.protection.close()
+
+    def getwriterinfo(self) -> Any:
+        """backtrader's writer summary, without the mixin's own params: a writer's output is
+        the same as without the mixin."""
+        info = super().getwriterinfo()
+        mine = ProtectionMixin.params._getkeys()
+        info["Params"] = type(info["Params"])(
+            (k, v) for k, v in info["Params"].items() if k not in mine
+        )
+        return info
 
     # --- orders -----------------------------------------------------------------------------
 

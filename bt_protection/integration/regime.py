@@ -229,23 +229,21 @@ class RegimeIndicator(bt.Indicator):
             raw[i] = float(state.raw)
 
 
-class CompositeIndex(bt.Indicator):
-    """Line `close`: an equal-weight index of the feeds given, 100 on the first bar.
+class EqualWeightIndex:
+    """An equal-weight index of `n` series, 100 at the start.
 
-    Each bar it grows by the mean of the close-to-close returns of the feeds that have a valid
-    close on this bar and on an earlier one (their last valid close); a bar where none has
-    leaves it unchanged. It reads only the current and past closes. The regime indicator
-    watches it when several feeds run and none is named (docs/regime.md).
+    `step(closes)` takes one close per series (NaN or a non-positive close: no new bar) and
+    grows the index by the mean of the returns of the series with a valid close against
+    their last valid close; a step where none has such a return leaves it unchanged.
     """
 
-    lines: Any = ("close",)  # backtrader turns it into the Lines object `self.lines`
-    plotinfo = dict(subplot=True)
+    __slots__ = ("_last", "value")
 
-    def __init__(self) -> None:
-        self._value = 100.0
-        self._last = [math.nan] * len(self.datas)  # each feed's last valid close
+    def __init__(self, n: int) -> None:
+        self.value = 100.0
+        self._last = [math.nan] * n  # each series' last valid close
 
-    def _step(self, closes: list[float]) -> float:
+    def step(self, closes: list[float]) -> float:
         last = self._last
         returns = []
         for k, close in enumerate(closes):
@@ -254,14 +252,91 @@ class CompositeIndex(bt.Indicator):
                     returns.append(close / last[k] - 1.0)
                 last[k] = close
         if returns:
-            self._value *= 1.0 + math.fsum(returns) / len(returns)
-        return self._value
+            self.value *= 1.0 + math.fsum(returns) / len(returns)
+        return self.value
+
+
+class CompositeIndex(bt.Indicator):
+    """Line `close`: an equal-weight index of the feeds given, 100 on the first bar.
+
+    It runs on the first feed's bars. At each, every feed contributes its latest bar dated at
+    or before that bar (matched by date, so feeds on other calendars, starting later or
+    ending earlier, never shift or look ahead): its return against its last valid close
+    (`EqualWeightIndex`). The regime indicator watches it when several feeds run, none is
+    named and the strategy reads `self.regime` (docs/regime.md).
+    """
+
+    lines: Any = ("close",)  # backtrader turns it into the Lines object `self.lines`
+    plotinfo = dict(subplot=True)
+
+    def __init__(self) -> None:
+        self._index = EqualWeightIndex(len(self.datas))
+        self._seen = [0] * len(self.datas)
 
     def next(self) -> None:
-        self.lines.close[0] = self._step([d.close[0] for d in self.datas])
+        # called on every tick of the strategy; a feed counts when it has a new bar dated at
+        # or before the first feed's
+        now = self.data.datetime[0]
+        seen = self._seen
+        closes = []
+        for k, data in enumerate(self.datas):
+            if len(data) > seen[k] and data.datetime[0] <= now:
+                seen[k] = len(data)
+                closes.append(data.close[0])
+            else:
+                closes.append(math.nan)
+        self.lines.close[0] = self._index.step(closes)
 
     def once(self, start: int, end: int) -> None:
-        arrays = [d.close.array for d in self.datas]
+        clock = self.data.datetime.array
+        feeds = [(d.datetime.array, d.close.array) for d in self.datas]
         out = self.lines.close.array
+        seen = self._seen  # the next unread bar of each feed
         for i in range(start, end):
-            out[i] = self._step([a[i] for a in arrays])
+            closes = []
+            for k, (dates, values) in enumerate(feeds):
+                j = seen[k]
+                while j < len(dates) and dates[j] <= clock[i]:
+                    j += 1
+                closes.append(values[j - 1] if j > seen[k] else math.nan)
+                seen[k] = j
+            out[i] = self._index.step(closes)
+
+
+class ClockRegime:
+    """The confirmed regime code on the strategy's clock: what the orchestrator is told.
+
+    `update()` runs once per strategy bar. A watched feed whose length grew since the last
+    call has a new bar, dated at or before the strategy's datetime (backtrader moves a feed
+    only up to it, whatever the runonce, preload and exactbars modes); its close is read then.
+    One watched feed: that close goes to the `RegimeState`. Several: the closes move an
+    `EqualWeightIndex`, whose value goes to the `RegimeState`. A bar with no new bar of any
+    watched feed leaves the code as it stands: neutral before the first, the last one after
+    the feeds end.
+    """
+
+    __slots__ = ("_closes", "_index", "_seen", "_state")
+
+    def __init__(self, feeds: list[Any], config: RegimeConfig) -> None:
+        self._closes = [d.lines.close for d in feeds]  # a line's len is its feed's
+        self._seen = [0] * len(feeds)
+        self._index = EqualWeightIndex(len(feeds)) if len(feeds) > 1 else None
+        self._state = RegimeState(config)
+
+    def update(self) -> int:
+        """The code at the strategy's current bar."""
+        seen = self._seen
+        closes = []
+        for k, line in enumerate(self._closes):
+            size = len(line)
+            if size > seen[k]:
+                seen[k] = size
+                closes.append(line[0])
+            else:
+                closes.append(math.nan)
+        index = self._index
+        if index is None:  # a NaN close (no new bar) leaves the state alone
+            return self._state.update(closes[0])
+        if any(c == c for c in closes):  # c == c: not NaN
+            return self._state.update(index.step(closes))
+        return self._state.code

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import date
 from enum import StrEnum
 from types import MappingProxyType
@@ -154,11 +154,23 @@ class Profile:
             plain["exit_safety"] = to_plain(self.exit_safety)
         return plain
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # its mappings are read-only views, which pickle refuses: a profile travels to other
+        # processes (optstrategy with maxcpus > 1, compare jobs) as its plain form
+        return (_rebuild, (self.to_dict(), self.source))
+
     @property
     def hash(self) -> str:
         """sha256 of the resolved profile (first 16 hex digits): same settings, same hash."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _rebuild(plain: Mapping[str, Any], source: str | None) -> Profile:
+    """The profile `Profile.to_dict` gave (the unpickling side of `Profile.__reduce__`)."""
+    from bt_protection.profile.loader import load_profile
+
+    return replace(load_profile(plain), source=source)
 
 
 def to_plain(value: Any) -> Any:

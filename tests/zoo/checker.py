@@ -25,6 +25,7 @@ order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +49,15 @@ class Seen:
     status: str = ""
 
 
+def _day(number: float) -> pd.Timestamp:
+    """The calendar date of backtrader's (UTC) date number: daily bars of a timezone-aware
+    feed sit at their local midnight, a few hours later in UTC, on the same date."""
+    return pd.Timestamp(bt.num2date(number)).normalize()
+
+
 class Executions(bt.Analyzer):
-    """Orders by ref with their executions; decisions as the listener received them."""
+    """Orders by ref with their executions (dated by calendar date); decisions as the
+    listener received them."""
 
     def create_analysis(self) -> None:
         self.orders: dict[int, Seen] = {}
@@ -61,13 +69,11 @@ class Executions(bt.Analyzer):
         self.values.append(value)
 
     def notify_order(self, order: Any) -> None:
-        seen = self.orders.setdefault(
-            order.ref, Seen(order, pd.Timestamp(bt.num2date(order.created.dt)))
-        )
+        seen = self.orders.setdefault(order.ref, Seen(order, _day(order.created.dt)))
         seen.status = order.getstatusname()
         for bit in order.executed.iterpending():
             if bit.size:
-                seen.fills.append((pd.Timestamp(bt.num2date(bit.dt)), bit.size, bit.price))
+                seen.fills.append((_day(bit.dt), bit.size, bit.price))
 
     def stop(self) -> None:
         for order in getattr(self.strategy.broker, "notifs", ()):  # queued on the last bar
@@ -119,18 +125,21 @@ def _rules(profile: Profile) -> dict[str, Any]:
 def violations(
     analysis: dict[str, Any],
     profile: Profile,
-    calendar: pd.DatetimeIndex,
+    calendar: pd.DatetimeIndex | Mapping[pd.Timestamp, int],
     closes: dict[str, pd.Series] | None = None,
 ) -> list:
-    """Every broken promise of the module docstring, as (what, order ref, details); the exit
-    safety rules need `closes` (each asset's closes by date)."""
+    """Every broken promise of the module docstring, as (what, order ref, details).
+
+    `calendar`: the strategy's bars in order, or each date's bar (a replayed bar spans days);
+    the exit safety rules need `closes` (each asset's closes by date).
+    """
     orders: dict[int, Seen] = analysis["orders"]
     decisions: list[Any] = analysis["decisions"]
     broken: list[tuple[str, int, str]] = []
     attempts = sorted(s.order.info.get("protection_attempt", 0) for s in orders.values())
     if attempts != list(range(1, len(decisions) + 1)):
         broken.append(("one decision per order", 0, f"{len(decisions)} decisions, {attempts}"))
-    bar_of = {day: i for i, day in enumerate(calendar)}
+    bar_of = calendar if isinstance(calendar, Mapping) else {d: i for i, d in enumerate(calendar)}
     rules = _rules(profile)
     events = []
     for ref, seen in orders.items():
@@ -186,7 +195,7 @@ def _copy(book: Book) -> Book:
 
 
 def _unsafe(
-    safety: Any, seen: Seen, book: Book, price: float, bar: int, bar_of: dict[Any, int]
+    safety: Any, seen: Seen, book: Book, price: float, bar: int, bar_of: Mapping[pd.Timestamp, int]
 ) -> list[tuple[str, str]]:
     """The exit safety rules for one decision, against the position rebuilt by hand."""
     decision, limit = seen.order.info.protection, safety.max_position_loss

@@ -11,6 +11,7 @@ from typing import Any
 import backtrader as bt
 
 from bt_protection.integration.mixin import ProtectionMixin
+from zoo.plain import Crossing
 
 
 class BracketBreakout(ProtectionMixin, bt.Strategy):
@@ -232,6 +233,10 @@ class WeeklyTimer(ProtectionMixin, bt.Strategy):
         for data in self.datas:
             target = 0.3 if data.close[0] > self.mean[data][0] else 0.0
             self.order_target_percent(data=data, target=target)
+
+
+class OptimisedCrossing(ProtectionMixin, Crossing):
+    """`zoo.plain.Crossing`, protected, importable by name: optimiser processes get it."""
 
 
 # --- exit safety (issue 16): strategies whose exits a strict profile can deny -------------------
