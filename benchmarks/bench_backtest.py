@@ -22,12 +22,12 @@ from time import perf_counter
 
 import backtrader as bt
 import pandas as pd
+from strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
 
 from bt_protection.data import load_universe
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.regime import CompositeIndex, RegimeIndicator
 from bt_protection.profile import load_profile
-from strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "etf17_quantfiction"

@@ -35,7 +35,6 @@ from bt_protection.plots import plot_comparison
 from bt_protection.profile import Profile, load_profile
 from bt_protection.runner import (
     CSV_FLOAT,
-    PROJECT_ROOT,
     RunSpec,
     data_folder,
     execute_run,
@@ -45,6 +44,7 @@ from bt_protection.runner import (
     write_json,
 )
 from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
+from bt_protection.shipped import PROFILES, shipped_file
 from bt_protection.strategies_registry import (
     StrategySource,
     strategy_name,
@@ -102,11 +102,9 @@ class _Entry:
 
 
 def default_profiles() -> list[Path]:
-    """configs/{off,conservative,balanced,aggressive}.yaml of the current directory, or else
-    of the project the package came from."""
-    folder = Path("configs")
-    folder = folder if folder.is_dir() else PROJECT_ROOT / folder
-    return [folder / f"{name}.yaml" for name in DEFAULT_PROFILES]
+    """The shipped profiles of `DEFAULT_PROFILES` (off, conservative, balanced, aggressive and
+    portfolio_guard), as files."""
+    return [PROFILES / f"{name}.yaml" for name in DEFAULT_PROFILES]
 
 
 def default_out(strategy: StrategySource, data: str | os.PathLike[str] | None = None) -> Path:
@@ -205,7 +203,10 @@ def run_comparison(
 def _load_profiles(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Profile]]:
     if not paths:
         raise UserError("no profiles given; pass at least one profile file to compare.")
-    return [(Path(path).resolve(), load_profile(path)) for path in paths]
+    return [
+        (Path(shipped_file(path, PROFILES, "profile")).resolve(), load_profile(path))
+        for path in paths
+    ]
 
 
 def _entries(

@@ -22,7 +22,7 @@ from bt_protection.errors import UserError
 
 CONNECT_TIMEOUT_S = 5  # an unreachable scheduler is reported within this (and well under 10 s)
 # Imported once by the forkserver, so its workers start with them.
-WORKER_PRELOAD = ("bt_protection.tune.trials", "strategies")
+WORKER_PRELOAD = ("bt_protection.tune.trials", "bt_protection.strategies")
 
 _shared: Any = None  # a local worker's copy of the shared data
 

@@ -30,6 +30,7 @@ from bt_protection.integration.recorder import EquityRecorder, OrderRecorder, Tr
 from bt_protection.metrics import performance
 from bt_protection.profile import Profile, load_profile
 from bt_protection.regimes import regime_source
+from bt_protection.shipped import SAMPLE_DATA, price_folder
 from bt_protection.strategies_registry import (
     StrategySource,
     convert_params,
@@ -39,8 +40,6 @@ from bt_protection.strategies_registry import (
     with_protection,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = Path("data/sample")
 CSV_FLOAT = "%.10g"
 JSON_DIGITS = 10
 
@@ -54,10 +53,11 @@ class RunSpec:
     """The inputs of one run. `strategy`: a registered name, `package.module:Class`,
     `path/to/file.py:Class` or a `bt.Strategy` subclass (with or without `ProtectionMixin`);
     `params`: its params (text is converted to the type of each default, as `--param` does).
-    `data` None: `data/sample/`, or the fetch cache `data/cache/` when `tickers` are given;
-    `tickers` None: every CSV of the data folder; `regime_data`: the ticker the regime
-    indicator watches (None: the profile's `regime.data`, else the only ticker, else the
-    composite of all, see `bt_protection.regimes`)."""
+    `profile`: a file, a shipped profile's name (`"balanced"`) or a mapping. `data` None: the
+    shipped sample (`bt_protection/sample/`, also named `"sample"`), or the fetch cache
+    `data/cache/` when `tickers` are given; `tickers` None: every CSV of the data folder;
+    `regime_data`: the ticker the regime indicator watches (None: the profile's `regime.data`,
+    else the only ticker, else the composite of all, see `bt_protection.regimes`)."""
 
     strategy: StrategySource
     profile: str | os.PathLike[str] | Mapping[str, Any]  # what load_profile reads
@@ -94,10 +94,10 @@ class RunPlan:
 
 
 def data_folder(spec: RunSpec) -> Path:
-    """The folder the run reads: `--data`, else the fetch cache for `--tickers`, else the sample
-    (`data/sample/` of the current directory, or else of the project the package came from)."""
+    """The folder the run reads: `data` (`sample` names the shipped sample unless a folder of
+    that name exists), else the fetch cache for `tickers`, else the shipped sample."""
     if spec.data is not None:
-        return Path(spec.data)
+        return price_folder(spec.data)
     if spec.tickers:
         if not DEFAULT_CACHE_DIR.is_dir():
             raise UserError(
@@ -106,7 +106,7 @@ def data_folder(spec: RunSpec) -> Path:
                 "pass --data DIR."
             )
         return DEFAULT_CACHE_DIR
-    return SAMPLE_DIR if SAMPLE_DIR.is_dir() else PROJECT_ROOT / SAMPLE_DIR
+    return SAMPLE_DATA
 
 
 def default_out(spec: RunSpec) -> Path:

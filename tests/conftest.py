@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bt_protection.shipped import SAMPLE_DATA as SAMPLE_DATA  # re-exported to the tests
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DATA = PROJECT_ROOT / "data" / "sample"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from helpers import ALL_SYSTEMS, Clock, clock, day, profile, result_of
 
@@ -11,8 +9,7 @@ from bt_protection.audit import AuditLog, read_audit
 from bt_protection.models import ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import Profile
-
-ROOT = Path(__file__).resolve().parents[1]
+from bt_protection.shipped import PROFILES
 
 FULL = {
     "core_asset_immunity": {"assets": ["SPY"]},
@@ -474,7 +471,7 @@ def test_from_profile_accepts_a_mapping_a_profile_and_a_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["off", "conservative", "balanced", "aggressive", "shadow"])
 def test_shipped_profiles_drive_an_orchestrator(name):
-    path = ROOT / "configs" / f"{name}.yaml"
+    path = PROFILES / f"{name}.yaml"
     if not path.is_file():
         pytest.skip(f"{path} is not there yet")
     orch = ProtectionOrchestrator.from_profile(path)

@@ -24,9 +24,10 @@ from bt_protection.integration.regime import (
 from bt_protection.profile import RegimeConfig
 from bt_protection.protections.regime_override import RegimeOverrideConfig
 from bt_protection.regimes import REGIME_LABELS
+from bt_protection.shipped import SAMPLE_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_AAPL = ROOT / "data" / "sample" / "AAPL.csv"
+SAMPLE_AAPL = SAMPLE_DATA / "AAPL.csv"
 SHARED = ROOT.parent / "shared" / "data"
 SHARED_SPY = SHARED / "etf21_taa_dashboard" / "SPY.csv"
 SHARED_GSPC = SHARED / "single" / "GSPC.csv"

@@ -24,8 +24,8 @@ from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.regime import CompositeIndex, RegimeIndicator
 from bt_protection.regimes import regime_source
 from bt_protection.runner import RunSpec, execute_run
+from bt_protection.shipped import PROFILES
 
-CONFIGS = PROJECT_ROOT / "configs"
 ETF17 = PROJECT_ROOT / "data" / "etf17"
 EXITS = ("close", "decrease", "reverse")
 
@@ -97,7 +97,7 @@ def test_composite_regime_has_no_look_ahead(
 
 
 def _run(tmp: Path, profile: str, data: Path, **kwargs: Any) -> Path:
-    spec = RunSpec("momentum_rotation", str(CONFIGS / f"{profile}.yaml"), data=str(data), **kwargs)
+    spec = RunSpec("momentum_rotation", str(PROFILES / f"{profile}.yaml"), data=str(data), **kwargs)
     return execute_run(spec, tmp / profile)
 
 

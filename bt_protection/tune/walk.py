@@ -25,7 +25,7 @@ from bt_protection import __version__
 from bt_protection.engine import Engine
 from bt_protection.errors import UserError
 from bt_protection.profile import Profile, load_profile
-from bt_protection.runner import PROJECT_ROOT, RunSpec, install_folder, plan_run
+from bt_protection.runner import RunSpec, install_folder, plan_run
 from bt_protection.strategies_registry import (
     resolve_strategy,
     strategy_name,
@@ -79,7 +79,7 @@ def walk_forward(
     params: Mapping[str, Any] | None = None,
 ) -> WalkForward:
     """Walk-forward tuning of `space` (a SPACE.yaml file or a mapping) around the base
-    `profile` (default configs/balanced.yaml); returns a `WalkForward` with the tables.
+    `profile` (default the shipped balanced profile); returns a `WalkForward` with the tables.
 
     `strategy`: a registered name, `package.module:Class`, `path/to/file.py:Class` or a class
     (one defined in a notebook cell runs in this process); `params`: its params.
@@ -164,7 +164,7 @@ def _search(
     """Load and check every input: space, candidates, profiles, data and folds."""
     if not space_source:
         raise UserError("no search space given; pass --space SPACE.yaml (docs/tune.md).")
-    base = load_profile(_default_base() if profile is None else profile)
+    base = load_profile(DEFAULT_BASE if profile is None else profile)
     off = load_profile({"name": "off", "description": "No protection (the tune's baseline)."})
     space = load_space(space_source)
     if settings.sampler == "random":
@@ -211,12 +211,6 @@ def _search(
         settings,
         (spec.cash, spec.commission, spec.slippage),
     )
-
-
-def _default_base() -> Path:
-    """configs/balanced.yaml of the current directory, or else of the project."""
-    path = Path("configs") / f"{DEFAULT_BASE}.yaml"
-    return path if path.is_file() else PROJECT_ROOT / path
 
 
 def _with_regime(profile: Profile, ticker: str) -> Profile:
