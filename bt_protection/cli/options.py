@@ -16,6 +16,9 @@ STRATEGY_HELP = (
 )
 
 
+SAMPLE_HELP = "folder of <TICKER>.csv files, or `sample` (default: the shipped sample)"
+
+
 def add_strategy_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
     """`--strategy` (required when `default` is None) and repeatable `--param key=value`."""
     parser.add_argument(

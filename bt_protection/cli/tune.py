@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from bt_protection.cli.options import (
+    SAMPLE_HELP,
     add_backtest_arguments,
     add_strategy_arguments,
     backtest_keywords,
@@ -23,12 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--space",
         required=True,
         metavar="SPACE.yaml",
-        help="profile key paths mapped to candidate values or ranges",
+        help="space file (profile key paths mapped to candidate values or ranges), or the name "
+        "of a shipped space (example)",
     )
     parser.add_argument(
-        "--profile", metavar="BASE.yaml", help="base profile (default: configs/balanced.yaml)"
+        "--profile", metavar="BASE.yaml", help="base profile file or shipped name (balanced)"
     )
-    add_backtest_arguments(parser, "folder of <TICKER>.csv files (default: data/sample/)")
+    add_backtest_arguments(parser, SAMPLE_HELP)
     parser.add_argument("--tickers", nargs="+", metavar="T", help="tickers of the data folder")
     parser.add_argument("--train", default=TuneSettings.train, help="train window (default: 3y)")
     parser.add_argument("--test", default=TuneSettings.test, help="test window (default: 1y)")
