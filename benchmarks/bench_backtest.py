@@ -1,4 +1,4 @@
-"""backtrader overhead of the protection layer (SPEC 13, issue 8).
+"""backtrader overhead of the protection layer (README "Performance", issue 8).
 
 The same strategy (`sma_crossover`) on the first 1, 5 and all feeds of a real set, run side by
 side in one process: without the mixin, with the mixin and the `off` profile, with `balanced`,

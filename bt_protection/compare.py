@@ -138,7 +138,8 @@ def run_comparison(
     enabled protection switched off) into `out` and write the comparison files there.
 
     `strategy`: a registered name, `package.module:Class`, `path/to/file.py:Class` or a
-    `bt.Strategy` subclass; `params`: its params. `regime_data`: the ticker every run's regime
+    `bt.Strategy` subclass; `params`: its params. `profiles`: files or shipped names (None:
+    the five shipped `DEFAULT_PROFILES`). `regime_data`: the ticker every run's regime
     indicator watches (`RunSpec.regime_data`). `jobs`: worker processes (default: one per
     run, at most one per CPU; 1 runs in this process). A class that only this process has
     (defined in a notebook cell, a script's `__main__` or a function) runs in this process

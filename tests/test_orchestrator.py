@@ -1,4 +1,4 @@
-"""The orchestrator API (SPEC 6) and the cross-cutting modes: exempt, shadow, on_error (SPEC 5)."""
+"""The orchestrator API and the cross-cutting modes: exempt, shadow, on_error (docs/profiles.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A non-editable install works away from the checkout (SPEC section 17, issue 18).
+"""A non-editable install works away from the checkout (issue 18, docs/decisions.md).
 
 The wheel is built from a copy of the package's sources, installed (alone, `--no-deps`) into a
 fresh virtual environment that sees this environment's dependencies through a `.pth` file, and
