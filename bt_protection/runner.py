@@ -52,7 +52,7 @@ class RunFailed(UserError):
 class RunSpec:
     """The inputs of one run. `strategy`: a registered name, `package.module:Class`,
     `path/to/file.py:Class` or a `bt.Strategy` subclass (with or without `ProtectionMixin`);
-    `params`: its params (text is converted to the type of each default, as `--param` does).
+    `params`: its params (text is converted to the type of each default).
     `profile`: a file, a shipped profile's name (`"balanced"`) or a mapping. `data` None: the
     shipped sample (`bt_protection/sample/`, also named `"sample"`), or the fetch cache
     `data/cache/` when `tickers` are given; `tickers` None: every CSV of the data folder;
@@ -101,9 +101,9 @@ def data_folder(spec: RunSpec) -> Path:
     if spec.tickers:
         if not DEFAULT_CACHE_DIR.is_dir():
             raise UserError(
-                f"--tickers without --data reads the fetch cache {DEFAULT_CACHE_DIR}/, which "
-                "does not exist; run `bt-protection fetch TICKER... --start --end` first or "
-                "pass --data DIR."
+                f"`tickers` without `data` reads the fetch cache {DEFAULT_CACHE_DIR}/, which "
+                "does not exist; fetch the tickers first (bt-protection fetch, or "
+                "bt_protection.data.fetch) or pass `data`."
             )
         return DEFAULT_CACHE_DIR
     return SAMPLE_DATA
@@ -122,14 +122,14 @@ def _check_broker(spec: RunSpec) -> None:
     ):
         bound = "0 or more" if low_ok else "above 0"
         if not math.isfinite(value) or value < 0 or (value == 0 and not low_ok):
-            raise UserError(f"--{name} must be {bound}, not {value:g}.")
+            raise UserError(f"`{name}` must be {bound}, not {value:g}.")
 
 
 def _check_out(out: Path) -> None:
     """A run never overwrites anything but an earlier run folder."""
     if out.exists() and not (out.is_dir() and (out / "status.json").is_file()):
         raise UserError(
-            f"--out {out} exists and is not a run folder (no status.json); choose another "
+            f"`out` {out} exists and is not a run folder (no status.json); choose another "
             "folder or remove it."
         )
 
@@ -140,10 +140,10 @@ def plan_run(spec: RunSpec, out: Path) -> RunPlan:
     params = convert_params(strategy, dict(spec.params))
     profile = load_profile(spec.profile)
     _check_broker(spec)
-    start = parse_date(spec.start, "--start") if spec.start else None
-    end = parse_date(spec.end, "--end") if spec.end else None
+    start = parse_date(spec.start, "`start`") if spec.start else None
+    end = parse_date(spec.end, "`end`") if spec.end else None
     if start is not None and end is not None and end < start:
-        raise UserError(f"--end {spec.end} is before --start {spec.start}; end must come last.")
+        raise UserError(f"`end` {spec.end} is before `start` {spec.start}; end must come last.")
     _check_out(out)
     frames = load_universe(data_folder(spec), spec.tickers, start, end)
     index = next(iter(frames.values())).index

@@ -388,9 +388,9 @@ CASES: list[Bad] = [
         ("run", "--strategy", "{d}/mine.py:Mine", "--profile", BALANCED, "--param", "assets=QQQ"),
         2,
         run_error(
-            "param assets of Mine has a default of type tuple (('SPY',)); --param converts only "
-            "to bool, int, float and str, so pass this one through the API (RunSpec(params=...) "
-            "or run_comparison(params=...))."
+            "param assets of Mine has a default of type tuple (('SPY',)); text converts only to "
+            "bool, int, float and str (--param), so give this one a tuple value "
+            "(RunSpec(params=...) or run_comparison(params=...))."
         ),
     ),
     Bad(

@@ -211,7 +211,7 @@ def test_tpe_without_optuna_is_one_sentence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "optuna", None)
-    with pytest.raises(UserError, match=r"--sampler tpe needs Optuna; install it with pip"):
+    with pytest.raises(UserError, match=r"`sampler` tpe needs Optuna; install it with pip"):
         walk_forward(
             "sma_crossover", TPE_SPACE, sampler="tpe", jobs=1, out=tmp_path / "out", **TUNE
         )

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bt_protection.cli.options import (
@@ -13,6 +17,8 @@ from bt_protection.cli.options import (
     strategy_keywords,
 )
 from bt_protection.compare import DEFAULT_STRATEGY
+from bt_protection.tune import walk as walk_module
+from bt_protection.tune.result import WalkForward
 from bt_protection.tune.search import TuneSettings
 from bt_protection.tune.trials import Objective
 from bt_protection.tune.walk import walk_forward
@@ -84,7 +90,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    walk = walk_forward(
+    with _reported():
+        walk = _walk(args)
+    print(f"{walk.sentence}.")
+    print(
+        f"{walk.path}/: folds.csv, trials.csv, oos_equity.csv, verdict.json, report.md, "
+        "tune.png, recommended.yaml, fingerprint.json."
+    )
+    return 0
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """While the tune runs: its notes (`tune: reused ...`) on stderr, and Optuna's per-trial
+    log lines (its INFO level) silenced. The library leaves logging to its caller."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tune: %(message)s"))
+    notes = logging.getLogger(walk_module.__name__)
+    level = notes.level
+    notes.addHandler(handler)
+    notes.setLevel(logging.INFO)
+    optuna = logging.getLogger("optuna")
+    optuna_level = optuna.level
+    optuna.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        notes.removeHandler(handler)
+        notes.setLevel(level)
+        optuna.setLevel(optuna_level)
+
+
+def _walk(args: argparse.Namespace) -> WalkForward:
+    return walk_forward(
         space=args.space,
         profile=args.profile,
         tickers=args.tickers,
@@ -103,9 +141,3 @@ def run(args: argparse.Namespace) -> int:
         **strategy_keywords(args),
         **backtest_keywords(args),
     )
-    print(f"{walk.sentence}.")
-    print(
-        f"{walk.path}/: folds.csv, trials.csv, oos_equity.csv, verdict.json, report.md, "
-        "tune.png, recommended.yaml, fingerprint.json."
-    )
-    return 0

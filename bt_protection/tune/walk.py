@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -43,6 +44,7 @@ from bt_protection.tune.trials import Objective, Trial, run_trial
 DEFAULT_BASE = "balanced"
 SAMPLERS = ("grid", "random", "tpe")
 FINGERPRINT = "fingerprint.json"
+_log = logging.getLogger(__name__)
 
 
 def default_out(strategy: Any) -> Path:
@@ -99,7 +101,7 @@ def walk_forward(
         seed,
     )
     if trials < 1:
-        raise UserError(f"--trials must be 1 or more, not {trials}.")
+        raise UserError(f"`trials` must be 1 or more, not {trials}.")
     out = Path(out) if out is not None else default_out(strategy)
     folder = out.resolve()
     partial = folder.with_name(folder.name + ".partial")
@@ -163,7 +165,10 @@ def _search(
 ) -> Search:
     """Load and check every input: space, candidates, profiles, data and folds."""
     if not space_source:
-        raise UserError("no search space given; pass --space SPACE.yaml (docs/tune.md).")
+        raise UserError(
+            "no search space given; pass `space`, a space file or a shipped space's name "
+            "(docs/tune.md)."
+        )
     base = load_profile(DEFAULT_BASE if profile is None else profile)
     off = load_profile({"name": "off", "description": "No protection (the tune's baseline)."})
     space = load_space(space_source)
@@ -175,7 +180,7 @@ def _search(
     if regime_data is not None:
         if regime_data not in plan.frames:
             raise UserError(
-                f"--regime-data {regime_data} is not among the data's tickers "
+                f"`regime_data` {regime_data} is not among the data's tickers "
                 f"({', '.join(plan.frames)})."
             )
         base, off = (_with_regime(p, regime_data) for p in (base, off))
@@ -232,14 +237,14 @@ def _check_out(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise UserError(f"--out {out} is a file; choose a folder for the tune.")
+        raise UserError(f"`out` {out} is a file; choose a folder for the tune.")
     try:
         kind = json.loads((out / FINGERPRINT).read_text(encoding="utf-8")).get("kind")
     except (OSError, ValueError, AttributeError):
         kind = None
     if kind != "tune" and any(out.iterdir()):
         raise UserError(
-            f"--out {out} exists and is not a tune folder (no {FINGERPRINT} of a tune); "
+            f"`out` {out} exists and is not a tune folder (no {FINGERPRINT} of a tune); "
             "choose another folder or remove it."
         )
 
@@ -308,11 +313,8 @@ def _run_all(
             ]
         )
         bar.total = bar.n  # proposals that repeated earlier ones ran once
-    if reused:
-        print(
-            f"tune: reused {reused} of {bar.n} trial results stored in {store.path}.",
-            file=sys.stderr,
-        )
+    if reused:  # the CLI shows it; a notebook sees it where it sends this logger's records
+        _log.info("reused %d of %d trial results stored in %s.", reused, bar.n, store.path)
     return results, chosen
 
 
