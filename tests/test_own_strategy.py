@@ -22,7 +22,7 @@ from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.models import ProtectionDecision
 from bt_protection.runner import RunSpec, execute_run
-from bt_protection.shipped import PROFILES
+from bt_protection.shipped import PROFILES as CONFIGS
 from bt_protection.strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
 from bt_protection.strategies_registry import (
     convert_params,
@@ -34,7 +34,7 @@ from bt_protection.strategies_registry import (
 
 START, END = "2019-01-01", "2019-12-31"
 WINDOW = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
-PROFILES = [str(PROFILES / "off.yaml"), str(PROFILES / "balanced.yaml")]
+PROFILES = [str(CONFIGS / "off.yaml"), str(CONFIGS / "balanced.yaml")]
 TREND = textwrap.dedent(
     '''
     import backtrader as bt
@@ -188,7 +188,7 @@ def decisions_of(strategy: type, frames: dict[str, pd.DataFrame]) -> list[Protec
     engine = bt.Cerebro(stdstats=False)
     add_feeds(engine, frames)
     engine.broker.setcash(100_000.0)
-    engine.addstrategy(strategy, protection=str(PROFILES / "balanced.yaml"))
+    engine.addstrategy(strategy, protection=str(CONFIGS / "balanced.yaml"))
     found: list[ProtectionDecision] = []
 
     class Listen(bt.Analyzer):

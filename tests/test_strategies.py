@@ -21,12 +21,13 @@ from bt_protection.errors import UserError
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.models import Action, ProtectionDecision
 from bt_protection.profile import Mode, Profile, load_profile
-from bt_protection.shipped import PROFILES, SAMPLE_DATA
+from bt_protection.shipped import PROFILES as CONFIGS
+from bt_protection.shipped import SAMPLE_DATA
 from bt_protection.strategies import MomentumRotation, SmaCrossover
 from bt_protection.strategies.momentum_rotation import selection_scores
 from bt_protection.strategies_registry import registered_strategies, resolve_strategy
 
-PROFILES = sorted(p.stem for p in (PROFILES).glob("*.yaml"))
+PROFILES = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 
 
 @cache
@@ -121,7 +122,7 @@ def check_holding_period(strategy: Any, profile: Profile) -> int:
 @pytest.mark.parametrize("profile_name", PROFILES)
 @pytest.mark.parametrize("name", sorted(registered_strategies()))
 def test_strategy_runs_with_every_shipped_profile(name: str, profile_name: str) -> None:
-    path = PROFILES / f"{profile_name}.yaml"
+    path = CONFIGS / f"{profile_name}.yaml"
     frames = universe()
     strategy = run(name, str(path), frames)
     metrics = strategy.protection.get_performance_metrics()
@@ -144,7 +145,7 @@ def test_strategy_runs_with_every_shipped_profile(name: str, profile_name: str) 
 
 def with_core_asset(profile_name: str, asset: str) -> Profile:
     """A shipped profile with `asset` listed as a static core asset."""
-    plain = load_profile(PROFILES / f"{profile_name}.yaml").to_dict()
+    plain = load_profile(CONFIGS / f"{profile_name}.yaml").to_dict()
     core = plain["protections"]["core_asset_immunity"]
     core.update(enabled=True, assets=[asset])
     return load_profile({**plain, "name": f"{profile_name}+{asset}"})
@@ -164,7 +165,7 @@ def test_core_asset_is_never_reduced(name: str) -> None:
 def test_runonce_and_preload_do_not_change_a_run(name: str) -> None:
     frames = universe(end="2015-12-31")
     runs = [
-        run(name, str(PROFILES / "balanced.yaml"), frames, runonce=once, preload=pre)
+        run(name, str(CONFIGS / "balanced.yaml"), frames, runonce=once, preload=pre)
         for once in (True, False)
         for pre in (True, False)
     ]
@@ -182,7 +183,7 @@ def test_runonce_and_preload_do_not_change_a_run(name: str) -> None:
 def test_momentum_rotation_on_shared_etfs(shared_data: Path) -> None:
     """Ten years of an MIT-licensed ETF universe: runs, and the holding invariant holds."""
     frames = universe(shared_data / "etf17_quantfiction")
-    profile = load_profile(PROFILES / "conservative.yaml")
+    profile = load_profile(CONFIGS / "conservative.yaml")
     strategy = run("momentum_rotation", profile, frames)
     assert len(strategy) == len(next(iter(frames.values())))
     assert strategy.margin == 0

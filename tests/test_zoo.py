@@ -18,7 +18,7 @@ from zoo.checker import Executions, violations
 from bt_protection.data import load_universe
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.profile import load_profile
-from bt_protection.shipped import PROFILES
+from bt_protection.shipped import PROFILES as CONFIGS
 
 TICKERS = ("AAPL", "AMZN", "NVDA")
 STRICT = {
@@ -40,8 +40,8 @@ STRICT = {
     },
 }
 PROFILES = {
-    "balanced": str(PROFILES / "balanced.yaml"),
-    "conservative": str(PROFILES / "conservative.yaml"),
+    "balanced": str(CONFIGS / "balanced.yaml"),
+    "conservative": str(CONFIGS / "conservative.yaml"),
     "strict": STRICT,
 }
 
