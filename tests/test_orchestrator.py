@@ -9,7 +9,6 @@ from bt_protection.audit import AuditLog, read_audit
 from bt_protection.models import ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import Profile
-from bt_protection.shipped import PROFILES
 
 FULL = {
     "core_asset_immunity": {"assets": ["SPY"]},
@@ -471,10 +470,7 @@ def test_from_profile_accepts_a_mapping_a_profile_and_a_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["off", "conservative", "balanced", "aggressive", "shadow"])
 def test_shipped_profiles_drive_an_orchestrator(name):
-    path = PROFILES / f"{name}.yaml"
-    if not path.is_file():
-        pytest.skip(f"{path} is not there yet")
-    orch = ProtectionOrchestrator.from_profile(path)
+    orch = ProtectionOrchestrator.from_profile(name)  # shipped: loads by name
     orch.on_regime(day(0), "bull", bar=0)
     orch.on_fill("AAA", day(0), 0, 10, bar=0)
     decision = orch.can_execute_action(ProtectionRequest("AAA", day(1), 10, 0, bar=1))
