@@ -29,7 +29,7 @@ COMMON = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
 
 
 def compare(out: Path, *profiles: str, extra: tuple[str, ...] = ()) -> int:
-    """`bt-protection compare` of momentum_rotation under configs/<profile>.yaml into `out`."""
+    """`bt-protection compare` of momentum_rotation under the shipped <profile> into `out`."""
     paths = [str(PROFILES / f"{name}.yaml") for name in profiles]
     return main(["compare", "--profiles", *paths, *COMMON, "--out", str(out), *extra])
 

@@ -55,7 +55,7 @@ def sample_spec(strategy: str | type, profile: Path, **kwargs: Any) -> RunSpec:
 
 
 def balanced_with(tmp_path: Path, **changes: Any) -> Path:
-    """configs/balanced.yaml with top-level `changes`, written to tmp_path/profile.yaml."""
+    """The shipped balanced profile with top-level `changes`, written to tmp_path/profile.yaml."""
     settings = yaml.safe_load((PROFILES / "balanced.yaml").read_text(encoding="utf-8"))
     path = tmp_path / "profile.yaml"
     path.write_text(yaml.safe_dump({**settings, **changes}), encoding="utf-8")

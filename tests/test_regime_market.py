@@ -1,6 +1,6 @@
 """The regime watches the market: which prices it reads, and what an override does on real data.
 
-Real backtests on the bundled data: `data/sample` (six stocks, the composite) and `data/etf17`
+Real backtests on the bundled data: the shipped sample (six stocks, the composite) and `data/etf17`
 (ETFs with SPY, the 2008 crisis).
 """
 
@@ -160,7 +160,7 @@ def test_a_shipped_profile_lets_exits_through_in_the_2008_crisis(tmp_path: Path)
 def test_on_the_main_job_every_shipped_profile_binds_and_two_override_in_a_crash(
     tmp_path: Path,
 ) -> None:
-    """`bt-protection compare` (momentum_rotation on data/sample under the five default
+    """`bt-protection compare` (momentum_rotation on the shipped sample under the five default
     profiles): every protected profile trades differently from `off`, and at least two apply
     overrides in the 2020 crash or the 2022 bear market, read from their audits."""
     comparison = run_comparison(out=tmp_path / "cmp", jobs=1, progress=False)

@@ -454,7 +454,7 @@ def test_a_strategy_that_raises_leaves_a_failed_folder(
 def test_default_data_and_out_and_the_fetch_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # no data/sample here: the project's sample is used
+    monkeypatch.chdir(tmp_path)  # far from the checkout: the shipped sample is used
     args = ["run", "--strategy", "sma_crossover", "--profile", BALANCED, "--start", "2019-01-01"]
     assert main(args) == 0
     out = tmp_path / "runs" / "sma_crossover-balanced"
