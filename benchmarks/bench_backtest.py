@@ -1,4 +1,4 @@
-"""backtrader overhead of the protection layer (SPEC 13, issue 8).
+"""backtrader overhead of the protection layer (README "Performance", issue 8).
 
 The same strategy (`sma_crossover`) on the first 1, 5 and all feeds of a real set, run side by
 side in one process: without the mixin, with the mixin and the `off` profile, with `balanced`,
@@ -27,14 +27,13 @@ from bt_protection.data import load_universe
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.regime import CompositeIndex, RegimeIndicator
 from bt_protection.profile import load_profile
-from strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
+from bt_protection.strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "etf17_quantfiction"
-CONFIGS = ROOT / "configs"
 
 
-BALANCED_REGIME = load_profile(CONFIGS / "balanced.yaml").regime
+BALANCED_REGIME = load_profile("balanced").regime
 
 
 class SignalsWithRegime(SmaCrossoverSignals):
@@ -70,7 +69,7 @@ def main() -> None:
             f"{args.data} is absent: this benchmark needs ../shared/data beside the project."
         )
     universe = load_universe(args.data, end=args.end)
-    off, balanced = str(CONFIGS / "off.yaml"), str(CONFIGS / "balanced.yaml")
+    off, balanced = "off", "balanced"
     variants = {
         "without mixin": (SmaCrossoverSignals, {}),
         "no mixin, regime only": (SignalsWithRegime, {}),

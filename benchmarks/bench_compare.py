@@ -1,7 +1,7 @@
 """Wall time of the default comparison with one process and with worker processes, side by side.
 
 The default comparison is `bt-protection compare` without flags: momentum_rotation under
-the default profiles (`bt_protection.compare.DEFAULT_PROFILES`) on data/sample/ (2013-2023).
+the default profiles (`bt_protection.compare.DEFAULT_PROFILES`) on the shipped sample (2013-2023).
 With five runs on two processes the best possible speed-up is 5/3 = 1.67x (three rounds of
 runs instead of five), less when the runs differ in length. Each setting runs
 `--repeat` times, alternating, and the best time counts; the first parallel round also starts

@@ -1,6 +1,7 @@
-"""Decision throughput and latency of the orchestrator (SPEC 13).
+"""Decision throughput and latency of the orchestrator (README "Performance").
 
-All five systems on, N assets of state (each opened by a fill, some with round trips, grace
+The five per-asset systems on (core, regime override, grace, holding, whipsaw; the two
+portfolio brakes off), N assets of state (each opened by a fill, some with round trips, grace
 clocks and promotions), a regime label every bar, and a stream of requests spread over the
 assets. Prints decisions per second, p50/p99 latency, and state memory, for 10, 1,000 and
 10,000 assets, with the audit off and written to a file; the same at 1,000 assets with each

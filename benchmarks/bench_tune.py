@@ -1,7 +1,7 @@
 """Trials per minute of a fixed small tune on 1 and 2 local workers and on a 2-worker Dask
 cluster, and the scheduling overhead per trial of each engine.
 
-The tune: momentum_rotation on data/sample/ (six stocks) from 2014 to 2021, four candidates
+The tune: momentum_rotation on the shipped sample (six stocks) from 2014 to 2021, four candidates
 (holding period 10 or 40 bars, grace period on or off), train 2y, test 1y, 252 days of warm-up:
 5 folds, 45 backtests. Each setting runs into a fresh folder (nothing reused); the best of
 `--repeat` rounds counts. The Dask cluster is a `LocalCluster` of 2 worker processes with one
@@ -34,7 +34,7 @@ SPACE = {
     "protections.grace_period.enabled": [True, False],
 }
 TUNE = {
-    "data": "data/sample",
+    "data": "sample",
     "start": "2014-01-01",
     "end": "2021-12-31",
     "train": "2y",

@@ -57,7 +57,7 @@ def _result_fields(value: ProtectionResult) -> dict[str, Any]:
 
 
 def _default(value: Any) -> Any:
-    if type(value) is ProtectionResult:  # the common case first: five per decision
+    if type(value) is ProtectionResult:  # the common case first: one per enabled system
         constant = _CONSTANT_JSON.get(id(value))
         if constant is not None:
             return constant

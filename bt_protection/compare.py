@@ -35,7 +35,6 @@ from bt_protection.plots import plot_comparison
 from bt_protection.profile import Profile, load_profile
 from bt_protection.runner import (
     CSV_FLOAT,
-    PROJECT_ROOT,
     RunSpec,
     data_folder,
     execute_run,
@@ -45,6 +44,7 @@ from bt_protection.runner import (
     write_json,
 )
 from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
+from bt_protection.shipped import PROFILES, shipped_file
 from bt_protection.strategies_registry import (
     StrategySource,
     strategy_name,
@@ -102,16 +102,14 @@ class _Entry:
 
 
 def default_profiles() -> list[Path]:
-    """configs/{off,conservative,balanced,aggressive}.yaml of the current directory, or else
-    of the project the package came from."""
-    folder = Path("configs")
-    folder = folder if folder.is_dir() else PROJECT_ROOT / folder
-    return [folder / f"{name}.yaml" for name in DEFAULT_PROFILES]
+    """The shipped profiles of `DEFAULT_PROFILES` (off, conservative, balanced, aggressive and
+    portfolio_guard), as files."""
+    return [PROFILES / f"{name}.yaml" for name in DEFAULT_PROFILES]
 
 
 def default_out(strategy: StrategySource, data: str | os.PathLike[str] | None = None) -> Path:
     """`runs/compare-<strategy>` (a strategy given as a class or spec: its class name), with
-    `-<data folder name>` when `--data` names a folder, so comparisons on other data do not
+    `-<data folder name>` when `data` names a folder, so comparisons on other data do not
     meet in one folder."""
     suffix = f"-{Path(data).resolve().name}" if data is not None else ""
     return Path("runs") / f"compare-{strategy_name(strategy)}{suffix}"
@@ -140,7 +138,8 @@ def run_comparison(
     enabled protection switched off) into `out` and write the comparison files there.
 
     `strategy`: a registered name, `package.module:Class`, `path/to/file.py:Class` or a
-    `bt.Strategy` subclass; `params`: its params. `regime_data`: the ticker every run's regime
+    `bt.Strategy` subclass; `params`: its params. `profiles`: files or shipped names (None:
+    the five shipped `DEFAULT_PROFILES`). `regime_data`: the ticker every run's regime
     indicator watches (`RunSpec.regime_data`). `jobs`: worker processes (default: one per
     run, at most one per CPU; 1 runs in this process). A class that only this process has
     (defined in a notebook cell, a script's `__main__` or a function) runs in this process
@@ -150,7 +149,7 @@ def run_comparison(
     input.
     """
     if jobs is not None and jobs < 1:
-        raise UserError(f"--jobs must be 1 or more, not {jobs}.")
+        raise UserError(f"`jobs` must be 1 or more, not {jobs}.")
     out = Path(out) if out is not None else default_out(strategy, data)
     folder = out.resolve()  # `--out .` has no name to put `.partial` after
     partial = folder.with_name(folder.name + ".partial")
@@ -205,7 +204,10 @@ def run_comparison(
 def _load_profiles(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Profile]]:
     if not paths:
         raise UserError("no profiles given; pass at least one profile file to compare.")
-    return [(Path(path).resolve(), load_profile(path)) for path in paths]
+    return [
+        (Path(shipped_file(path, PROFILES, "profile")).resolve(), load_profile(path))
+        for path in paths
+    ]
 
 
 def _entries(
@@ -245,7 +247,7 @@ def _check_out(out: Path, identity: dict[str, Any]) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise UserError(f"--out {out} is a file; choose a folder for the comparison.")
+        raise UserError(f"`out` {out} is a file; choose a folder for the comparison.")
     manifest = out / "comparison.json"
     try:
         old = json.loads(manifest.read_text(encoding="utf-8"))
@@ -254,7 +256,7 @@ def _check_out(out: Path, identity: dict[str, Any]) -> None:
     if not isinstance(old, dict):
         if any(out.iterdir()):
             raise UserError(
-                f"--out {out} exists and is not a comparison folder (no readable "
+                f"`out` {out} exists and is not a comparison folder (no readable "
                 "comparison.json); choose another folder or remove it."
             )
         return
@@ -264,7 +266,7 @@ def _check_out(out: Path, identity: dict[str, Any]) -> None:
     }
     if previous != identity:
         raise UserError(
-            f"--out {out} already holds another comparison ({_describe(previous)}), not "
+            f"`out` {out} already holds another comparison ({_describe(previous)}), not "
             f"{_describe(identity)}; choose another folder or remove it."
         )
 
@@ -342,10 +344,9 @@ def _execute(
                 finished(entry, _attempt(entry, folder))
         else:
             context = pool_context(WORKER_PRELOAD)
-            path = tuple(sys.path)
             lost: list[_Entry] = []
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = {pool.submit(_work, e.spec, folder / e.name, path): e for e in entries}
+                futures = {pool.submit(execute_run, e.spec, folder / e.name): e for e in entries}
                 for future in as_completed(futures):
                     error = future.exception()
                     if isinstance(error, BrokenProcessPool):
@@ -354,18 +355,11 @@ def _execute(
                         finished(futures[future], error)
             for entry in lost:  # each alone in a fresh worker: only the run that dies fails
                 with ProcessPoolExecutor(1, mp_context=context) as pool:
-                    error = pool.submit(_work, entry.spec, folder / entry.name, path).exception()
+                    error = pool.submit(execute_run, entry.spec, folder / entry.name).exception()
                 if isinstance(error, BrokenProcessPool):
                     error = _died(folder / entry.name)
                 finished(entry, error)
     return {e.name: failed[e.name] for e in entries if e.name in failed}
-
-
-def _work(spec: RunSpec, out: Path, path: tuple[str, ...]) -> Path:
-    """`execute_run` in a worker, which first sees the modules the caller sees: the worker
-    started with the caller's `sys.path` of that time, a notebook may have added to it since."""
-    sys.path[:0] = [p for p in path if p not in sys.path]
-    return execute_run(spec, out)
 
 
 def run_packed(spec: RunSpec, _shared: Any = None) -> tuple[Exception | None, dict[str, bytes]]:

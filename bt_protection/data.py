@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bt_protection.errors import DataError, UserError
+from bt_protection.shipped import price_folder
 
 DateLike = str | date
 
@@ -219,14 +220,15 @@ def load_universe(
     max_gap_days: int | None = MAX_GAP_DAYS,
     report: LoadReport | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Load `<TICKER>.csv` files of `folder`, clipped to start..end and aligned on shared dates.
+    """Load `<TICKER>.csv` files of `folder` (`"sample"`: the shipped sample, unless a folder of
+    that name exists), clipped to start..end and aligned on shared dates.
 
     Alignment is an inner join: only dates present in every ticker are kept (rows dropped per
     ticker go to `report.dropped_rows`). Fewer than `min_rows` shared dates is a DataError.
     Returns frames as `read_price_csv` makes them, keyed and ordered by ticker name.
     """
     report = report if report is not None else LoadReport()
-    folder = Path(folder)
+    folder = price_folder(folder)
     paths = _ticker_paths(folder, tickers)
     low, high = _bound(start, "start"), _bound(end, "end")
     if low is not None and high is not None and low > high:

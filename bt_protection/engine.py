@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import AbstractContextManager
@@ -22,15 +23,22 @@ from bt_protection.errors import UserError
 
 CONNECT_TIMEOUT_S = 5  # an unreachable scheduler is reported within this (and well under 10 s)
 # Imported once by the forkserver, so its workers start with them.
-WORKER_PRELOAD = ("bt_protection.tune.trials", "strategies")
+WORKER_PRELOAD = ("bt_protection.tune.trials", "bt_protection.strategies")
 
 _shared: Any = None  # a local worker's copy of the shared data
+_forkserver_path: tuple[str, ...] | None = None  # sys.path when the forkserver was started
 
 
 def pool_context(preload: Sequence[str] = WORKER_PRELOAD) -> BaseContext:
     """forkserver (workers fork from a server that has imported the `preload` modules once),
-    or spawn where forkserver does not exist."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    or spawn where forkserver does not exist or when `sys.path` changed since the forkserver
+    started (a notebook that added a folder): multiprocessing starts a spawned worker with the
+    current `sys.path`, so it imports what this process imports."""
+    global _forkserver_path
+    path = tuple(sys.path)
+    if _forkserver_path is None:
+        _forkserver_path = path
+    if "forkserver" not in multiprocessing.get_all_start_methods() or path != _forkserver_path:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
@@ -51,7 +59,7 @@ class Engine(AbstractContextManager["Engine"]):
 
     def __init__(self, shared: Any, jobs: int | None = None, scheduler: str | None = None):
         if jobs is not None and jobs < 1:
-            raise UserError(f"--jobs must be 1 or more, not {jobs}.")
+            raise UserError(f"`jobs` must be 1 or more, not {jobs}.")
         self.shared = shared
         self.jobs = jobs or os.cpu_count() or 1
         self.scheduler = scheduler
@@ -116,7 +124,7 @@ def connect(address: str) -> Any:
         from distributed import Client
     except ImportError:
         raise UserError(
-            "--scheduler needs the Dask `distributed` package; install it with "
+            "`scheduler` needs the Dask distributed package; install it with "
             "pip install 'bt-protection[cluster]'."
         ) from None
     try:

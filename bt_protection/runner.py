@@ -30,6 +30,7 @@ from bt_protection.integration.recorder import EquityRecorder, OrderRecorder, Tr
 from bt_protection.metrics import performance
 from bt_protection.profile import Profile, load_profile
 from bt_protection.regimes import regime_source
+from bt_protection.shipped import SAMPLE_DATA, price_folder
 from bt_protection.strategies_registry import (
     StrategySource,
     convert_params,
@@ -39,8 +40,6 @@ from bt_protection.strategies_registry import (
     with_protection,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = Path("data/sample")
 CSV_FLOAT = "%.10g"
 JSON_DIGITS = 10
 
@@ -53,11 +52,12 @@ class RunFailed(UserError):
 class RunSpec:
     """The inputs of one run. `strategy`: a registered name, `package.module:Class`,
     `path/to/file.py:Class` or a `bt.Strategy` subclass (with or without `ProtectionMixin`);
-    `params`: its params (text is converted to the type of each default, as `--param` does).
-    `data` None: `data/sample/`, or the fetch cache `data/cache/` when `tickers` are given;
-    `tickers` None: every CSV of the data folder; `regime_data`: the ticker the regime
-    indicator watches (None: the profile's `regime.data`, else the only ticker, else the
-    composite of all, see `bt_protection.regimes`)."""
+    `params`: its params (text is converted to the type of each default).
+    `profile`: a file, a shipped profile's name (`"balanced"`) or a mapping. `data` None: the
+    shipped sample (`bt_protection/sample/`, also named `"sample"`), or the fetch cache
+    `data/cache/` when `tickers` are given; `tickers` None: every CSV of the data folder;
+    `regime_data`: the ticker the regime indicator watches (None: the profile's `regime.data`,
+    else the only ticker, else the composite of all, see `bt_protection.regimes`)."""
 
     strategy: StrategySource
     profile: str | os.PathLike[str] | Mapping[str, Any]  # what load_profile reads
@@ -94,19 +94,19 @@ class RunPlan:
 
 
 def data_folder(spec: RunSpec) -> Path:
-    """The folder the run reads: `--data`, else the fetch cache for `--tickers`, else the sample
-    (`data/sample/` of the current directory, or else of the project the package came from)."""
+    """The folder the run reads: `data` (`sample` names the shipped sample unless a folder of
+    that name exists), else the fetch cache for `tickers`, else the shipped sample."""
     if spec.data is not None:
-        return Path(spec.data)
+        return price_folder(spec.data)
     if spec.tickers:
         if not DEFAULT_CACHE_DIR.is_dir():
             raise UserError(
-                f"--tickers without --data reads the fetch cache {DEFAULT_CACHE_DIR}/, which "
-                "does not exist; run `bt-protection fetch TICKER... --start --end` first or "
-                "pass --data DIR."
+                f"`tickers` without `data` reads the fetch cache {DEFAULT_CACHE_DIR}/, which "
+                "does not exist; fetch the tickers first (bt-protection fetch, or "
+                "bt_protection.data.fetch) or pass `data`."
             )
         return DEFAULT_CACHE_DIR
-    return SAMPLE_DIR if SAMPLE_DIR.is_dir() else PROJECT_ROOT / SAMPLE_DIR
+    return SAMPLE_DATA
 
 
 def default_out(spec: RunSpec) -> Path:
@@ -122,14 +122,14 @@ def _check_broker(spec: RunSpec) -> None:
     ):
         bound = "0 or more" if low_ok else "above 0"
         if not math.isfinite(value) or value < 0 or (value == 0 and not low_ok):
-            raise UserError(f"--{name} must be {bound}, not {value:g}.")
+            raise UserError(f"`{name}` must be {bound}, not {value:g}.")
 
 
 def _check_out(out: Path) -> None:
     """A run never overwrites anything but an earlier run folder."""
     if out.exists() and not (out.is_dir() and (out / "status.json").is_file()):
         raise UserError(
-            f"--out {out} exists and is not a run folder (no status.json); choose another "
+            f"`out` {out} exists and is not a run folder (no status.json); choose another "
             "folder or remove it."
         )
 
@@ -140,10 +140,10 @@ def plan_run(spec: RunSpec, out: Path) -> RunPlan:
     params = convert_params(strategy, dict(spec.params))
     profile = load_profile(spec.profile)
     _check_broker(spec)
-    start = parse_date(spec.start, "--start") if spec.start else None
-    end = parse_date(spec.end, "--end") if spec.end else None
+    start = parse_date(spec.start, "`start`") if spec.start else None
+    end = parse_date(spec.end, "`end`") if spec.end else None
     if start is not None and end is not None and end < start:
-        raise UserError(f"--end {spec.end} is before --start {spec.start}; end must come last.")
+        raise UserError(f"`end` {spec.end} is before `start` {spec.start}; end must come last.")
     _check_out(out)
     frames = load_universe(data_folder(spec), spec.tickers, start, end)
     index = next(iter(frames.values())).index

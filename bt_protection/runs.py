@@ -203,8 +203,7 @@ def check_same_data(runs: Mapping[str, Run]) -> None:
     raise UserError(
         f"runs on different data cannot share a table: {', '.join(names)} "
         f"{'use' if len(names) > 1 else 'uses'} {_describe_data(first)} but "
-        f"{'; '.join(parts)}; pass allow_mixed_data=True (--allow-mixed-data) to compare "
-        "them anyway."
+        f"{'; '.join(parts)}; set `allow_mixed_data` to compare them anyway."
     )
 
 

@@ -1,5 +1,6 @@
 """Which strategy a run executes: a registered name, `package.module:Class`, `file.py:Class`,
-or a class; its params from `--param key=value`; the class composed with `ProtectionMixin`.
+or a class; its params (text converted to each default's type); the class composed with
+`ProtectionMixin`.
 
 Registered names come from the entry-point group `bt_protection.strategies` (the bundled
 examples are declared there in pyproject.toml, like any plugin's). Every failure is a
@@ -42,13 +43,13 @@ def resolve_strategy(source: StrategySource) -> type[bt.Strategy]:
     if isinstance(source, type):
         return _checked(source, source.__qualname__)
     if not isinstance(source, str) or not source.strip():
-        raise UserError(f"--strategy must name a strategy, not {source!r}.")
+        raise UserError(f"`strategy` must name a strategy, not {source!r}.")
     if ":" not in source:
         return _registered(source)
     where, _, name = source.rpartition(":")
     if not where or not all(part.isidentifier() for part in name.split(".")):
         raise UserError(
-            f"--strategy {source!r} is not NAME, package.module:Class or path/to/file.py:Class."
+            f"`strategy` {source!r} is not NAME, package.module:Class or path/to/file.py:Class."
         )
     module = _load_file(where) if where.endswith(".py") else _import(where, source)
     try:
@@ -151,20 +152,6 @@ def strategy_params(strategy: type[bt.Strategy]) -> dict[str, Any]:
     return {k: v for k, v in strategy.params._getitems() if k not in own}
 
 
-def parse_param_args(items: list[str] | None) -> dict[str, str]:
-    """`--param key=value` arguments as a mapping; each key once."""
-    found: dict[str, str] = {}
-    for item in items or ():
-        key, equals, value = item.partition("=")
-        key = key.strip()
-        if not equals or not key:
-            raise UserError(f"--param expects key=value, not {item!r}.")
-        if key in found:
-            raise UserError(f"--param {key} is given twice; give each param once.")
-        found[key] = value
-    return found
-
-
 def convert_params(strategy: type[bt.Strategy], given: Mapping[str, Any]) -> dict[str, Any]:
     """`given` checked against the strategy's params: text converted to the type of each
     param's default (bool, int, float, str; a YAML scalar when the default is None); other
@@ -214,8 +201,8 @@ def _convert(owner: str, key: str, value: Any, default: Any) -> Any:
         return value
     else:
         raise UserError(
-            f"{where} has a default of type {kind.__name__} ({default!r}); --param converts "
-            "only to bool, int, float and str, so pass this one through the API "
+            f"{where} has a default of type {kind.__name__} ({default!r}); text converts only "
+            f"to bool, int, float and str (`params`), so give this one a {kind.__name__} value "
             "(RunSpec(params=...) or run_comparison(params=...))."
         )
     raise UserError(
@@ -264,7 +251,7 @@ def _import(module: str, source: str) -> Any:
     except ModuleNotFoundError as error:
         if error.name is not None and (module == error.name or module.startswith(error.name + ".")):
             raise UserError(
-                f"--strategy {source!r}: no module named {error.name!r} (is its folder on "
+                f"`strategy` {source!r}: no module named {error.name!r} (is its folder on "
                 "PYTHONPATH, or the current directory?)."
             ) from None
         raise UserError(f"importing {module!r} failed: {type(error).__name__}: {error}.") from None
@@ -276,14 +263,14 @@ def _load_file(where: str) -> Any:
     """The module of a strategy file, loaded once per file under a name of its own."""
     path = Path(where).resolve()
     if not path.is_file():
-        raise UserError(f"--strategy: {where} is not a file; expected path/to/file.py:Class.")
+        raise UserError(f"`strategy`: {where} is not a file; expected path/to/file.py:Class.")
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
     name = f"{_FILE_MODULE_PREFIX}{path.stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise UserError(f"--strategy: {where} cannot be loaded as a Python module.")
+        raise UserError(f"`strategy`: {where} cannot be loaded as a Python module.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look classes up there
     try:
@@ -303,9 +290,9 @@ def _checked(found: Any, source: str) -> type[bt.Strategy]:
             else f"a {type(found).__name__}"
         )
         raise UserError(
-            f"--strategy {source!r} is {what}, not a backtrader strategy (a subclass of "
+            f"`strategy` {source!r} is {what}, not a backtrader strategy (a subclass of "
             "bt.Strategy)."
         )
     if found is ProtectionMixin:
-        raise UserError("--strategy ProtectionMixin has no trading logic; name your strategy.")
+        raise UserError("`strategy` ProtectionMixin has no trading logic; name your strategy.")
     return found

@@ -6,17 +6,23 @@ from pathlib import Path
 
 import pytest
 
+from bt_protection.shipped import SAMPLE_DATA as SAMPLE_DATA  # re-exported to the tests
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DATA = PROJECT_ROOT / "data" / "sample"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def need_shared(path: Path) -> Path:
+    """`path` under ../shared/data; the test skips, saying so, when it is absent."""
+    if not path.exists():
+        pytest.skip(f"needs ../shared/data, which is absent here: {path} does not exist")
+    return path
 
 
 @pytest.fixture
 def shared_data() -> Path:
     """The real-data folder beside the project root; the test skips when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"../shared/data is absent: {SHARED_DATA} does not exist")
-    return SHARED_DATA
+    return need_shared(SHARED_DATA)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

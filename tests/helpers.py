@@ -98,7 +98,7 @@ def result_of(decision: ProtectionDecision, system: str):
     return found[0]
 
 
-# --- an oracle for run folders: SPEC 4 and SPEC 3 by hand, not through the package ----------
+# --- an oracle for run folders: the duration and action rules by hand, not through the package
 
 RUN_FILES = (
     "profile.yaml",
@@ -112,7 +112,8 @@ RUN_FILES = (
 
 
 def spec_elapsed(duration: str, start: tuple[int, Any], now: tuple[int, Any]) -> bool:
-    """SPEC 4: D started at (bar, date) `start` has elapsed at `now` when now - start >= D."""
+    """The duration rule (docs/profiles.md): D started at (bar, date) `start` has elapsed at
+    `now` when now - start >= D."""
     amount, unit = duration.split()
     if unit.startswith("bar"):
         return now[0] - start[0] >= int(amount)
@@ -120,7 +121,7 @@ def spec_elapsed(duration: str, start: tuple[int, Any], now: tuple[int, Any]) ->
 
 
 def spec_action(before: float, after: float) -> str:
-    """SPEC 3: the action that takes a signed position from `before` to `after`."""
+    """The action that takes a signed position from `before` to `after`."""
     if before == 0:
         return "open"
     if after == 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import backtrader as bt
@@ -17,11 +16,8 @@ from bt_protection.integration.analyzer import FRAME_COLUMNS, ProtectionAnalyzer
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.integration.rebalancer import ProtectionAwareRebalancer, RebalanceResult
-from strategies.sma_crossover import SmaCrossover
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
-CONFIGS = ROOT / "configs"
+from bt_protection.shipped import PROFILES, SAMPLE_DATA
+from bt_protection.strategies.sma_crossover import SmaCrossover
 
 HOLD = {"name": "hold", "protections": {"holding_period": {"enabled": True, "min_hold": "20 bars"}}}
 # Frequent regime changes (short indicator periods) with windows lifting the holding period,
@@ -44,7 +40,7 @@ OVERRIDE = {
 
 @cache
 def frames(tickers: tuple[str, ...], end: str) -> dict[str, pd.DataFrame]:
-    return load_universe(SAMPLE, list(tickers), end=end)
+    return load_universe(SAMPLE_DATA, list(tickers), end=end)
 
 
 def cerebro(tickers: tuple[str, ...], end: str) -> bt.Cerebro:
@@ -67,7 +63,7 @@ def crossover(profile: Any) -> Any:
 
 @pytest.mark.parametrize("profile", ["balanced", "shadow", "override"])
 def test_analyzer_counts_equal_the_orchestrator_metrics(profile: str) -> None:
-    source = OVERRIDE if profile == "override" else str(CONFIGS / f"{profile}.yaml")
+    source = OVERRIDE if profile == "override" else str(PROFILES / f"{profile}.yaml")
     strategy = crossover(source)
     analysis = strategy.analyzers.protection.get_analysis()
     metrics = strategy.protection.get_performance_metrics()
@@ -92,7 +88,7 @@ def test_analyzer_counts_equal_the_orchestrator_metrics(profile: str) -> None:
 
 
 def test_analyzer_frame_has_one_row_per_decision() -> None:
-    strategy = crossover(str(CONFIGS / "balanced.yaml"))
+    strategy = crossover(str(PROFILES / "balanced.yaml"))
     analyzer = strategy.analyzers.protection
     frame = analyzer.to_frame()
     decisions = analyzer.decisions
@@ -107,7 +103,7 @@ def test_analyzer_frame_has_one_row_per_decision() -> None:
     assert list(frame["bar"]) == [d.bar for d in decisions]
     assert list(frame["attempt"]) == list(range(1, len(decisions) + 1))
     assert (~frame["approved"]).sum() > 0
-    again = crossover(str(CONFIGS / "balanced.yaml")).analyzers.protection.to_frame()
+    again = crossover(str(PROFILES / "balanced.yaml")).analyzers.protection.to_frame()
     pd.testing.assert_frame_equal(frame, again)
 
 

@@ -1,4 +1,5 @@
-"""The JSONL audit log (SPEC 9): header, record fields, determinism, crash safety, flushing."""
+"""The JSONL audit log (docs/runs.md, `audit.jsonl`): header, record fields, determinism,
+crash safety, flushing."""
 
 from __future__ import annotations
 

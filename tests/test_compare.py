@@ -11,7 +11,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, SAMPLE_DATA
+from conftest import SAMPLE_DATA
 
 from bt_protection.attribution import forward_returns, summarize
 from bt_protection.cli import build_parser, main
@@ -20,17 +20,17 @@ from bt_protection.errors import UserError
 from bt_protection.profile import load_profile
 from bt_protection.runner import RunSpec, execute_run
 from bt_protection.runs import SUMMARY_COLUMNS, compare_runs, load_run
-from strategies import MomentumRotation
+from bt_protection.shipped import PROFILES
+from bt_protection.strategies import MomentumRotation
 
-CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2019-01-01", "2020-12-31"
-BALANCED_SYSTEMS = load_profile(CONFIGS / "balanced.yaml").enabled_systems
+BALANCED_SYSTEMS = load_profile(PROFILES / "balanced.yaml").enabled_systems
 COMMON = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
 
 
 def compare(out: Path, *profiles: str, extra: tuple[str, ...] = ()) -> int:
-    """`bt-protection compare` of momentum_rotation under configs/<profile>.yaml into `out`."""
-    paths = [str(CONFIGS / f"{name}.yaml") for name in profiles]
+    """`bt-protection compare` of momentum_rotation under the shipped <profile> into `out`."""
+    paths = [str(PROFILES / f"{name}.yaml") for name in profiles]
     return main(["compare", "--profiles", *paths, *COMMON, "--out", str(out), *extra])
 
 
@@ -138,10 +138,10 @@ def test_default_profiles_resolve_from_any_directory(
     args = build_parser().parse_args(["compare"])
     assert args.strategy == "momentum_rotation" and args.profiles is None
     names = ["off", "conservative", "balanced", "aggressive", "portfolio_guard"]
-    monkeypatch.chdir(PROJECT_ROOT)
-    assert default_profiles() == [Path("configs") / f"{n}.yaml" for n in names]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "off.yaml").write_text("name: mine\n")  # a checkout's folder: unused
     monkeypatch.chdir(tmp_path)
-    assert default_profiles() == [CONFIGS / f"{n}.yaml" for n in names]
+    assert default_profiles() == [PROFILES / f"{n}.yaml" for n in names]
 
 
 # --------------------------------------------------------------------------- parallel runs
@@ -230,7 +230,7 @@ def test_forward_returns_and_right_rate_on_a_toy_series() -> None:
 
 def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> None:
     later = execute_run(
-        RunSpec("momentum_rotation", CONFIGS / "off.yaml", data=SAMPLE_DATA, start="2019-06-01",
+        RunSpec("momentum_rotation", PROFILES / "off.yaml", data=SAMPLE_DATA, start="2019-06-01",
                 end=END),
         tmp_path / "later",
     )
@@ -240,7 +240,7 @@ def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> 
     assert "runs on different data cannot share a table" in message
     assert "off uses AAPL AMZN GOOG META NFLX NVDA from 2019-01-02 to 2020-12-31" in message
     assert "later uses" in message and "another date range" in message
-    assert "allow_mixed_data=True (--allow-mixed-data)" in message
+    assert message.endswith("; set `allow_mixed_data` to compare them anyway.")
     assert list(compare_runs([ablated / "off", later], allow_mixed_data=True).index) == [
         "off", "later"
     ]
@@ -256,7 +256,7 @@ def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> 
         (["--profiles", "missing.yaml"], "missing.yaml: no such file."),
         (["--jobs", "0"], "--jobs must be 1 or more, not 0."),
         (["--jobs", "-2"], "--jobs must be 1 or more, not -2."),
-        (["--profiles", str(CONFIGS / "off.yaml"), str(CONFIGS / "off.yaml")],
+        (["--profiles", str(PROFILES / "off.yaml"), str(PROFILES / "off.yaml")],
          "two runs would be named 'off'"),
         (["--cash", "0"], "--cash must be above 0"),
     ],
@@ -278,7 +278,7 @@ def test_invalid_profile_is_refused_before_any_run(
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nprotections:\n  holding_period:\n    min_hold: 20\n")
     out = tmp_path / "cmp"
-    args = ["compare", "--profiles", str(CONFIGS / "off.yaml"), str(bad), "--out", str(out)]
+    args = ["compare", "--profiles", str(PROFILES / "off.yaml"), str(bad), "--out", str(out)]
     assert main([*args, *COMMON]) == 2
     assert "min_hold" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
@@ -288,7 +288,7 @@ def test_out_holding_another_comparison_is_refused(
     ablated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = (ablated / "comparison.csv").read_bytes()
-    argv = ["compare", "--strategy", "sma_crossover", "--profiles", str(CONFIGS / "off.yaml")]
+    argv = ["compare", "--strategy", "sma_crossover", "--profiles", str(PROFILES / "off.yaml")]
     assert main([*argv, *COMMON, "--out", str(ablated)]) == 2
     err = capsys.readouterr().err
     assert f"--out {ablated} already holds another comparison (momentum_rotation on " in err
@@ -321,7 +321,7 @@ def test_a_failing_run_is_reported_and_the_others_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cmp"
-    profiles = [str(CONFIGS / "off.yaml"), str(CONFIGS / "balanced.yaml")]
+    profiles = [str(PROFILES / "off.yaml"), str(PROFILES / "balanced.yaml")]
     strategy = "test_compare:FailsUnderBalanced"  # a module on sys.path (tests/)
     argv = ["compare", "--strategy", strategy, "--profiles", *profiles, "--jobs", "1"]
     assert main([*argv, *COMMON, "--out", str(out)]) == 1
@@ -341,7 +341,7 @@ def test_a_failing_run_is_reported_and_the_others_kept(
 
 def test_library_call_returns_path_table_and_runs(ablated: Path) -> None:
     comparison = run_comparison(
-        "momentum_rotation", [CONFIGS / "off.yaml"], data=SAMPLE_DATA, start=START, end=END,
+        "momentum_rotation", [PROFILES / "off.yaml"], data=SAMPLE_DATA, start=START, end=END,
         out=ablated.parent / "library", jobs=1, progress=False,
     )
     assert comparison.path == ablated.parent / "library"

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROJECT_ROOT, SAMPLE_DATA
+from conftest import SAMPLE_DATA
 from helpers import RUN_FILES
 
 from bt_protection.audit import read_audit
 from bt_protection.cli import main
 from bt_protection.runner import RunSpec, execute_run
+from bt_protection.shipped import PROFILES
 
-CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2018-01-01", "2019-12-31"
 # (PYTHONHASHSEED, TZ) of the two processes: set and dict order, and local time, must not matter
 PROCESSES = (("0", "UTC"), ("4242", "Asia/Kolkata"))
@@ -42,7 +42,7 @@ def assert_same_run(first: Path, other: Path) -> None:
 
 def run_process(out: Path, strategy: str, hashseed: str, tz: str) -> str:
     env = {**os.environ, "PYTHONHASHSEED": hashseed, "TZ": tz}
-    argv = ["--strategy", strategy, "--profile", str(CONFIGS / "balanced.yaml")]
+    argv = ["--strategy", strategy, "--profile", str(PROFILES / "balanced.yaml")]
     window = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
     done = subprocess.run(
         [sys.executable, "-m", "bt_protection", "run", *argv, *window, "--out", str(out)],
@@ -78,7 +78,7 @@ def test_momentum_rotation_is_the_same_in_every_engine_mode(tmp_path: Path) -> N
     def spec(runonce: bool, preload: bool) -> RunSpec:
         return RunSpec(
             "momentum_rotation",
-            str(CONFIGS / "balanced.yaml"),
+            str(PROFILES / "balanced.yaml"),
             data=str(SAMPLE_DATA),
             start=START,
             end=END,
@@ -98,7 +98,7 @@ COMPARE_RUNS = 1 + 1 + 5  # off, balanced, and balanced without each of its 5 sy
 
 
 def compare(out: Path, jobs: int) -> None:
-    profiles = [str(CONFIGS / f"{name}.yaml") for name in COMPARE_PROFILES]
+    profiles = [str(PROFILES / f"{name}.yaml") for name in COMPARE_PROFILES]
     argv = ["compare", "--strategy", "sma_crossover", "--profiles", *profiles, "--ablate"]
     window = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
     assert main([*argv, *window, "--jobs", str(jobs), "--out", str(out)]) == 0
@@ -121,7 +121,7 @@ def test_compare_jobs_1_and_jobs_2_write_the_same_files(tmp_path: Path) -> None:
     alone = execute_run(
         RunSpec(
             "sma_crossover",
-            str(CONFIGS / "balanced.yaml"),
+            str(PROFILES / "balanced.yaml"),
             data=str(SAMPLE_DATA),
             start=START,
             end=END,

@@ -1,4 +1,4 @@
-"""Durations with units and the "elapsed at exactly s + D" rule (SPEC 4)."""
+"""Durations with units and the "elapsed at exactly s + D" rule (docs/profiles.md, "Durations")."""
 
 from __future__ import annotations
 

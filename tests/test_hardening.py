@@ -32,7 +32,7 @@ import backtrader as bt
 import pandas as pd
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, SAMPLE_DATA
+from conftest import SAMPLE_DATA
 
 from bt_protection.audit import AuditLog, AuditWriteError, read_audit
 from bt_protection.cli import main
@@ -45,8 +45,8 @@ from bt_protection.profile import load_profile
 from bt_protection.protections.base import registry
 from bt_protection.runner import RunFailed, RunSpec, execute_run
 from bt_protection.runs import load_run
+from bt_protection.shipped import PROFILES
 
-CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2019-01-01", "2019-12-31"
 
 
@@ -55,8 +55,8 @@ def sample_spec(strategy: str | type, profile: Path, **kwargs: Any) -> RunSpec:
 
 
 def balanced_with(tmp_path: Path, **changes: Any) -> Path:
-    """configs/balanced.yaml with top-level `changes`, written to tmp_path/profile.yaml."""
-    settings = yaml.safe_load((CONFIGS / "balanced.yaml").read_text(encoding="utf-8"))
+    """The shipped balanced profile with top-level `changes`, written to tmp_path/profile.yaml."""
+    settings = yaml.safe_load((PROFILES / "balanced.yaml").read_text(encoding="utf-8"))
     path = tmp_path / "profile.yaml"
     path.write_text(yaml.safe_dump({**settings, **changes}), encoding="utf-8")
     return path
@@ -269,7 +269,7 @@ def test_an_audit_write_that_fails_midway_stops_the_run_with_a_sentence(
 
     monkeypatch.setattr(AuditLog, "__init__", init)
     out = tmp_path / "run"
-    argv = ["run", "--strategy", "sma_crossover", "--profile", str(CONFIGS / "balanced.yaml")]
+    argv = ["run", "--strategy", "sma_crossover", "--profile", str(PROFILES / "balanced.yaml")]
     code = main(
         [*argv, "--data", str(SAMPLE_DATA), "--start", START, "--end", END, "--out", str(out)]
     )
@@ -395,7 +395,7 @@ KILLER = textwrap.dedent(
     import signal
     import sys
 
-    from strategies import SmaCrossover
+    from bt_protection.strategies import SmaCrossover
 
 
     class KillsItself(SmaCrossover):
@@ -423,7 +423,7 @@ def compare_killing(
     script = tmp_path / "killer.py"
     script.write_text(KILLER, encoding="utf-8")
     env = {**os.environ, "BT_KILL_PROFILE": kill or ""}
-    profiles = [str(CONFIGS / f"{name}.yaml") for name in KILL_PROFILES]
+    profiles = [str(PROFILES / f"{name}.yaml") for name in KILL_PROFILES]
     strategy = f"{script}:KillsItself"
     argv = ["compare", "--strategy", strategy, "--profiles", *profiles, "--jobs", str(jobs)]
     window = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
@@ -547,8 +547,8 @@ def test_a_mapping_extends_only_below_the_working_directory(
 
 
 def test_the_shipped_shadow_profile_still_extends_balanced() -> None:
-    shadow = load_profile(CONFIGS / "shadow.yaml")
-    balanced = load_profile(CONFIGS / "balanced.yaml")
+    shadow = load_profile(PROFILES / "shadow.yaml")
+    balanced = load_profile(PROFILES / "balanced.yaml")
     assert shadow.mode.value == "shadow"
     assert shadow.enabled_systems == balanced.enabled_systems
 

@@ -27,11 +27,8 @@ from bt_protection.integration.analyzer import ProtectionAnalyzer
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.mixin import ProtectionMixin, bar_datetime
 from bt_protection.models import ProtectionDecision
-from strategies.sma_crossover import SmaCrossover
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
-CONFIGS = ROOT / "configs"
+from bt_protection.shipped import PROFILES, SAMPLE_DATA
+from bt_protection.strategies.sma_crossover import SmaCrossover
 
 Step = Callable[["Scripted"], Any]
 
@@ -59,7 +56,7 @@ END = "2013-07-31"
 @cache
 def frames(tickers: tuple[str, ...] = TICKERS, end: str = END) -> dict[str, pd.DataFrame]:
     """Sample data of `tickers` from its first day (2013-01-02) to `end`."""
-    return load_universe(SAMPLE, list(tickers), end=end)
+    return load_universe(SAMPLE_DATA, list(tickers), end=end)
 
 
 @dataclass(frozen=True)
@@ -338,7 +335,7 @@ def test_every_attempt_has_exactly_one_decision_and_the_hook_sees_it() -> None:
 def _crossover_run(runonce: bool, preload: bool, audit: Path) -> tuple[list[dict], list[dict]]:
     """Decisions (without timings) and audit records (without `wall`) of one crossover run."""
     engine = cerebro(("AAPL", "AMZN", "NVDA"), "2014-12-31", runonce=runonce, preload=preload)
-    balanced = str(CONFIGS / "balanced.yaml")
+    balanced = str(PROFILES / "balanced.yaml")
     engine.addstrategy(SmaCrossover, protection=balanced, audit_path=str(audit))
     engine.addanalyzer(ProtectionAnalyzer, _name="protection")
     strategy = engine.run()[0]

@@ -1,4 +1,4 @@
-"""Requests, actions and decisions (SPEC 3)."""
+"""Requests, actions and decisions (`bt_protection.models`)."""
 
 from __future__ import annotations
 

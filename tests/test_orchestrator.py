@@ -1,8 +1,6 @@
-"""The orchestrator API (SPEC 6) and the cross-cutting modes: exempt, shadow, on_error (SPEC 5)."""
+"""The orchestrator API and the cross-cutting modes: exempt, shadow, on_error (docs/profiles.md)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from helpers import ALL_SYSTEMS, Clock, clock, day, profile, result_of
@@ -11,8 +9,6 @@ from bt_protection.audit import AuditLog, read_audit
 from bt_protection.models import ProtectionRequest
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import Profile
-
-ROOT = Path(__file__).resolve().parents[1]
 
 FULL = {
     "core_asset_immunity": {"assets": ["SPY"]},
@@ -474,10 +470,7 @@ def test_from_profile_accepts_a_mapping_a_profile_and_a_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["off", "conservative", "balanced", "aggressive", "shadow"])
 def test_shipped_profiles_drive_an_orchestrator(name):
-    path = ROOT / "configs" / f"{name}.yaml"
-    if not path.is_file():
-        pytest.skip(f"{path} is not there yet")
-    orch = ProtectionOrchestrator.from_profile(path)
+    orch = ProtectionOrchestrator.from_profile(name)  # shipped: loads by name
     orch.on_regime(day(0), "bull", bar=0)
     orch.on_fill("AAA", day(0), 0, 10, bar=0)
     decision = orch.can_execute_action(ProtectionRequest("AAA", day(1), 10, 0, bar=1))

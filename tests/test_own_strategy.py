@@ -12,7 +12,7 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, SAMPLE_DATA
+from conftest import SAMPLE_DATA
 
 from bt_protection.audit import read_audit
 from bt_protection.cli import main
@@ -22,6 +22,8 @@ from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.models import ProtectionDecision
 from bt_protection.runner import RunSpec, execute_run
+from bt_protection.shipped import PROFILES as CONFIGS
+from bt_protection.strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
 from bt_protection.strategies_registry import (
     convert_params,
     resolve_strategy,
@@ -29,9 +31,7 @@ from bt_protection.strategies_registry import (
     strategy_reference,
     with_protection,
 )
-from strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
 
-CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2019-01-01", "2019-12-31"
 WINDOW = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
 PROFILES = [str(CONFIGS / "off.yaml"), str(CONFIGS / "balanced.yaml")]
@@ -137,14 +137,14 @@ def test_a_module_on_sys_path_runs_and_compares_with_params(
 
 
 def test_strategy_sources_resolve_to_the_same_class(tmp_path: Path) -> None:
-    assert resolve_strategy("strategies.sma_crossover:SmaCrossover") is SmaCrossover
+    assert resolve_strategy("bt_protection.strategies.sma_crossover:SmaCrossover") is SmaCrossover
     assert resolve_strategy(SmaCrossoverSignals) is SmaCrossoverSignals
     file = tmp_path / "mine.py"
     file.write_text(TREND)
     loaded = resolve_strategy(f"{file}:Trend")
     assert resolve_strategy(f"{file}:Trend") is loaded  # a file loads once
     assert strategy_reference(loaded) == f"{file}:Trend"  # what workers are given
-    assert strategy_reference(SmaCrossover) == "strategies.sma_crossover:SmaCrossover"
+    assert strategy_reference(SmaCrossover) == "bt_protection.strategies.sma_crossover:SmaCrossover"
 
     class Local(bt.Strategy):
         pass
@@ -226,7 +226,7 @@ def test_a_plain_strategy_decides_as_the_hand_written_mixin_subclass(tmp_path: P
     ]
     assert audits[0] == audits[1]
     labels = [json.loads((f / "summary.json").read_text())["strategy"] for f in runs]
-    assert labels == ["strategies.sma_crossover:SmaCrossoverSignals", "sma_crossover"]
+    assert labels == ["bt_protection.strategies.sma_crossover:SmaCrossoverSignals", "sma_crossover"]
 
 
 @pytest.mark.parametrize("command", ["compare", "tune"])

@@ -1,9 +1,9 @@
 """Partial approvals and the portfolio-level systems, driven through the orchestrator.
 
-Covers SPEC 2/5 as extended by issue 12: a result may allow part of a request, the most
-restrictive allowed target wins, an override window lifts a clip; the core floor (`keep`),
-holding lots (`lots: fifo`), `drawdown_guard` and `turnover_budget`, each at its boundaries in
-bars and in days.
+Covers the partial approvals of issue 12 (docs/profiles.md, `partial`): a result may allow
+part of a request, the most restrictive allowed target wins, an override window lifts a clip;
+the core floor (`keep`), holding lots (`lots: fifo`), `drawdown_guard` and `turnover_budget`,
+each at its boundaries in bars and in days.
 """
 
 from __future__ import annotations

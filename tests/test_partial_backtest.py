@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import backtrader as bt
@@ -23,17 +22,15 @@ from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.integration.rebalancer import ProtectionAwareRebalancer
 from bt_protection.models import ProtectionDecision
 from bt_protection.runner import RunSpec, execute_run
+from bt_protection.shipped import PROFILES, SAMPLE_DATA
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
-CONFIGS = ROOT / "configs"
 SIX = ("AAPL", "AMZN", "GOOG", "META", "NFLX", "NVDA")
 MIN_HOLD = 10
 
 
 @cache
 def frames(tickers: tuple[str, ...], start: str, end: str) -> dict[str, pd.DataFrame]:
-    return load_universe(SAMPLE, list(tickers), start=start, end=end)
+    return load_universe(SAMPLE_DATA, list(tickers), start=start, end=end)
 
 
 class Recording(ProtectionMixin, bt.Strategy):
@@ -216,8 +213,8 @@ def test_the_drawdown_guard_goes_reduce_only_in_the_2020_crash_and_resumes():
 def test_orders_csv_and_summary_of_a_run_under_portfolio_guard(tmp_path):
     spec = RunSpec(
         "momentum_rotation",
-        str(CONFIGS / "portfolio_guard.yaml"),
-        data=str(SAMPLE),
+        str(PROFILES / "portfolio_guard.yaml"),
+        data=str(SAMPLE_DATA),
         end="2016-06-30",
     )
     folder = execute_run(spec, tmp_path / "run")

@@ -28,9 +28,9 @@ from bt_protection.errors import PluginError
 from bt_protection.models import ProtectionRequest, ProtectionResult
 from bt_protection.profile import loader
 from bt_protection.protections import Protection, ProtectionConfig, register, registry
+from bt_protection.shipped import PROFILES
 
 EXAMPLE = PROJECT_ROOT / "examples" / "event_blackout"
-CONFIGS = PROJECT_ROOT / "configs"
 WINDOW = ["--data", str(SAMPLE_DATA), "--start", "2019-01-01", "--end", "2019-12-31"]
 
 
@@ -114,7 +114,7 @@ def test_the_plugin_denies_in_a_run_and_a_comparison(site: Path, tmp_path: Path)
         "--strategy",
         "sma_crossover",
         "--profile",
-        str(CONFIGS / "off.yaml"),
+        str(PROFILES / "off.yaml"),
         *WINDOW,
         "--out",
         str(off),
@@ -131,7 +131,7 @@ def test_the_plugin_denies_in_a_run_and_a_comparison(site: Path, tmp_path: Path)
     (tmp_path / "blackout.yaml").write_text(yaml.safe_dump(profile))
 
     out = tmp_path / "cmp"
-    profiles = [str(CONFIGS / "off.yaml"), str(tmp_path / "blackout.yaml")]
+    profiles = [str(PROFILES / "off.yaml"), str(tmp_path / "blackout.yaml")]
     done = cli(
         site,
         "compare",
@@ -229,7 +229,7 @@ def test_a_broken_plugin_stops_every_command_with_one_sentence(tmp_path: Path) -
         '[tool.setuptools]\npackages = ["broken_plugin"]\n'
     )
     install(source, tmp_path / "site")
-    for argv in (["systems"], ["validate", str(CONFIGS / "off.yaml")]):
+    for argv in (["systems"], ["validate", str(PROFILES / "off.yaml")]):
         done = cli(tmp_path / "site", *argv)
         assert done.returncode == 2
         assert "Traceback" not in done.stderr

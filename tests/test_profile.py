@@ -14,9 +14,9 @@ from bt_protection.errors import ProfileError
 from bt_protection.models import Action, Severity
 from bt_protection.profile import Mode, OnError, Profile, load_profile
 from bt_protection.protections.base import registry
+from bt_protection.shipped import PROFILES
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+SHIPPED = sorted(PROFILES.glob("*.yaml"))
 SYSTEMS = tuple(registry())
 LIFTABLE = "grace_period, holding_period, whipsaw_protection, drawdown_guard, turnover_budget"
 
@@ -33,6 +33,28 @@ def write(folder: Path, name: str, text: str) -> Path:
 def test_the_five_profiles_of_the_spec_are_shipped() -> None:
     names = {p.stem for p in SHIPPED}
     assert {"off", "conservative", "balanced", "aggressive", "shadow"} <= names
+
+
+def test_a_shipped_profile_loads_by_name_and_an_existing_path_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_profile("balanced") == load_profile(PROFILES / "balanced.yaml")
+    write(tmp_path, "balanced", "name: mine\nmode: shadow\n")  # a file of that very name
+    assert load_profile("balanced").name == "mine"
+    shipped = ", ".join(p.stem for p in SHIPPED)
+    with pytest.raises(ProfileError) as raised:
+        load_profile("balancd")
+    assert str(raised.value) == (
+        f"balancd: no such file, and no shipped profile has that name; shipped profiles: "
+        f"{shipped}."
+    )
+    with pytest.raises(ProfileError, match=r"^balanced\.yaml: no such file\.$"):
+        load_profile("balanced.yaml")  # a file name is a path, never a name
+    assert main(["validate", "off", "portfolio_guard"]) == 0
+    assert capsys.readouterr().out.startswith("ok  off (off: no protection enabled)")
+    assert main(["validate", "balancd"]) == 2
+    assert "shipped profiles: " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -60,8 +82,8 @@ def test_shipped_profiles_behave_differently() -> None:
 
 
 def test_shadow_is_balanced_in_shadow_mode() -> None:
-    shadow = load_profile(CONFIGS / "shadow.yaml")
-    balanced = load_profile(CONFIGS / "balanced.yaml")
+    shadow = load_profile(PROFILES / "shadow.yaml")
+    balanced = load_profile(PROFILES / "balanced.yaml")
     assert shadow.mode is Mode.SHADOW
     assert shadow.protections == balanced.protections
     assert shadow.regime == balanced.regime
@@ -69,7 +91,7 @@ def test_shadow_is_balanced_in_shadow_mode() -> None:
 
 
 def test_balanced_values_are_typed() -> None:
-    profile = load_profile(CONFIGS / "balanced.yaml")
+    profile = load_profile(PROFILES / "balanced.yaml")
     core = profile.protections["core_asset_immunity"]
     override = profile.protections["regime_override"]
     assert core.protect == frozenset({Action.CLOSE, Action.DECREASE, Action.REVERSE})
@@ -412,13 +434,13 @@ def test_a_new_config_field_type_needs_no_loader_change(monkeypatch: pytest.Monk
 def test_validate_accepts_the_shipped_profiles(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", *map(str, SHIPPED)]) == 0
     out = capsys.readouterr().out
-    balanced = CONFIGS / "balanced.yaml"
+    balanced = PROFILES / "balanced.yaml"
     assert f"ok  {balanced} (balanced: {', '.join(SYSTEMS[:5])})" in out.splitlines()
-    assert f"ok  {CONFIGS / 'off.yaml'} (off: no protection enabled)" in out.splitlines()
+    assert f"ok  {PROFILES / 'off.yaml'} (off: no protection enabled)" in out.splitlines()
 
 
 def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    good = str(CONFIGS / "balanced.yaml")
+    good = str(PROFILES / "balanced.yaml")
     bad = write(tmp_path, "bad.yaml", "mode: enforced\n")
     missing = str(tmp_path / "missing.yaml")
 

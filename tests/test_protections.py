@@ -1,4 +1,4 @@
-"""The five protections, each driven through the orchestrator (SPEC 2 and 5).
+"""The protections, each driven through the orchestrator (docs/profiles.md, "Protection blocks").
 
 Boundary tests run twice: with durations in bars and in days (`bars` parameter). In bar mode the
 clock gives bar i on day i; in day mode events carry no bar index at all.

@@ -1,4 +1,4 @@
-"""RegimeIndicator: real backtrader runs on real daily data (data/sample and ../shared/data)."""
+"""RegimeIndicator: real backtrader runs on real daily data (the shipped sample, ../shared/data)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED_DATA, need_shared
 
 from bt_protection.integration.regime import (
     RegimeIndicator,
@@ -24,20 +25,13 @@ from bt_protection.integration.regime import (
 from bt_protection.profile import RegimeConfig
 from bt_protection.protections.regime_override import RegimeOverrideConfig
 from bt_protection.regimes import REGIME_LABELS
+from bt_protection.shipped import SAMPLE_DATA
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_AAPL = ROOT / "data" / "sample" / "AAPL.csv"
-SHARED = ROOT.parent / "shared" / "data"
-SHARED_SPY = SHARED / "etf21_taa_dashboard" / "SPY.csv"
-SHARED_GSPC = SHARED / "single" / "GSPC.csv"
+SAMPLE_AAPL = SAMPLE_DATA / "AAPL.csv"
+SHARED_SPY = SHARED_DATA / "etf21_taa_dashboard" / "SPY.csv"
+SHARED_GSPC = SHARED_DATA / "single" / "GSPC.csv"
 
 Rows = list[tuple[date, int]]
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"data file {path} is absent (sample data or ../shared/data not present)")
-    return path
 
 
 @pytest.fixture(
@@ -47,7 +41,7 @@ def _need(path: Path) -> Path:
     ]
 )
 def csv_path(request: pytest.FixtureRequest) -> Path:
-    return _need(request.param)
+    return need_shared(request.param) if request.param != SAMPLE_AAPL else SAMPLE_AAPL
 
 
 def yahoo(path: Path) -> bt.feeds.YahooFinanceCSVData:
@@ -244,8 +238,8 @@ def test_missing_closes_repeat_the_previous_code(csv_path: Path) -> None:
 @pytest.mark.parametrize("runonce", [True, False])
 def test_watched_feed_on_its_own_calendar(runonce: bool) -> None:
     """A watched feed that starts later and skips days gets the values of a run on it alone."""
-    spy = frame(_need(SHARED_SPY))
-    aapl = frame(_need(SAMPLE_AAPL))
+    spy = frame(need_shared(SHARED_SPY))
+    aapl = frame(SAMPLE_AAPL)
     gappy = aapl.drop(aapl.index[100:400:7])
     together = run_strategy(pandas_feed(spy), pandas_feed(gappy), watch=1, runonce=runonce).rows
     assert together == run(pandas_feed(gappy))
@@ -269,7 +263,7 @@ def test_from_config_passes_the_profile_block(csv_path: Path) -> None:
 
 @pytest.mark.shared_data
 def test_spy_crises_and_bull_years() -> None:
-    spy_rows = reference(_need(SHARED_SPY))
+    spy_rows = reference(need_shared(SHARED_SPY))
 
     def labels(year: int, month: int | None = None) -> Counter[str]:
         return Counter(
@@ -289,7 +283,7 @@ def test_spy_crises_and_bull_years() -> None:
 @pytest.mark.shared_data
 def test_sp500_labels_are_stable_and_still_catch_both_bear_markets() -> None:
     """The targets of docs/regime.md on the S&P 500, 2000-2013, with the default parameters."""
-    df = frame(_need(SHARED_GSPC))
+    df = frame(need_shared(SHARED_GSPC))
     state = RegimeState(RegimeConfig())
     labels = pd.Series([state.update(c) for c in df["close"]], index=df.index)
     assert list(labels) == documented_labels(df["close"], RegimeConfig())

@@ -1,6 +1,6 @@
 """The regime watches the market: which prices it reads, and what an override does on real data.
 
-Real backtests on the bundled data: `data/sample` (six stocks, the composite) and `data/etf17`
+Real backtests on the bundled data: the shipped sample (six stocks, the composite) and `data/etf17`
 (ETFs with SPY, the 2008 crisis).
 """
 
@@ -24,8 +24,8 @@ from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.regime import CompositeIndex, RegimeIndicator
 from bt_protection.regimes import regime_source
 from bt_protection.runner import RunSpec, execute_run
+from bt_protection.shipped import PROFILES
 
-CONFIGS = PROJECT_ROOT / "configs"
 ETF17 = PROJECT_ROOT / "data" / "etf17"
 EXITS = ("close", "decrease", "reverse")
 
@@ -97,7 +97,7 @@ def test_composite_regime_has_no_look_ahead(
 
 
 def _run(tmp: Path, profile: str, data: Path, **kwargs: Any) -> Path:
-    spec = RunSpec("momentum_rotation", str(CONFIGS / f"{profile}.yaml"), data=str(data), **kwargs)
+    spec = RunSpec("momentum_rotation", str(PROFILES / f"{profile}.yaml"), data=str(data), **kwargs)
     return execute_run(spec, tmp / profile)
 
 
@@ -160,7 +160,7 @@ def test_a_shipped_profile_lets_exits_through_in_the_2008_crisis(tmp_path: Path)
 def test_on_the_main_job_every_shipped_profile_binds_and_two_override_in_a_crash(
     tmp_path: Path,
 ) -> None:
-    """`bt-protection compare` (momentum_rotation on data/sample under the five default
+    """`bt-protection compare` (momentum_rotation on the shipped sample under the five default
     profiles): every protected profile trades differently from `off`, and at least two apply
     overrides in the 2020 crash or the 2022 bear market, read from their audits."""
     comparison = run_comparison(out=tmp_path / "cmp", jobs=1, progress=False)

@@ -17,7 +17,7 @@ import backtrader as bt
 import pandas as pd
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, SAMPLE_DATA
+from conftest import SAMPLE_DATA
 from helpers import RUN_FILES, spec_action, spec_elapsed
 
 from bt_protection.audit import read_audit
@@ -28,8 +28,8 @@ from bt_protection.integration.recorder import ORDER_COLUMNS
 from bt_protection.metrics import performance
 from bt_protection.runner import RunSpec, execute_run
 from bt_protection.runs import load_run
+from bt_protection.shipped import PROFILES
 
-CONFIGS = PROJECT_ROOT / "configs"
 START, END = "2016-01-01", "2019-12-31"
 FILES = ("profile.yaml", "summary.json", "equity.csv", "trades.csv", "orders.csv", "audit.jsonl")
 ETF17_TICKERS = ("DBA", "EEM", "GLD", "QQQ", "SPY", "TLT", "XLU")
@@ -59,7 +59,7 @@ def strict_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     The core asset is AAPL, a feed of the sample; `strict_etf.yaml` beside it names SPY for
     the ETF universe (a core asset that names no feed of the run is refused at start)."""
     folder = tmp_path_factory.mktemp("profiles")
-    shutil.copy(CONFIGS / "balanced.yaml", folder)  # extends stays inside the profile's folder
+    shutil.copy(PROFILES / "balanced.yaml", folder)  # extends stays inside the profile's folder
     for file, core in (("strict.yaml", "AAPL"), ("strict_etf.yaml", "SPY")):
         (folder / file).write_text(
             yaml.safe_dump(
@@ -78,7 +78,7 @@ def strict_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def sample_spec(strategy: str, profile: str | Path, **kwargs: Any) -> RunSpec:
-    profile = CONFIGS / f"{profile}.yaml" if isinstance(profile, str) else profile
+    profile = PROFILES / f"{profile}.yaml" if isinstance(profile, str) else profile
     return RunSpec(strategy, str(profile), data=str(SAMPLE_DATA), start=START, end=END, **kwargs)
 
 
@@ -107,7 +107,7 @@ def cli_run(tmp: Path, *args: str) -> tuple[int, Path]:
 @pytest.mark.parametrize("strategy", ["momentum_rotation", "sma_crossover"])
 @pytest.mark.parametrize("profile", ["off", "balanced"])
 def test_run_folder_from_the_cli(tmp_path: Path, strategy: str, profile: str) -> None:
-    profile_file = str(CONFIGS / f"{profile}.yaml")
+    profile_file = str(PROFILES / f"{profile}.yaml")
     window = ["--data", str(SAMPLE_DATA), "--start", START, "--end", END]
     code, out = cli_run(tmp_path, "--strategy", strategy, "--profile", profile_file, *window)
     assert code == 0
@@ -275,7 +275,7 @@ def test_invariants_on_shared_etfs(
     total = {"closes": 0, "reentries": 0, "core": 0}
     for name in ("balanced", "aggressive", "strict"):
         strict = strict_profile.with_name("strict_etf.yaml")
-        profile = strict if name == "strict" else CONFIGS / f"{name}.yaml"
+        profile = strict if name == "strict" else PROFILES / f"{name}.yaml"
         spec = RunSpec(
             strategy,
             str(profile),
@@ -336,7 +336,7 @@ def bad_profile(tmp_path: Path) -> Path:
     return path
 
 
-BALANCED = str(CONFIGS / "balanced.yaml")
+BALANCED = str(PROFILES / "balanced.yaml")
 SMA = ["--strategy", "sma_crossover", "--profile", BALANCED]
 
 
@@ -454,7 +454,7 @@ def test_a_strategy_that_raises_leaves_a_failed_folder(
 def test_default_data_and_out_and_the_fetch_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # no data/sample here: the project's sample is used
+    monkeypatch.chdir(tmp_path)  # far from the checkout: the shipped sample is used
     args = ["run", "--strategy", "sma_crossover", "--profile", BALANCED, "--start", "2019-01-01"]
     assert main(args) == 0
     out = tmp_path / "runs" / "sma_crossover-balanced"

@@ -21,17 +21,17 @@ from bt_protection.errors import UserError
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.models import Action, ProtectionDecision
 from bt_protection.profile import Mode, Profile, load_profile
+from bt_protection.shipped import PROFILES as CONFIGS
+from bt_protection.shipped import SAMPLE_DATA
+from bt_protection.strategies import MomentumRotation, SmaCrossover
+from bt_protection.strategies.momentum_rotation import selection_scores
 from bt_protection.strategies_registry import registered_strategies, resolve_strategy
-from strategies import MomentumRotation, SmaCrossover
-from strategies.momentum_rotation import selection_scores
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
-PROFILES = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+PROFILES = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 
 
 @cache
-def universe(folder: Path = SAMPLE, end: str | None = None) -> dict[str, pd.DataFrame]:
+def universe(folder: Path = SAMPLE_DATA, end: str | None = None) -> dict[str, pd.DataFrame]:
     return load_universe(folder, end=end)
 
 
@@ -123,7 +123,7 @@ def check_holding_period(strategy: Any, profile: Profile) -> int:
 @pytest.mark.parametrize("profile_name", PROFILES)
 @pytest.mark.parametrize("name", sorted(registered_strategies()))
 def test_strategy_runs_with_every_shipped_profile(name: str, profile_name: str) -> None:
-    path = ROOT / "configs" / f"{profile_name}.yaml"
+    path = CONFIGS / f"{profile_name}.yaml"
     frames = universe()
     strategy = run(name, str(path), frames)
     metrics = strategy.protection.get_performance_metrics()
@@ -146,7 +146,7 @@ def test_strategy_runs_with_every_shipped_profile(name: str, profile_name: str) 
 
 def with_core_asset(profile_name: str, asset: str) -> Profile:
     """A shipped profile with `asset` listed as a static core asset."""
-    plain = load_profile(ROOT / "configs" / f"{profile_name}.yaml").to_dict()
+    plain = load_profile(CONFIGS / f"{profile_name}.yaml").to_dict()
     core = plain["protections"]["core_asset_immunity"]
     core.update(enabled=True, assets=[asset])
     return load_profile({**plain, "name": f"{profile_name}+{asset}"})
@@ -166,7 +166,7 @@ def test_core_asset_is_never_reduced(name: str) -> None:
 def test_runonce_and_preload_do_not_change_a_run(name: str) -> None:
     frames = universe(end="2015-12-31")
     runs = [
-        run(name, str(ROOT / "configs" / "balanced.yaml"), frames, runonce=once, preload=pre)
+        run(name, str(CONFIGS / "balanced.yaml"), frames, runonce=once, preload=pre)
         for once in (True, False)
         for pre in (True, False)
     ]
@@ -184,7 +184,7 @@ def test_runonce_and_preload_do_not_change_a_run(name: str) -> None:
 def test_momentum_rotation_on_shared_etfs(shared_data: Path) -> None:
     """Ten years of an MIT-licensed ETF universe: runs, and the holding invariant holds."""
     frames = universe(shared_data / "etf17_quantfiction")
-    profile = load_profile(ROOT / "configs" / "conservative.yaml")
+    profile = load_profile(CONFIGS / "conservative.yaml")
     strategy = run("momentum_rotation", profile, frames)
     assert len(strategy) == len(next(iter(frames.values())))
     assert strategy.margin == 0
@@ -193,8 +193,8 @@ def test_momentum_rotation_on_shared_etfs(shared_data: Path) -> None:
 
 def test_bundled_strategies_are_found_through_their_entry_points() -> None:
     assert registered_strategies() == {
-        "momentum_rotation": "strategies.momentum_rotation:MomentumRotation",
-        "sma_crossover": "strategies.sma_crossover:SmaCrossover",
+        "momentum_rotation": "bt_protection.strategies.momentum_rotation:MomentumRotation",
+        "sma_crossover": "bt_protection.strategies.sma_crossover:SmaCrossover",
     }
     assert resolve_strategy("sma_crossover") is SmaCrossover
     assert resolve_strategy("momentum_rotation") is MomentumRotation

@@ -29,6 +29,7 @@ from bt_protection.cli import main
 from bt_protection.data import load_universe
 from bt_protection.errors import UserError
 from bt_protection.profile import load_profile
+from bt_protection.shipped import PROFILES
 from bt_protection.tune import WalkForward, walk_forward
 from bt_protection.tune.folds import make_folds
 from bt_protection.tune.search import TuneSettings, choose
@@ -210,7 +211,7 @@ def test_tpe_without_optuna_is_one_sentence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "optuna", None)
-    with pytest.raises(UserError, match=r"--sampler tpe needs Optuna; install it with pip"):
+    with pytest.raises(UserError, match=r"`sampler` tpe needs Optuna; install it with pip"):
         walk_forward(
             "sma_crossover", TPE_SPACE, sampler="tpe", jobs=1, out=tmp_path / "out", **TUNE
         )
@@ -382,7 +383,7 @@ def test_compare_on_the_dask_cluster_writes_what_local_processes_write(
 ) -> None:  # type: ignore[no-untyped-def]
     from bt_protection.compare import run_comparison
 
-    profiles = [PROJECT_ROOT / "configs" / f"{name}.yaml" for name in ("off", "balanced")]
+    profiles = [PROFILES / f"{name}.yaml" for name in ("off", "balanced")]
     common = {"data": SAMPLE_DATA, "start": "2019-01-01", "end": "2019-12-31", "progress": False}
     local = run_comparison("sma_crossover", profiles, jobs=1, out=tmp_path / "a", **common)
     remote = run_comparison(
@@ -549,8 +550,8 @@ def test_out_holding_something_else_is_refused(
 
 
 def test_the_shipped_example_space_is_valid() -> None:
-    space = load_space(PROJECT_ROOT / "configs" / "spaces" / "example.yaml")
-    base = load_profile(PROJECT_ROOT / "configs" / "balanced.yaml")
+    space = load_space(PROFILES / "spaces" / "example.yaml")
+    base = load_profile(PROFILES / "balanced.yaml")
     assert space.size == 4 and len(check_candidates(space, base, space.grid())) == 4
 
 

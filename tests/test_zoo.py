@@ -11,16 +11,16 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, SAMPLE_DATA
+from conftest import SAMPLE_DATA
 from zoo import strategies as zoo
 from zoo.checker import Executions, violations
 
 from bt_protection.data import load_universe
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.profile import load_profile
+from bt_protection.shipped import PROFILES as CONFIGS
 
 TICKERS = ("AAPL", "AMZN", "NVDA")
-CONFIGS = PROJECT_ROOT / "configs"
 STRICT = {
     "name": "strict",
     "protections": {

@@ -12,7 +12,7 @@ import backtrader as bt
 import pandas as pd
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, SAMPLE_DATA
+from conftest import SAMPLE_DATA
 from zoo import strategies as zoo
 from zoo.checker import Executions, violations
 
@@ -23,8 +23,9 @@ from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.recorder import OrderRecorder
 from bt_protection.profile import load_profile
 from bt_protection.runner import RunSpec, execute_run
+from bt_protection.shipped import PROFILES
 
-CONFIGS = PROJECT_ROOT / "configs"
+CONFIGS = PROFILES
 
 HOLD_120 = {
     "holding_period": {

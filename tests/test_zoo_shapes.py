@@ -21,7 +21,6 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT
 from test_zoo import STRICT
 from zoo import frames as zf
 from zoo.checker import Executions, violations
@@ -40,8 +39,9 @@ from bt_protection.errors import UserError
 from bt_protection.integration.analyzer import ProtectionAnalyzer
 from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.profile import load_profile
+from bt_protection.shipped import PROFILES
 
-CONFIGS = PROJECT_ROOT / "configs"
+CONFIGS = PROFILES
 OFF = str(CONFIGS / "off.yaml")
 SHADOW = str(CONFIGS / "shadow.yaml")
 BALANCED = str(CONFIGS / "balanced.yaml")

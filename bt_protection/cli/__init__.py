@@ -1,11 +1,17 @@
-"""`bt-protection` command line: one module per sub-command, each with `add_arguments` and `run`."""
+"""`bt-protection` command line: one module per sub-command, each with `add_arguments` and `run`.
+
+The library's errors name the parameters of its functions as `name`; the CLI prints them with
+the command's flag for each (`--name`), so a sentence reads the same from the library and the
+shell.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bt_protection.errors import UserError
 
@@ -22,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# a library parameter whose flag has another name: `params` is given as --param key=value
+PARAMETER_FLAGS = {"params": "--param"}
+_PARAMETER = re.compile(r"`([a-z][a-z_]*)`")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with one sentence on bad arguments (exit code 2)."""
 
@@ -35,7 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(f"bt_protection.cli.{module}").add_arguments(command)
+        command.set_defaults(flags=_flags(command))
     return parser
+
+
+def _flags(command: argparse.ArgumentParser) -> dict[str, str]:
+    """The command's flag for each library parameter: `--regime-data` for `regime_data`."""
+    found = {
+        action.dest: option
+        for action in command._actions
+        for option in action.option_strings[::-1]  # the first long option wins
+        if option.startswith("--") and not option.startswith("--no-")
+    }
+    return {**found, **{k: v for k, v in PARAMETER_FLAGS.items() if v in found.values()}}
+
+
+def as_flags(message: str, flags: Mapping[str, str]) -> str:
+    """`message` with each parameter it names (`name`) written as its flag, where it has one."""
+    return _PARAMETER.sub(lambda found: flags.get(found.group(1), found.group(0)), message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except UserError as error:
-        print(f"bt-protection {args.command}: error: {error}", file=sys.stderr)
+        print(
+            f"bt-protection {args.command}: error: {as_flags(str(error), args.flags)}",
+            file=sys.stderr,
+        )
         return 2
     except OSError as error:  # the file system refused a path the user gave: no traceback
         where = f"{error.filename}: " if error.filename else ""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bt_protection.cli.options import (
+    SAMPLE_HELP,
     add_backtest_arguments,
     add_strategy_arguments,
     backtest_keywords,
@@ -27,10 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profiles",
         nargs="+",
         metavar="FILE",
-        help=f"profile YAML files, one run each (default: configs/{{{','.join(DEFAULT_PROFILES)}}}"
-        ".yaml)",
+        help=f"profile YAML files or shipped names, one run each (default: "
+        f"{' '.join(DEFAULT_PROFILES)})",
     )
-    add_backtest_arguments(parser, "folder of <TICKER>.csv files (default: data/sample/)")
+    add_backtest_arguments(parser, SAMPLE_HELP)
     parser.add_argument(
         "--ablate",
         action="store_true",

@@ -7,13 +7,16 @@ import os
 import sys
 from typing import Any
 
+from bt_protection.errors import UserError
 from bt_protection.runner import RunSpec
-from bt_protection.strategies_registry import parse_param_args
 
 STRATEGY_HELP = (
     "a registered name (see `bt-protection strategies`), package.module:Class or "
     "path/to/file.py:Class"
 )
+
+
+SAMPLE_HELP = "folder of <TICKER>.csv files, or `sample` (default: the shipped sample)"
 
 
 def add_strategy_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -38,6 +41,20 @@ def strategy_keywords(args: argparse.Namespace) -> dict[str, Any]:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     return {"strategy": args.strategy, "params": parse_param_args(args.param)}
+
+
+def parse_param_args(items: list[str] | None) -> dict[str, str]:
+    """`--param key=value` arguments as a mapping; each key once."""
+    found: dict[str, str] = {}
+    for item in items or ():
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise UserError(f"--param expects key=value, not {item!r}.")
+        if key in found:
+            raise UserError(f"--param {key} is given twice; give each param once.")
+        found[key] = value
+    return found
 
 
 def add_backtest_arguments(parser: argparse.ArgumentParser, data_help: str) -> None:

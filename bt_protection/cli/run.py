@@ -17,11 +17,16 @@ from bt_protection.runner import RunSpec, default_out, execute_run
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_strategy_arguments(parser, default=None)
-    parser.add_argument("--profile", required=True, metavar="FILE", help="profile YAML file")
+    parser.add_argument(
+        "--profile",
+        required=True,
+        metavar="FILE",
+        help="profile YAML file, or the name of a shipped profile (balanced, ...)",
+    )
     add_backtest_arguments(
         parser,
-        "folder of <TICKER>.csv files (default: data/sample/, or the fetch cache data/cache/ "
-        "when --tickers is given)",
+        "folder of <TICKER>.csv files, or `sample` (default: the shipped sample, or the fetch "
+        "cache data/cache/ when --tickers is given)",
     )
     parser.add_argument("--tickers", nargs="+", metavar="T", help="tickers (default: every file)")
     parser.add_argument(

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bt_protection.cli.options import (
+    SAMPLE_HELP,
     add_backtest_arguments,
     add_strategy_arguments,
     backtest_keywords,
     strategy_keywords,
 )
 from bt_protection.compare import DEFAULT_STRATEGY
+from bt_protection.tune import walk as walk_module
+from bt_protection.tune.result import WalkForward
 from bt_protection.tune.search import TuneSettings
 from bt_protection.tune.trials import Objective
 from bt_protection.tune.walk import walk_forward
@@ -23,12 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--space",
         required=True,
         metavar="SPACE.yaml",
-        help="profile key paths mapped to candidate values or ranges",
+        help="space file (profile key paths mapped to candidate values or ranges), or the name "
+        "of a shipped space (example)",
     )
     parser.add_argument(
-        "--profile", metavar="BASE.yaml", help="base profile (default: configs/balanced.yaml)"
+        "--profile", metavar="BASE.yaml", help="base profile file or shipped name (balanced)"
     )
-    add_backtest_arguments(parser, "folder of <TICKER>.csv files (default: data/sample/)")
+    add_backtest_arguments(parser, SAMPLE_HELP)
     parser.add_argument("--tickers", nargs="+", metavar="T", help="tickers of the data folder")
     parser.add_argument("--train", default=TuneSettings.train, help="train window (default: 3y)")
     parser.add_argument("--test", default=TuneSettings.test, help="test window (default: 1y)")
@@ -82,7 +90,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    walk = walk_forward(
+    with _reported():
+        walk = _walk(args)
+    print(f"{walk.sentence}.")
+    print(
+        f"{walk.path}/: folds.csv, trials.csv, oos_equity.csv, verdict.json, report.md, "
+        "tune.png, recommended.yaml, fingerprint.json."
+    )
+    return 0
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """While the tune runs: its notes (`tune: reused ...`) on stderr, and Optuna's per-trial
+    log lines (its INFO level) silenced. The library leaves logging to its caller."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tune: %(message)s"))
+    notes = logging.getLogger(walk_module.__name__)
+    level = notes.level
+    notes.addHandler(handler)
+    notes.setLevel(logging.INFO)
+    optuna = logging.getLogger("optuna")
+    optuna_level = optuna.level
+    optuna.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        notes.removeHandler(handler)
+        notes.setLevel(level)
+        optuna.setLevel(optuna_level)
+
+
+def _walk(args: argparse.Namespace) -> WalkForward:
+    return walk_forward(
         space=args.space,
         profile=args.profile,
         tickers=args.tickers,
@@ -101,9 +141,3 @@ def run(args: argparse.Namespace) -> int:
         **strategy_keywords(args),
         **backtest_keywords(args),
     )
-    print(f"{walk.sentence}.")
-    print(
-        f"{walk.path}/: folds.csv, trials.csv, oos_equity.csv, verdict.json, report.md, "
-        "tune.png, recommended.yaml, fingerprint.json."
-    )
-    return 0

@@ -12,10 +12,13 @@ from pathlib import Path
 
 from bt_protection.errors import ProfileError
 from bt_protection.profile import Mode, Profile, load_profile
+from bt_protection.shipped import PROFILES, shipped_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="profile YAML files to check")
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="profile YAML files or shipped profile names"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,11 +27,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _check(file: str) -> int:
     """Print the verdict on one file and return its exit code."""
-    if not Path(file).exists():
+    try:
+        path = shipped_file(file, PROFILES, "profile")
+    except ProfileError as error:  # a bare name that no shipped profile has
+        print(error, file=sys.stderr)
+        return 2
+    if not Path(path).exists():
         print(f"{file}: no such file.", file=sys.stderr)
         return 2
     try:
-        profile = load_profile(file)
+        profile = load_profile(path)
     except ProfileError as error:
         print(error)
         return 1

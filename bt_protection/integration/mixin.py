@@ -182,8 +182,8 @@ class ProtectionMixin(bt.Strategy):
     def _protection_setup(self) -> None:
         if self.p.protection is None:
             raise UserError(
-                f"{type(self).__name__} needs the `protection` param: a profile file, "
-                "a mapping or a loaded Profile."
+                f"{type(self).__name__} needs the `protection` param: a profile file, a "
+                "shipped profile's name, a mapping or a loaded Profile."
             )
         profile = load_profile(self.p.protection)
         self._protection_assets = self._feed_assets()

@@ -1,4 +1,5 @@
-"""Protection profiles: the YAML files in `configs/`, loaded into frozen dataclasses."""
+"""Protection profiles: YAML files (the shipped ones in `bt_protection/profiles/`, loadable by
+name), loaded into frozen dataclasses."""
 
 from bt_protection.profile.loader import TOP_LEVEL_KEYS, load_profile
 from bt_protection.profile.model import AuditConfig, Mode, OnError, Profile, RegimeConfig, to_plain

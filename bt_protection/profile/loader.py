@@ -34,6 +34,7 @@ from bt_protection.profile.yaml_reader import (
     read_layer,
 )
 from bt_protection.protections.base import ProtectionConfig, registry
+from bt_protection.shipped import PROFILES, shipped_file
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -60,7 +61,8 @@ class _Problem(Exception):
 
 
 def load_profile(source: str | os.PathLike[str] | Mapping[str, Any] | Profile) -> Profile:
-    """Load and validate a profile from a YAML file or a mapping; a `Profile` passes through.
+    """Load and validate a profile from a YAML file, a shipped profile's name (`balanced`; an
+    existing path wins, see `bt_protection.shipped`) or a mapping; a `Profile` passes through.
 
     Raises `ProfileError` (one sentence naming file, key path and line) for any invalid value.
     """
@@ -70,7 +72,7 @@ def load_profile(source: str | os.PathLike[str] | Mapping[str, Any] | Profile) -
         root = Layer(MAPPING_NAME, source, data_lines(source, MAPPING_NAME))
         layers, name, path = _with_parents(root, ()), "custom", None
     else:
-        path = os.fspath(source)
+        path = shipped_file(source, PROFILES, "profile")
         layers, name = _with_parents(read_layer(path), ()), Path(path).stem
     data = _merge_layers(layers)
     try:

@@ -61,18 +61,18 @@ def make_folds(
     warmup: int = 252,
 ) -> list[Fold]:
     """The folds over `dates` (the data's trading days); at least 2, else `UserError`."""
-    train_span, test_span = parse_span(train, "--train"), parse_span(test, "--test")
-    step_span = parse_span(step, "--step") if step is not None else test_span
+    train_span, test_span = parse_span(train, "`train`"), parse_span(test, "`test`")
+    step_span = parse_span(step, "`step`") if step is not None else test_span
     if warmup < 0:
-        raise UserError(f"--warmup must be 0 or more trading days, not {warmup}.")
+        raise UserError(f"`warmup` must be 0 or more trading days, not {warmup}.")
     if dates[0] + step_span < dates[0] + test_span:
         raise UserError(
-            f"--step {step} is shorter than --test {test}, so test windows would overlap; "
+            f"`step` {step} is shorter than `test` {test}, so test windows would overlap; "
             "use a step at least as long as the test window."
         )
     if warmup >= len(dates):
         raise UserError(
-            f"--warmup {warmup} trading days leaves no data: the data has {len(dates)} days "
+            f"`warmup` {warmup} trading days leaves no data: the data has {len(dates)} days "
             f"({_day(dates[0])} to {_day(dates[-1])})."
         )
     t0 = dates[warmup]
@@ -91,10 +91,10 @@ def make_folds(
         folds.append(Fold(k, train_window, test_window))
     if len(folds) < 2:
         raise UserError(
-            f"--train {train} and --test {test} leave {len(folds)} fold"
+            f"`train` {train} and `test` {test} leave {len(folds)} fold"
             f"{'' if len(folds) == 1 else 's'} in the data ({_day(dates[0])} to "
             f"{_day(dates[-1])}, the first {warmup} trading days kept for warm-up); walk-forward "
-            "needs at least 2: use shorter windows, a shorter --warmup or more data."
+            "needs at least 2: use shorter windows, a shorter `warmup` or more data."
         )
     return folds
 

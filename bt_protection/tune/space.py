@@ -31,6 +31,7 @@ from bt_protection.profile.yaml_reader import (
     read_layer,
 )
 from bt_protection.protections.base import registry
+from bt_protection.shipped import SPACES, shipped_file
 
 RANGE_KINDS = ("int", "float", "bars", "days", "weeks")
 FLOAT_VALUES = 5  # values of a float range without `num`
@@ -106,11 +107,12 @@ def _dataclass_of(hint: Any) -> type | None:
 
 
 def load_space(source: str | os.PathLike[str] | Mapping[str, Any]) -> Space:
-    """Read and check a space file (or mapping); `ProfileError` naming file, line and key."""
+    """Read and check a space file, a shipped space's name (`example`) or a mapping;
+    `ProfileError` naming file, line and key."""
     if isinstance(source, Mapping):
         layer = Layer(MAPPING_NAME, source, data_lines(source, MAPPING_NAME))
     else:
-        layer = read_layer(os.fspath(source))
+        layer = read_layer(shipped_file(source, SPACES, "space"))
     if not layer.data:
         raise ProfileError(f"{layer.file}: the space is empty; map at least one key path.")
     valid = profile_key_paths()

@@ -28,9 +28,8 @@ def run_tpe(search: Search, run_batch: Callable[[list[Trial]], Any]) -> None:
         import optuna
     except ImportError:
         raise UserError(
-            "--sampler tpe needs Optuna; install it with pip install 'bt-protection[tpe]'."
+            "`sampler` tpe needs Optuna; install it with pip install 'bt-protection[tpe]'."
         ) from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = search.settings
     studies = {
         fold.index: optuna.create_study(

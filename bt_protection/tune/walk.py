@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ from bt_protection import __version__
 from bt_protection.engine import Engine
 from bt_protection.errors import UserError
 from bt_protection.profile import Profile, load_profile
-from bt_protection.runner import PROJECT_ROOT, RunSpec, install_folder, plan_run
+from bt_protection.runner import RunSpec, install_folder, plan_run
 from bt_protection.strategies_registry import (
     resolve_strategy,
     strategy_name,
@@ -43,6 +44,7 @@ from bt_protection.tune.trials import Objective, Trial, run_trial
 DEFAULT_BASE = "balanced"
 SAMPLERS = ("grid", "random", "tpe")
 FINGERPRINT = "fingerprint.json"
+_log = logging.getLogger(__name__)
 
 
 def default_out(strategy: Any) -> Path:
@@ -79,7 +81,7 @@ def walk_forward(
     params: Mapping[str, Any] | None = None,
 ) -> WalkForward:
     """Walk-forward tuning of `space` (a SPACE.yaml file or a mapping) around the base
-    `profile` (default configs/balanced.yaml); returns a `WalkForward` with the tables.
+    `profile` (default the shipped balanced profile); returns a `WalkForward` with the tables.
 
     `strategy`: a registered name, `package.module:Class`, `path/to/file.py:Class` or a class
     (one defined in a notebook cell runs in this process); `params`: its params.
@@ -99,7 +101,7 @@ def walk_forward(
         seed,
     )
     if trials < 1:
-        raise UserError(f"--trials must be 1 or more, not {trials}.")
+        raise UserError(f"`trials` must be 1 or more, not {trials}.")
     out = Path(out) if out is not None else default_out(strategy)
     folder = out.resolve()
     partial = folder.with_name(folder.name + ".partial")
@@ -163,8 +165,11 @@ def _search(
 ) -> Search:
     """Load and check every input: space, candidates, profiles, data and folds."""
     if not space_source:
-        raise UserError("no search space given; pass --space SPACE.yaml (docs/tune.md).")
-    base = load_profile(_default_base() if profile is None else profile)
+        raise UserError(
+            "no search space given; pass `space`, a space file or a shipped space's name "
+            "(docs/tune.md)."
+        )
+    base = load_profile(DEFAULT_BASE if profile is None else profile)
     off = load_profile({"name": "off", "description": "No protection (the tune's baseline)."})
     space = load_space(space_source)
     if settings.sampler == "random":
@@ -175,7 +180,7 @@ def _search(
     if regime_data is not None:
         if regime_data not in plan.frames:
             raise UserError(
-                f"--regime-data {regime_data} is not among the data's tickers "
+                f"`regime_data` {regime_data} is not among the data's tickers "
                 f"({', '.join(plan.frames)})."
             )
         base, off = (_with_regime(p, regime_data) for p in (base, off))
@@ -213,12 +218,6 @@ def _search(
     )
 
 
-def _default_base() -> Path:
-    """configs/balanced.yaml of the current directory, or else of the project."""
-    path = Path("configs") / f"{DEFAULT_BASE}.yaml"
-    return path if path.is_file() else PROJECT_ROOT / path
-
-
 def _with_regime(profile: Profile, ticker: str) -> Profile:
     settings = profile.to_dict()
     settings["regime"]["data"] = ticker
@@ -238,14 +237,14 @@ def _check_out(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise UserError(f"--out {out} is a file; choose a folder for the tune.")
+        raise UserError(f"`out` {out} is a file; choose a folder for the tune.")
     try:
         kind = json.loads((out / FINGERPRINT).read_text(encoding="utf-8")).get("kind")
     except (OSError, ValueError, AttributeError):
         kind = None
     if kind != "tune" and any(out.iterdir()):
         raise UserError(
-            f"--out {out} exists and is not a tune folder (no {FINGERPRINT} of a tune); "
+            f"`out` {out} exists and is not a tune folder (no {FINGERPRINT} of a tune); "
             "choose another folder or remove it."
         )
 
@@ -314,11 +313,8 @@ def _run_all(
             ]
         )
         bar.total = bar.n  # proposals that repeated earlier ones ran once
-    if reused:
-        print(
-            f"tune: reused {reused} of {bar.n} trial results stored in {store.path}.",
-            file=sys.stderr,
-        )
+    if reused:  # the CLI shows it; a notebook sees it where it sends this logger's records
+        _log.info("reused %d of %d trial results stored in %s.", reused, bar.n, store.path)
     return results, chosen
 
 

@@ -94,7 +94,7 @@ def run(
     strategy: type, tickers: list[str], start: str, end: str, params: dict[str, Any], profile: Any
 ) -> dict[str, Any]:
     cerebro = bt.Cerebro(stdstats=False)
-    add_feeds(cerebro, load_universe(ROOT / "data" / "sample", tickers, start, end))
+    add_feeds(cerebro, load_universe("sample", tickers, start, end))
     cerebro.broker.setcash(100_000.0)
     cerebro.addstrategy(strategy, protection=profile, **params)
     cerebro.addanalyzer(Values, _name="values")

@@ -4,7 +4,7 @@ protection rules against them (not the plugin's counters or audit).
 `Executions` is an analyzer of its own: it keeps every order the strategy's `notify_order`
 sees (and those still queued at the end), with the bits the broker executed, and the
 decisions sent to the strategy's protection listener. `violations` replays the fills bar by
-bar, with the rules written out here (SPEC 4 and 5 by hand):
+bar, with the rules written out here by hand (as docs/profiles.md states them):
 
 - an executed, non-exempt order that closes, reverses (or, if protected, decreases) a position
   was decided at least `min_hold` after the fill that opened it;

@@ -3,7 +3,7 @@ pyproject.toml registers in the entry-point group `bt_protection.strategies`."""
 
 from __future__ import annotations
 
-from strategies.momentum_rotation import MomentumRotation
-from strategies.sma_crossover import SmaCrossover
+from bt_protection.strategies.momentum_rotation import MomentumRotation
+from bt_protection.strategies.sma_crossover import SmaCrossover
 
 __all__ = ["MomentumRotation", "SmaCrossover"]
