@@ -7,11 +7,13 @@ from pathlib import Path
 
 from bt_protection.cli.options import (
     add_backtest_arguments,
+    add_report_argument,
     add_strategy_arguments,
     backtest_keywords,
     strategy_keywords,
 )
 from bt_protection.compare import DEFAULT_STRATEGY
+from bt_protection.report import write_report
 from bt_protection.tune.search import TuneSettings
 from bt_protection.tune.trials import Objective
 from bt_protection.tune.walk import walk_forward
@@ -79,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, metavar="DIR", help="tune folder (default: runs/tune-<strategy>)"
     )
+    add_report_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
         **backtest_keywords(args),
     )
     print(f"{walk.sentence}.")
+    report = ""
+    if args.report:
+        write_report(walk.path)
+        report = ", report.html"
     print(
         f"{walk.path}/: folds.csv, trials.csv, oos_equity.csv, verdict.json, report.md, "
-        "tune.png, recommended.yaml, fingerprint.json."
+        f"tune.png, recommended.yaml, fingerprint.json{report}."
     )
     return 0

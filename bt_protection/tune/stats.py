@@ -64,6 +64,26 @@ class BootstrapResult:
         }
 
 
+def bootstrap_differences(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray] = sharpe,
+    *,
+    seed: int = 0,
+    block: float = BLOCK_DAYS,
+    resamples: int = RESAMPLES,
+) -> np.ndarray:
+    """The finite statistic(a) - statistic(b) of each paired resample: the distribution whose
+    quantiles `paired_bootstrap` reports."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError("the two series must hold the same number (2 or more) of days")
+    rng = np.random.default_rng(seed)
+    index = stationary_indices(len(a), resamples, block, rng)
+    diffs = statistic(a[index]) - statistic(b[index])
+    return np.asarray(diffs[np.isfinite(diffs)])
+
+
 def paired_bootstrap(
     a: Sequence[float] | np.ndarray,
     b: Sequence[float] | np.ndarray,
@@ -77,12 +97,7 @@ def paired_bootstrap(
     """statistic(a) - statistic(b) for two daily return series of the same days, resampled
     together (the same days for both), so the dependence between the arms is kept."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError("the two series must hold the same number (2 or more) of days")
-    rng = np.random.default_rng(seed)
-    index = stationary_indices(len(a), resamples, block, rng)
-    diffs = statistic(a[index]) - statistic(b[index])
-    diffs = diffs[np.isfinite(diffs)]
+    diffs = bootstrap_differences(a, b, statistic, seed=seed, block=block, resamples=resamples)
     estimate = float(statistic(a[None, :])[0] - statistic(b[None, :])[0])
     tail = (1 - confidence) / 2
     if len(diffs) == 0:
