@@ -22,7 +22,13 @@ PROFILE_PALETTE = "tableau10"
 
 
 def _time(field: str = "date", title: str | None = None) -> Spec:
-    return {"field": field, "type": "temporal", "scale": {"type": "utc"}, "title": title}
+    return {
+        "field": field,
+        "type": "temporal",
+        "scale": {"type": "utc"},
+        "title": title,
+        "axis": {"format": "%b %Y", "labelOverlap": True},
+    }
 
 
 def _day(field: str = "date", title: str | None = None) -> Spec:
@@ -46,7 +52,7 @@ def _profiles(names: Sequence[str], title: str = "profile") -> Spec:
     }
 
 
-def _regime_layer(regimes: pd.DataFrame) -> Spec:
+def _regime_layer(regimes: pd.DataFrame, legend: bool) -> Spec:
     """Background bands, one per regime period (`start`, `end`, `regime`)."""
     known = [r for r in REGIME_COLOURS if r in set(regimes["regime"])]
     others = sorted(set(regimes["regime"]) - set(known))
@@ -62,7 +68,7 @@ def _regime_layer(regimes: pd.DataFrame) -> Spec:
                 "field": "regime",
                 "type": "nominal",
                 "scale": {"domain": domain, "range": colours},
-                "legend": {"title": "regime (bands)", "symbolOpacity": 0.4},
+                "legend": {"title": "regime (bands)", "symbolOpacity": 0.4} if legend else None,
             },
             "tooltip": [
                 {"field": "regime", "type": "nominal"},
@@ -73,11 +79,11 @@ def _regime_layer(regimes: pd.DataFrame) -> Spec:
     }
 
 
-def _with_bands(line: Spec, regimes: pd.DataFrame) -> Spec:
+def _with_bands(line: Spec, regimes: pd.DataFrame, legend: bool = True) -> Spec:
     if regimes.empty:
         return line
     return {
-        "layer": [_regime_layer(regimes), line],
+        "layer": [_regime_layer(regimes, legend), line],
         "resolve": {"scale": {"color": "independent"}},
     }
 
@@ -94,32 +100,33 @@ def equity_drawdown(curves: pd.DataFrame, regimes: pd.DataFrame, names: Sequence
         {"field": "drawdown", "type": "quantitative", "format": ".1%"},
     ]
 
-    def panel(field: str, axis: Spec, height: int, params: list[Spec]) -> Spec:
+    def panel(field: str, axis: Spec, height: int, top: bool) -> Spec:
+        """The top panel has the legends and the legend-bound selection."""
         line: Spec = {
             "data": {"name": "curves"},
             "mark": {"type": "line", "strokeWidth": 1.4, "tooltip": True},
             "encoding": {
                 "x": _time(),
                 "y": {"field": field, "type": "quantitative", **axis},
-                "color": _profiles(names),
+                "color": _profiles(names) | ({} if top else {"legend": None}),
                 "opacity": opacity,
                 "tooltip": tooltip,
             },
         }
-        if params:
-            line["params"] = params
-        return {"width": WIDTH, "height": height, **_with_bands(line, regimes)}
+        if top:
+            line["params"] = [pick]
+        return {"width": WIDTH, "height": height, **_with_bands(line, regimes, top)}
 
     return {
         "datasets": {"curves": records(curves)},
         "vconcat": [
             panel(
                 "value",
-                {"title": "value (log)", "scale": {"type": "log", "zero": False}},
+                {"title": "value (log)", "scale": {"type": "log", "nice": False}},
                 280,
-                [pick],
+                True,
             ),
-            panel("drawdown", {"title": "drawdown", "axis": {"format": "%"}}, 150, []),
+            panel("drawdown", {"title": "drawdown", "axis": {"format": "%"}}, 150, False),
         ],
         "resolve": {"scale": {"color": "shared"}},
     }
@@ -301,7 +308,8 @@ def chosen_by_fold(chosen: pd.DataFrame) -> Spec:
             "height": {"step": 22},
             "mark": {"type": "point", "filled": True, "size": 90, "tooltip": True},
             "encoding": {
-                "x": {"field": "fold", "type": "ordinal", "title": "fold"},
+                "x": {"field": "fold", "type": "ordinal", "title": "fold",
+                      "axis": {"labelAngle": 0}},
                 "y": {"field": "value", "type": "nominal", "title": None},
                 "color": {"field": "value", "type": "nominal", "legend": None},
             },
@@ -316,19 +324,21 @@ def bootstrap(distribution: pd.DataFrame) -> Spec:
     `estimate` or `interval`), low, high, resamples (bins), value (the rules)."""
     return {
         "data": {"values": records(distribution)},
-        "facet": {"row": {"field": "comparison", "type": "nominal", "title": None}},
+        "facet": {"row": {"field": "comparison", "type": "nominal", "title": None, "sort": None}},
         "spec": {
             "width": 620,
             "height": 120,
             "layer": [
                 {
                     "transform": [{"filter": "datum.what === 'bin'"}],
-                    "mark": {"type": "bar", "color": "#4c78a8", "tooltip": True},
+                    "mark": {"type": "rect", "color": "#4c78a8", "stroke": "white",
+                             "strokeWidth": 0.5, "tooltip": True},
                     "encoding": {
                         "x": {"field": "low", "type": "quantitative",
                               "title": "Sharpe difference (resampled)"},
                         "x2": {"field": "high"},
                         "y": {"field": "resamples", "type": "quantitative"},
+                        "y2": {"datum": 0},
                     },
                 },
                 {

@@ -232,7 +232,7 @@ def risk_exit_count(run: Run) -> int | None:
 
 
 def fingerprints(runs: dict[str, Run]) -> pd.DataFrame:
-    """One row per run: its fingerprint's fields, lists and mappings as text."""
+    """One row per run: its fingerprint's fields as text (as written, not rounded)."""
     rows = []
     for name, run in runs.items():
         fingerprint = run.summary.get("fingerprint", {})
@@ -242,6 +242,6 @@ def fingerprints(runs: dict[str, Run]) -> pd.DataFrame:
                 value = " ".join(map(str, value))
             elif isinstance(value, dict):
                 value = ", ".join(f"{k}={v}" for k, v in value.items())
-            row[key] = value
+            row[key] = str(value)
         rows.append(row)
     return pd.DataFrame(rows)

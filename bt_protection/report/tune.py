@@ -38,7 +38,7 @@ def tune_sections(folder: Path) -> list[Section]:
     folds = pd.read_csv(folder / "folds.csv", dtype={"chosen": str})
     equity = pd.read_csv(folder / "oos_equity.csv", dtype={"date": str})
     keys = [k for k in fingerprint.get("space", {}) if k in folds]
-    arms = pd.DataFrame(verdict["arms"]).T.rename_axis("arm").reset_index()
+    arms = pd.DataFrame(verdict["arms"]).T.reindex(list(ARMS)).rename_axis("arm").reset_index()
     return [
         Section(
             "Verdict",
