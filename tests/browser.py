@@ -40,9 +40,7 @@ def look(report: Path, screenshot: Path, hover: bool = True, filter_text: str = 
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on(
-                "console", lambda m: seen.errors.append(m.text) if m.type == "error" else None
-            )
+            page.on("console", lambda m: seen.errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: seen.errors.append(str(e)))
             page.on("request", lambda r: seen.requests.append(r.url))
             page.goto(report.resolve().as_uri())

@@ -195,7 +195,8 @@ def test_denials_match_the_audit_and_orders(ablated: Path) -> None:
     assert list(mine["reason"]) == list(orders["reason"])
     assert set(mine["side"]) <= {"buy", "sell"}
     # blocked value: the denied order's shares at the decision day's close
-    closes = [adjusted_close(a).loc[pd.Timestamp(d)] for a, d in zip(mine["asset"], mine["date"])]
+    days = zip(mine["asset"], mine["date"], strict=True)
+    closes = [adjusted_close(asset).loc[pd.Timestamp(day)] for asset, day in days]
     expected = orders["size"].abs().to_numpy() * np.array(closes)
     assert mine["blocked_value"].to_numpy() == pytest.approx(expected, rel=1e-8)
 

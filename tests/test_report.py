@@ -100,16 +100,18 @@ def test_breakeven_lies_where_sharpe_vs_off_changes_sign(compared: Path) -> None
     i = flips[0]
     found = table.loc["balanced", "breakeven_cost_bps"]
     assert cost[i] < found < cost[i + 1]
-    assert found == pytest.approx(cost[i] + (cost[i + 1] - cost[i]) * gap[i] / (gap[i] - gap[i + 1]))
+    between = cost[i] + (cost[i + 1] - cost[i]) * gap[i] / (gap[i] - gap[i + 1])
+    assert found == pytest.approx(between)
     assert math.isnan(table.loc["off", "breakeven_cost_bps"])
 
 
 def test_breakeven_is_empty_with_the_side_it_stays_on() -> None:
-    rows = [
-        ("off", c, 0.0) for c in (0, 10, 20)
-    ] + [("above", c, g) for c, g in ((0, 0.2), (10, 0.1), (20, 0.05))] + [
-        ("below", c, g) for c, g in ((0, -0.3), (10, -0.2), (20, -0.1))
-    ] + [("worse", c, g) for c, g in ((0, 0.1), (10, -0.1), (20, -0.3))]
+    rows = (
+        [("off", c, 0.0) for c in (0, 10, 20)]
+        + [("above", c, g) for c, g in ((0, 0.2), (10, 0.1), (20, 0.05))]
+        + [("below", c, g) for c, g in ((0, -0.3), (10, -0.2), (20, -0.1))]
+        + [("worse", c, g) for c, g in ((0, 0.1), (10, -0.1), (20, -0.3))]
+    )
     costs = pd.DataFrame(rows, columns=["profile", "cost_bps", "sharpe_vs_off"])
     found = breakeven(costs)
     assert found["breakeven_cost_bps"].isna().tolist() == [True, True, True, False]

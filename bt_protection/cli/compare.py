@@ -13,8 +13,6 @@ from bt_protection.cli.options import (
     backtest_keywords,
     strategy_keywords,
 )
-from bt_protection.costs import parse_costs
-from bt_protection.report import REPORT_FILE, write_report
 from bt_protection.compare import (
     DEFAULT_PROFILES,
     DEFAULT_STRATEGY,
@@ -22,6 +20,8 @@ from bt_protection.compare import (
     markdown_table,
     run_comparison,
 )
+from bt_protection.costs import parse_costs
+from bt_protection.report import REPORT_FILE, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         print(markdown_table(comparison.table))
         if args.report:
             write_report(comparison.path)
-        written = [name for name in (*OUTPUT_FILES, REPORT_FILE) if (comparison.path / name).exists()]
+        files = (*OUTPUT_FILES, REPORT_FILE)
+        written = [name for name in files if (comparison.path / name).exists()]
         print(
             f"{comparison.path}/: {', '.join(written)} and {len(comparison.runs)} run "
             f"folder{'s' if len(comparison.runs) != 1 else ''}."

@@ -13,8 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         metavar="DIR",
-        help="price folder of a lone run, for the moves after its denials (default: "
-        "data/sample/)",
+        help="price folder of a lone run, for the moves after its denials (default: data/sample/)",
     )
 
 

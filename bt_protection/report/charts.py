@@ -138,7 +138,12 @@ def denial_timeline(denied: pd.DataFrame, names: Sequence[str]) -> Spec:
     `denied`: date, profile, asset, system, action, side, reason, partial, move_5/20/60."""
     assets = sorted(set(denied["asset"]))
     moves = [
-        {"field": f"move_{h}", "type": "quantitative", "format": "+.1%", "title": f"move {h} bars after"}
+        {
+            "field": f"move_{h}",
+            "type": "quantitative",
+            "format": "+.1%",
+            "title": f"move {h} bars after",
+        }
         for h in (5, 20, 60)
     ]
     return {
@@ -193,8 +198,12 @@ def effectiveness(summary: pd.DataFrame, names: Sequence[str], systems: Sequence
                         "axis": None if i else {},
                     },
                     "yOffset": {"field": "profile", "type": "nominal", "sort": list(names)},
-                    "x": {"field": field, "type": "quantitative", "title": None,
-                          "axis": {"format": form}},
+                    "x": {
+                        "field": field,
+                        "type": "quantitative",
+                        "title": None,
+                        "axis": {"format": form},
+                    },
                     "color": _profiles(names),
                     "tooltip": [
                         {"field": "profile", "type": "nominal"},
@@ -208,7 +217,9 @@ def effectiveness(summary: pd.DataFrame, names: Sequence[str], systems: Sequence
     }
 
 
-def decisions_by_regime(counts: pd.DataFrame, names: Sequence[str], outcomes: Sequence[str]) -> Spec:
+def decisions_by_regime(
+    counts: pd.DataFrame, names: Sequence[str], outcomes: Sequence[str]
+) -> Spec:
     """A grid per profile: regime by outcome (approved, exempt or the blocking system),
     shaded and labelled by the number of decisions. `counts`: profile, regime, outcome, count."""
     return {
@@ -219,17 +230,25 @@ def decisions_by_regime(counts: pd.DataFrame, names: Sequence[str], outcomes: Se
             "width": {"step": 64},
             "height": {"step": 24},
             "encoding": {
-                "x": {"field": "outcome", "type": "nominal", "sort": list(outcomes), "title": None,
-                      "axis": {"labelAngle": -35}},
+                "x": {
+                    "field": "outcome",
+                    "type": "nominal",
+                    "sort": list(outcomes),
+                    "title": None,
+                    "axis": {"labelAngle": -35},
+                },
                 "y": {"field": "regime", "type": "nominal", "title": None},
             },
             "layer": [
                 {
                     "mark": {"type": "rect", "tooltip": True},
                     "encoding": {
-                        "color": {"field": "count", "type": "quantitative",
-                                  "scale": {"type": "log", "scheme": "blues"},
-                                  "title": "decisions"},
+                        "color": {
+                            "field": "count",
+                            "type": "quantitative",
+                            "scale": {"type": "log", "scheme": "blues"},
+                            "title": "decisions",
+                        },
                     },
                 },
                 {
@@ -244,6 +263,7 @@ def decisions_by_regime(counts: pd.DataFrame, names: Sequence[str], outcomes: Se
 def cost_curves(costs: pd.DataFrame, names: Sequence[str]) -> Spec:
     """Sharpe by cost per profile, and the gap to off's Sharpe with its zero line.
     `costs`: costs.csv."""
+
     def panel(field: str, title: str, zero: bool) -> Spec:
         line: Spec = {
             "mark": {"type": "line", "point": True, "tooltip": True},
@@ -255,8 +275,9 @@ def cost_curves(costs: pd.DataFrame, names: Sequence[str]) -> Spec:
         }
         layers = [line]
         if zero:
-            layers.append({"mark": {"type": "rule", "strokeDash": [4, 3]},
-                           "encoding": {"y": {"datum": 0}}})
+            layers.append(
+                {"mark": {"type": "rule", "strokeDash": [4, 3]}, "encoding": {"y": {"datum": 0}}}
+            )
         return {"width": 420, "height": 240, "layer": layers}
 
     return {
@@ -288,8 +309,12 @@ def arm_curves(curves: pd.DataFrame, fold_starts: pd.DataFrame, arms: Sequence[s
                 "mark": {"type": "line", "strokeWidth": 1.5, "tooltip": True},
                 "encoding": {
                     "x": _time(),
-                    "y": {"field": "value", "type": "quantitative", "scale": {"zero": False},
-                          "title": "out-of-sample value"},
+                    "y": {
+                        "field": "value",
+                        "type": "quantitative",
+                        "scale": {"zero": False},
+                        "title": "out-of-sample value",
+                    },
                     "color": _profiles(arms, "arm"),
                 },
             },
@@ -301,15 +326,25 @@ def chosen_by_fold(chosen: pd.DataFrame) -> Spec:
     """The value each fold chose for each tuned key. `chosen`: fold, key, value (text)."""
     return {
         "data": {"values": records(chosen)},
-        "facet": {"row": {"field": "key", "type": "nominal", "title": None,
-                          "header": {"labelAngle": 0, "labelAlign": "left", "labelLimit": 320}}},
+        "facet": {
+            "row": {
+                "field": "key",
+                "type": "nominal",
+                "title": None,
+                "header": {"labelAngle": 0, "labelAlign": "left", "labelLimit": 320},
+            }
+        },
         "spec": {
             "width": 520,
             "height": {"step": 22},
             "mark": {"type": "point", "filled": True, "size": 90, "tooltip": True},
             "encoding": {
-                "x": {"field": "fold", "type": "ordinal", "title": "fold",
-                      "axis": {"labelAngle": 0}},
+                "x": {
+                    "field": "fold",
+                    "type": "ordinal",
+                    "title": "fold",
+                    "axis": {"labelAngle": 0},
+                },
                 "y": {"field": "value", "type": "nominal", "title": None},
                 "color": {"field": "value", "type": "nominal", "legend": None},
             },
@@ -331,11 +366,19 @@ def bootstrap(distribution: pd.DataFrame) -> Spec:
             "layer": [
                 {
                     "transform": [{"filter": "datum.what === 'bin'"}],
-                    "mark": {"type": "rect", "color": "#4c78a8", "stroke": "white",
-                             "strokeWidth": 0.5, "tooltip": True},
+                    "mark": {
+                        "type": "rect",
+                        "color": "#4c78a8",
+                        "stroke": "white",
+                        "strokeWidth": 0.5,
+                        "tooltip": True,
+                    },
                     "encoding": {
-                        "x": {"field": "low", "type": "quantitative",
-                              "title": "Sharpe difference (resampled)"},
+                        "x": {
+                            "field": "low",
+                            "type": "quantitative",
+                            "title": "Sharpe difference (resampled)",
+                        },
                         "x2": {"field": "high"},
                         "y": {"field": "resamples", "type": "quantitative"},
                         "y2": {"datum": 0},
@@ -346,11 +389,19 @@ def bootstrap(distribution: pd.DataFrame) -> Spec:
                     "mark": {"type": "rule", "strokeWidth": 2, "color": "#d62728"},
                     "encoding": {
                         "x": {"field": "value", "type": "quantitative"},
-                        "strokeDash": {"field": "what", "type": "nominal", "title": None,
-                                       "scale": {"domain": ["estimate", "interval"],
-                                                 "range": [[1, 0], [5, 3]]}},
-                        "tooltip": [{"field": "what", "type": "nominal"},
-                                    {"field": "value", "type": "quantitative", "format": "+.2f"}],
+                        "strokeDash": {
+                            "field": "what",
+                            "type": "nominal",
+                            "title": None,
+                            "scale": {
+                                "domain": ["estimate", "interval"],
+                                "range": [[1, 0], [5, 3]],
+                            },
+                        },
+                        "tooltip": [
+                            {"field": "what", "type": "nominal"},
+                            {"field": "value", "type": "quantitative", "format": "+.2f"},
+                        ],
                     },
                 },
             ],
@@ -368,10 +419,19 @@ def stability(keys: pd.DataFrame) -> Spec:
             {
                 "mark": {"type": "bar", "color": "#72b7b2", "tooltip": True},
                 "encoding": {
-                    "y": {"field": "key", "type": "nominal", "title": None,
-                          "axis": {"labelLimit": 320}},
-                    "x": {"field": "share", "type": "quantitative", "title": "share of folds",
-                          "scale": {"domain": [0, 1]}, "axis": {"format": "%"}},
+                    "y": {
+                        "field": "key",
+                        "type": "nominal",
+                        "title": None,
+                        "axis": {"labelLimit": 320},
+                    },
+                    "x": {
+                        "field": "share",
+                        "type": "quantitative",
+                        "title": "share of folds",
+                        "scale": {"domain": [0, 1]},
+                        "axis": {"format": "%"},
+                    },
                 },
             },
             {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,15 @@ def run_evidence(folder: Path, data: str | os.PathLike[str] | None = None) -> Ev
     if parent.is_file():
         rows = pd.read_csv(parent)
         mine = rows[rows["run"] == run.name]
-        if len(mine) == run.summary.get("orders_denied", 0) + run.summary.get("orders_partial", 0):
+        expected = run.summary.get("orders_denied", 0) + run.summary.get("orders_partial", 0)
+        if len(mine) == expected:
             return Evidence(runs, table, _complete(mine.reset_index(drop=True)), pd.DataFrame())
     fingerprint = run.summary["fingerprint"]
     try:
         source = data_folder(RunSpec("", {}, data=data))
-        frames = load_universe(source, fingerprint["data"], fingerprint["start"], fingerprint["end"])
+        frames = load_universe(
+            source, fingerprint["data"], fingerprint["start"], fingerprint["end"]
+        )
         found = attribute(runs, closes(frames))
     except (UserError, ValueError, OSError) as error:
         note = (
@@ -117,7 +121,7 @@ def curves(runs: dict[str, Run], max_points: int = 700) -> pd.DataFrame:
         frame = pd.DataFrame({"value": value, "drawdown": value / value.cummax() - 1})
         if len(frame) > max_points:
             frame = frame.resample("W-FRI").agg({"value": "last", "drawdown": "min"}).dropna()
-        frame.index = frame.index.strftime("%Y-%m-%d")
+        frame.index = pd.DatetimeIndex(frame.index).strftime("%Y-%m-%d")
         frames.append(frame.rename_axis("date").reset_index().assign(profile=name))
     return pd.concat(frames, ignore_index=True)[["date", "profile", "value", "drawdown"]]
 
@@ -131,7 +135,7 @@ def regimes(runs: dict[str, Run]) -> tuple[pd.DataFrame, str | None]:
         ]
         if not changes:
             continue
-        dates = run.equity.index.strftime("%Y-%m-%d")
+        dates = pd.DatetimeIndex(run.equity.index).strftime("%Y-%m-%d")
         rows = []
         start, regime = dates[0], changes[0]["from"]
         for change in changes:
@@ -166,12 +170,12 @@ def outcome_counts(runs: dict[str, Run]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["profile", "regime", "outcome", "count"])
     every = pd.concat(frames, ignore_index=True)
-    return every.groupby(["profile", "regime", "outcome"], sort=False).size().reset_index(
-        name="count"
+    return (
+        every.groupby(["profile", "regime", "outcome"], sort=False).size().reset_index(name="count")
     )
 
 
-def _outcome(decision: dict[str, Any]) -> str:
+def _outcome(decision: Mapping[Hashable, Any]) -> str:
     if is_risk_exit(decision):
         return RISK_EXIT
     if decision.get("partial") is True:
@@ -182,7 +186,7 @@ def _outcome(decision: dict[str, Any]) -> str:
     return str(systems[0]) if systems else "denied"
 
 
-def is_risk_exit(decision: dict[str, Any]) -> bool:
+def is_risk_exit(decision: Mapping[Hashable, Any]) -> bool:
     """Whether a decision record is an exit-safety exit (a `risk_exit` field, or action)."""
     return bool(decision.get(RISK_EXIT)) or decision.get("action") == RISK_EXIT
 
@@ -210,7 +214,7 @@ def special_events(runs: dict[str, Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _event(name: str, time: Any, record: dict[str, Any], kind: str) -> dict[str, Any]:
+def _event(name: str, time: Any, record: Mapping[Hashable, Any], kind: str) -> dict[str, Any]:
     return {
         "profile": name,
         "date": pd.Timestamp(time).strftime("%Y-%m-%d"),

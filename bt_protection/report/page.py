@@ -73,7 +73,7 @@ def vega_bundle() -> str:
     """Vega, Vega-Lite and Vega-Embed as one script that defines `vegaEmbed` (about 0.9 MB)."""
     import vl_convert  # imported here: only pages need it, and it takes a moment
 
-    return str(vl_convert.javascript_bundle())
+    return str(vl_convert.javascript_bundle(None))  # type: ignore[arg-type]  # None: the default
 
 
 def render(title: str, subtitle: str, sections: Sequence[Section]) -> str:

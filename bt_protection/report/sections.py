@@ -63,8 +63,9 @@ def _equity(evidence: Evidence, names: list[str]) -> Section:
     )
     spec = charts.equity_drawdown(curves(evidence.runs), bands, names)
     text = "Click a profile in the legend to pick it out (shift-click adds one)."
-    return Section("Equity (log scale) and drawdown", (Chart("chart-equity", spec), Text(where),
-                                                        Text(text)))
+    return Section(
+        "Equity (log scale) and drawdown", (Chart("chart-equity", spec), Text(where), Text(text))
+    )
 
 
 def _denials(evidence: Evidence, names: list[str]) -> Section:
@@ -147,9 +148,11 @@ def _special(evidence: Evidence) -> Section:
         ]
     )
     events = special_events(evidence.runs)
-    if events.empty and counts["orders_partial"].fillna(0).eq(0).all() and counts[
-        "risk_exits"
-    ].isna().all():
+    if (
+        events.empty
+        and counts["orders_partial"].fillna(0).eq(0).all()
+        and counts["risk_exits"].isna().all()
+    ):
         return Section(
             "Risk exits and partial approvals",
             (Text("No partial approvals and no risk exits in these runs."),),
@@ -179,8 +182,15 @@ def _costs(evidence: Evidence, names: list[str]) -> Section:
     if columns:
         parts.append(Table(table[columns].reset_index(), name="breakeven"))
     parts.append(
-        Table(costs, {"total_return": Format.PERCENT, "max_drawdown": Format.PERCENT,
-                      "return_vs_off": Format.PERCENT}, name="costs")
+        Table(
+            costs,
+            {
+                "total_return": Format.PERCENT,
+                "max_drawdown": Format.PERCENT,
+                "return_vs_off": Format.PERCENT,
+            },
+            name="costs",
+        )
     )
     return Section("Break-even cost", tuple(parts))
 

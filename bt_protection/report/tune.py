@@ -44,16 +44,23 @@ def tune_sections(folder: Path) -> list[Section]:
             "Verdict",
             (
                 Text(f"{verdict['verdict'][:1].upper()}{verdict['verdict'][1:]}."),
-                Table(arms, {c: Format.PERCENT for c in ("cagr", "total_return",
-                                                         "max_drawdown", "volatility")},
-                      name="arms"),
+                Table(
+                    arms,
+                    {
+                        c: Format.PERCENT
+                        for c in ("cagr", "total_return", "max_drawdown", "volatility")
+                    },
+                    name="arms",
+                ),
             ),
         ),
         Section(
             "Stitched out-of-sample curves",
             (
-                Text("Each arm's test windows joined end to end; dotted rules mark where each "
-                     "fold's test window starts."),
+                Text(
+                    "Each arm's test windows joined end to end; dotted rules mark where each "
+                    "fold's test window starts."
+                ),
                 Chart("chart-oos", _curves(equity, folds)),
             ),
         ),
@@ -76,8 +83,9 @@ def _curves(equity: pd.DataFrame, folds: pd.DataFrame) -> dict[str, Any]:
 
 def _folds(folds: pd.DataFrame, keys: list[str]) -> tuple[Text | Table | Chart, ...]:
     tests = [f"test_{arm}_sharpe" for arm in ARMS]
-    shown = folds[["fold", "train_start", "train_end", "test_start", "test_end", "chosen",
-                   *keys, *tests]]
+    shown = folds[
+        ["fold", "train_start", "train_end", "test_start", "test_end", "chosen", *keys, *tests]
+    ]
     parts: list[Text | Table | Chart] = [Table(shown, name="folds")]
     if keys:
         chosen = folds.melt(id_vars="fold", value_vars=keys, var_name="key", value_name="value")
