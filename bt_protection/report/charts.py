@@ -42,6 +42,11 @@ def _day(field: str = "date", title: str | None = None) -> Spec:
     }
 
 
+def _lane(profiles: int, most: int, least: int) -> int:
+    """Pixels per profile within a band: fewer profiles, wider lanes."""
+    return max(least, most - 3 * profiles)
+
+
 def _profiles(names: Sequence[str], title: str = "profile") -> Spec:
     return {
         "field": "profile",
@@ -148,7 +153,7 @@ def denial_timeline(denied: pd.DataFrame, names: Sequence[str]) -> Spec:
     ]
     return {
         "width": WIDTH,
-        "height": {"step": max(18, 11 * len(names))},
+        "height": {"step": _lane(len(names), 24, 10)},  # with yOffset: a profile's lane
         "data": {"values": records(denied)},
         "name": "denials",
         "mark": {"type": "point", "filled": True, "size": 60, "opacity": 0.85},
@@ -186,7 +191,7 @@ def effectiveness(summary: pd.DataFrame, names: Sequence[str], systems: Sequence
         "hconcat": [
             {
                 "width": 190,
-                "height": {"step": max(14, 7 * len(names))},
+                "height": {"step": _lane(len(names), 20, 8)},
                 "title": {"text": title, "fontSize": 12},
                 "mark": {"type": "bar", "tooltip": True},
                 "encoding": {
