@@ -1,10 +1,13 @@
 """`report.html`: one self-contained, interactive page for a run, comparison or tune folder
-(docs/report.md). `write_report(folder)` writes it; `report_html(folder)` returns it."""
+(docs/report.md). `write_report(folder)` writes it; `report_html(folder)` returns it;
+`inline_report(folder)` shows it in a notebook."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -75,3 +78,25 @@ def write_report(
     path = Path(folder) / REPORT_FILE
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@dataclass(frozen=True)
+class InlineReport:
+    """A report that a notebook shows inline: the page in an iframe of its own (its scripts
+    and styles stay apart from the notebook's)."""
+
+    page: str
+    height: int = 900
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<iframe srcdoc="{html.escape(self.page, quote=True)}" '
+            f'style="width:100%;height:{self.height}px;border:1px solid #ddd"></iframe>'
+        )
+
+
+def inline_report(
+    folder: str | os.PathLike[str], data: str | os.PathLike[str] | None = None
+) -> InlineReport:
+    """The report of `folder`, for a notebook cell to show (the last expression of a cell)."""
+    return InlineReport(report_html(folder, data))
