@@ -5,6 +5,7 @@ bootstrap distribution with its interval, and the stability of the choices."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +128,9 @@ def _bootstrap(
             {"comparison": label, "what": "interval", "value": high},
         ]
         sentences.append(
-            f"{label}: Sharpe difference {result['estimate']:+.2f}, "
-            f"{result['confidence']:.0%} interval {low:+.2f} to {high:+.2f}, "
-            f"{result['p_positive']:.0%} of {result['resamples']} resamples above 0"
+            f"{label}: Sharpe difference {_signed(result['estimate'])}, "
+            f"{result['confidence']:.0%} interval {_signed(low)} to {_signed(high)}, "
+            f"{_share(result['p_positive'])} of {result['resamples']} resamples above 0"
         )
     return (
         Text("; ".join(sentences) + f" (stationary block bootstrap, {BLOCK_DAYS}-day blocks)."),
@@ -148,10 +149,23 @@ def _stability(verdict: dict[str, Any]) -> tuple[Text | Chart, ...]:
     deflated = verdict.get("deflated_sharpe", {})
     return (
         Text(
-            f"Overall stability {overall:.0%}: the mean share of folds that chose each key's "
-            f"most frequent value (labelled). Deflated Sharpe "
-            f"{deflated.get('deflated_sharpe', float('nan')):.2f} for "
+            f"Overall stability {_share(overall)}: the mean share of folds that chose each "
+            f"key's most frequent value (labelled). Deflated Sharpe "
+            f"{_signed(deflated.get('deflated_sharpe')).lstrip('+')} for "
             f"{deflated.get('trials')} trials."
         ),
         Chart("chart-stability", charts.stability(rows)),
     )
+
+
+def _known(value: Any) -> bool:
+    """A number (verdict.json writes an unknown one as null)."""
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _signed(value: Any) -> str:
+    return f"{value:+.2f}" if _known(value) else "n/a"
+
+
+def _share(value: Any) -> str:
+    return f"{value:.0%}" if _known(value) else "n/a"
