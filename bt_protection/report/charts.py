@@ -207,7 +207,7 @@ def effectiveness(summary: pd.DataFrame, names: Sequence[str], systems: Sequence
                         "field": field,
                         "type": "quantitative",
                         "title": None,
-                        "axis": {"format": form},
+                        "axis": {"format": "~s" if field == "saved_20" else form, "tickCount": 4},
                     },
                     "color": _profiles(names),
                     "tooltip": [

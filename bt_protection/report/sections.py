@@ -18,7 +18,7 @@ from bt_protection.report.evidence import (
     risk_exit_count,
     special_events,
 )
-from bt_protection.report.page import Chart, Format, Section, Table, Text
+from bt_protection.report.page import Chart, Format, Part, Section, Table, Text
 
 PERCENT = {c: Format.PERCENT for c in (*PERCENT_COLUMNS, "sharpe_vs_off_pct")}
 MOVES = {f"move_{h}": Format.PERCENT for h in HORIZONS}
@@ -62,10 +62,10 @@ def _equity(evidence: Evidence, names: list[str]) -> Section:
         else "No run recorded a regime change, so there are no regime bands."
     )
     spec = charts.equity_drawdown(curves(evidence.runs), bands, names)
-    text = "Click a profile in the legend to pick it out (shift-click adds one)."
-    return Section(
-        "Equity (log scale) and drawdown", (Chart("chart-equity", spec), Text(where), Text(text))
-    )
+    parts: list[Part] = [Chart("chart-equity", spec), Text(where)]
+    if len(names) > 1:
+        parts.append(Text("Click a profile in the legend to pick it out (shift-click adds one)."))
+    return Section("Equity (log scale) and drawdown", tuple(parts))
 
 
 def _denials(evidence: Evidence, names: list[str]) -> Section:
