@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         **strategy_keywords(args),
         **backtest_keywords(args),
     )
-    total = len(comparison.runs) + len(comparison.failed)
+    total = len(comparison.runs) + len(comparison.costs) + len(comparison.failed)  # a row a run
     if comparison.runs:
         print(markdown_table(comparison.table))
         if args.report:
