@@ -265,11 +265,12 @@ def decisions_by_regime(
     }
 
 
-def cost_curves(costs: pd.DataFrame, names: Sequence[str]) -> Spec:
-    """Sharpe by cost per profile, and the gap to off's Sharpe with its zero line.
-    `costs`: costs.csv."""
+def cost_curves(costs: pd.DataFrame, names: Sequence[str], crossings: pd.DataFrame) -> Spec:
+    """Sharpe by cost per profile, and the gap to off's Sharpe with its zero line and a
+    dashed rule at each break-even. `costs`: costs.csv; `crossings`: profile,
+    breakeven_cost_bps (known ones only)."""
 
-    def panel(field: str, title: str, zero: bool) -> Spec:
+    def panel(field: str, title: str, gap: bool) -> Spec:
         line: Spec = {
             "mark": {"type": "line", "point": True, "tooltip": True},
             "encoding": {
@@ -279,9 +280,29 @@ def cost_curves(costs: pd.DataFrame, names: Sequence[str]) -> Spec:
             },
         }
         layers = [line]
-        if zero:
+        if gap:
             layers.append(
                 {"mark": {"type": "rule", "strokeDash": [4, 3]}, "encoding": {"y": {"datum": 0}}}
+            )
+        if gap and not crossings.empty:
+            layers.append(
+                {
+                    "data": {"values": records(crossings)},
+                    "mark": {"type": "rule", "strokeDash": [2, 2], "tooltip": True},
+                    "encoding": {
+                        "x": {"field": "breakeven_cost_bps", "type": "quantitative"},
+                        "color": _profiles(names),
+                        "tooltip": [
+                            {"field": "profile", "type": "nominal"},
+                            {
+                                "field": "breakeven_cost_bps",
+                                "type": "quantitative",
+                                "format": ".1f",
+                                "title": "break-even (bps)",
+                            },
+                        ],
+                    },
+                }
             )
         return {"width": 420, "height": 240, "layer": layers}
 

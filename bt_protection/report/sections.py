@@ -175,9 +175,9 @@ def _costs(evidence: Evidence, names: list[str]) -> Section:
         Text(
             "Each profile run again at each cost (basis points of traded value per trade, in "
             f"place of commission and slippage). The break-even is the cost at which a "
-            f"profile's Sharpe reaches {BASELINE}'s."
+            f"profile's Sharpe reaches {BASELINE}'s (dashed rules on the right)."
         ),
-        Chart("chart-costs", charts.cost_curves(costs, names)),
+        Chart("chart-costs", charts.cost_curves(costs, names, _crossings(table))),
     ]
     if columns:
         parts.append(Table(table[columns].reset_index(), name="breakeven"))
@@ -193,6 +193,14 @@ def _costs(evidence: Evidence, names: list[str]) -> Section:
         )
     )
     return Section("Break-even cost", tuple(parts))
+
+
+def _crossings(table: pd.DataFrame) -> pd.DataFrame:
+    """profile, breakeven_cost_bps of the profiles whose break-even is known."""
+    if "breakeven_cost_bps" not in table:
+        return pd.DataFrame(columns=["profile", "breakeven_cost_bps"])
+    known = table["breakeven_cost_bps"].dropna()
+    return known.rename_axis("profile").reset_index()
 
 
 def _orders(evidence: Evidence, name: str) -> Section:
