@@ -124,15 +124,17 @@ def summarize(attribution: pd.DataFrame, horizons: Sequence[int] = HORIZONS) -> 
     """attribution_summary.csv: per run and blocking system (a denial counts for each system
     that blocked it): `count`, `mean_fwd_<h>` and `right_<h>` (share of denials with a known
     forward return where the asset moved against the blocked trade) and `saved_<h>` (the sum
-    of blocked_value times the forward return, signed so that a right denial saved)."""
+    of blocked_value times the forward return, signed so that a right denial saved; NaN
+    without a `blocked_value` column)."""
     rows = attribution.assign(system=attribution["blocking_systems"].str.split(";"))
     rows = rows.explode("system")
     sign = np.where(rows["side"] == "sell", 1.0, -1.0)
+    value = rows.get("blocked_value", pd.Series(np.nan, index=rows.index)).astype(float)
     for h in horizons:
         fwd = rows[f"fwd_{h}"].astype(float)
         right = np.where(rows["side"] == "sell", fwd > 0, fwd < 0)
         rows[f"right_{h}"] = np.where(fwd.isna(), np.nan, right)
-        rows[f"saved_{h}"] = rows["blocked_value"].astype(float) * fwd * sign
+        rows[f"saved_{h}"] = value * fwd * sign
     order = {system: rank for rank, system in enumerate(registry())}
     run_order = {run: rank for rank, run in enumerate(dict.fromkeys(attribution["run"]))}
     grouped = rows.groupby(["run", "system"], sort=False)
