@@ -27,11 +27,15 @@ class Seen:
     charts: dict[str, tuple[float, float]] = field(default_factory=dict)
     tooltip: str = ""
     filtered_rows: int | None = None
+    sorted_rows: list[str] = field(default_factory=list)
 
 
-def look(report: Path, screenshot: Path, hover: bool = True, filter_text: str = "") -> Seen:
+def look(
+    report: Path, screenshot: Path, hover: bool = True, filter_text: str = "", sort_by: str = ""
+) -> Seen:
     """Load `report` from file://, wait for its charts, hover the first denial (when the page
-    has a denial chart), type `filter_text` into the first row filter, save a full-page
+    has a denial chart), type `filter_text` into the last row filter, click the summary
+    table's `sort_by` header (its first column after, in `sorted_rows`), save a full-page
     screenshot."""
     from playwright.sync_api import sync_playwright
 
@@ -60,6 +64,11 @@ def look(report: Path, screenshot: Path, hover: bool = True, filter_text: str = 
             if filter_text:
                 page.fill("input.filter >> nth=-1", filter_text)
                 seen.filtered_rows = page.evaluate(SHOWN_ROWS)
+            if sort_by:
+                page.click(f"table.sortable >> nth=0 >> th:text-is('{sort_by}')")
+                seen.sorted_rows = page.locator(
+                    "table.sortable >> nth=0 >> tbody tr td:first-child"
+                ).all_inner_texts()
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()

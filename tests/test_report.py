@@ -205,13 +205,13 @@ def test_risk_exits_show_when_a_run_has_them(compared: Path, tmp_path: Path) -> 
 # --------------------------------------------------------------------------- in a browser
 
 
-def _seen_in_browser(report: Path, name: str, filter_text: str = ""):  # type: ignore[no-untyped-def]
+def _seen_in_browser(report: Path, name: str, **actions: str):  # type: ignore[no-untyped-def]
     if MISSING:
         pytest.skip(f"{MISSING}.")
     pytest.importorskip("playwright", reason="playwright (a test extra) is not installed")
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"report-{name}.png"
-    seen = look(report, shot, filter_text=filter_text)
+    seen = look(report, shot, **actions)
     assert shot.stat().st_size > 10_000  # the screenshot is kept as the test's artefact
     assert seen.rendered == "true" and seen.errors == []
     assert [url for url in seen.requests if not url.startswith("file://")] == []
@@ -220,7 +220,9 @@ def _seen_in_browser(report: Path, name: str, filter_text: str = ""):  # type: i
 
 
 def test_comparison_report_in_a_browser(compared: Path) -> None:
-    seen = _seen_in_browser(compared / REPORT_FILE, "comparison")
+    seen = _seen_in_browser(compared / REPORT_FILE, "comparison", sort_by="sharpe")
+    table = pd.read_csv(compared / "comparison.csv", index_col="run")
+    assert seen.sorted_rows == list(table["sharpe"].sort_values().index)  # a click sorts
     assert set(seen.charts) == {
         "chart-equity", "chart-denials", "chart-effectiveness", "chart-decisions", "chart-costs"
     }  # fmt: skip
