@@ -15,7 +15,7 @@ import pandas as pd
 from bt_protection.report import charts
 from bt_protection.report.page import Chart, Format, Section, Table, Text
 from bt_protection.tune.result import ARMS, daily_returns
-from bt_protection.tune.stats import BLOCK_DAYS, RESAMPLES, bootstrap_differences, sharpe
+from bt_protection.tune.stats import BLOCK_DAYS, RESAMPLES, paired_bootstrap, sharpe
 
 BINS = 40
 
@@ -106,14 +106,14 @@ def _bootstrap(
     for arm in ("tuned", "base"):
         name = f"{arm}_vs_off"
         result = verdict["bootstrap"][name]
-        diffs = bootstrap_differences(
+        diffs = paired_bootstrap(
             daily_returns(equity, arm),
             off,
             sharpe,
             seed=int(fingerprint.get("seed", 0)),
             block=float(result.get("block_days", BLOCK_DAYS)),
             resamples=int(result.get("resamples", RESAMPLES)),
-        )
+        ).differences
         label = f"{arm} minus off"
         if len(diffs):
             counts, edges = np.histogram(diffs, bins=BINS)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
@@ -44,7 +44,8 @@ def stationary_indices(
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """`estimate` on the data, its `ci` at `confidence`, and the share of resamples above 0."""
+    """`estimate` on the data, its `ci` at `confidence`, and the share of resamples above 0;
+    `differences`: the finite resampled differences themselves (not in `to_dict`)."""
 
     estimate: float
     ci: tuple[float, float]
@@ -52,6 +53,7 @@ class BootstrapResult:
     confidence: float
     block: float
     resamples: int
+    differences: np.ndarray = field(default_factory=lambda: np.empty(0), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,26 +64,6 @@ class BootstrapResult:
             "block_days": self.block,
             "resamples": self.resamples,
         }
-
-
-def bootstrap_differences(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
-    statistic: Callable[[np.ndarray], np.ndarray] = sharpe,
-    *,
-    seed: int = 0,
-    block: float = BLOCK_DAYS,
-    resamples: int = RESAMPLES,
-) -> np.ndarray:
-    """The finite statistic(a) - statistic(b) of each paired resample: the distribution whose
-    quantiles `paired_bootstrap` reports."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError("the two series must hold the same number (2 or more) of days")
-    rng = np.random.default_rng(seed)
-    index = stationary_indices(len(a), resamples, block, rng)
-    diffs = statistic(a[index]) - statistic(b[index])
-    return np.asarray(diffs[np.isfinite(diffs)])
 
 
 def paired_bootstrap(
@@ -97,7 +79,12 @@ def paired_bootstrap(
     """statistic(a) - statistic(b) for two daily return series of the same days, resampled
     together (the same days for both), so the dependence between the arms is kept."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diffs = bootstrap_differences(a, b, statistic, seed=seed, block=block, resamples=resamples)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError("the two series must hold the same number (2 or more) of days")
+    rng = np.random.default_rng(seed)
+    index = stationary_indices(len(a), resamples, block, rng)
+    diffs = statistic(a[index]) - statistic(b[index])
+    diffs = diffs[np.isfinite(diffs)]
     estimate = float(statistic(a[None, :])[0] - statistic(b[None, :])[0])
     tail = (1 - confidence) / 2
     if len(diffs) == 0:
@@ -110,6 +97,7 @@ def paired_bootstrap(
         confidence,
         block,
         resamples,
+        diffs,
     )
 
 
