@@ -5,6 +5,8 @@ on the run's own data (adjusted closes, as the run saw them), NaN when t+h is be
 denial was "right" over h bars when the asset moved against the blocked trade: up after a
 blocked sell (an exit kept the position), down after a blocked buy (an entry was kept out).
 A partial approval counts as a denial of its clipped part (`partial` is true on its row).
+`blocked_value` is the blocked shares times close[t]; what a denial saved over h bars is that
+value times the forward return, with the sign of "right" (positive: blocking paid).
 The method and the columns are in docs/compare.md.
 """
 
@@ -28,6 +30,7 @@ DENIAL_COLUMNS = (
     "system",
     "blocking_systems",
     "partial",
+    "reason",
 )
 
 
@@ -43,13 +46,7 @@ def forward_returns(
 
     `prices` is indexed by date with one column per asset; every date must be in its index.
     """
-    rows = prices.index.get_indexer(pd.DatetimeIndex(dates))
-    if (rows < 0).any():
-        missing = pd.DatetimeIndex(dates)[rows < 0][0].date()
-        raise ValueError(f"decision date {missing} is not in the price data.")
-    cols = prices.columns.get_indexer(pd.Index(assets))
-    if (cols < 0).any():
-        raise ValueError(f"asset {list(assets)[int(np.argmax(cols < 0))]} is not in the data.")
+    rows, cols = _cells(prices, dates, assets)
     values = prices.to_numpy(dtype=float)
     out = {}
     for h in horizons:
@@ -60,17 +57,33 @@ def forward_returns(
     return pd.DataFrame(out, index=dates.index)
 
 
+def _cells(
+    prices: pd.DataFrame, dates: pd.Series, assets: pd.Series
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column positions of each (date, asset) pair in `prices`."""
+    rows = prices.index.get_indexer(pd.DatetimeIndex(dates))
+    if (rows < 0).any():
+        missing = pd.DatetimeIndex(dates)[rows < 0][0].date()
+        raise ValueError(f"decision date {missing} is not in the price data.")
+    cols = prices.columns.get_indexer(pd.Index(assets))
+    if (cols < 0).any():
+        raise ValueError(f"asset {list(assets)[int(np.argmax(cols < 0))]} is not in the data.")
+    return rows, cols
+
+
 def denials(name: str, run: Run) -> pd.DataFrame:
     """One row per denied or partly approved decision of `run` (`DENIAL_COLUMNS`), in
     decision order.
 
     `side` is the blocked trade's side (`sell` when the target was below the position),
     `system` the highest-priority blocking system, `blocking_systems` all of them (`;`),
-    `partial` whether part of the order went through (the row is about the clipped rest).
+    `partial` whether part of the order went through (the row is about the clipped rest),
+    `reason` the decision's sentence; `blocked_shares` (not in `DENIAL_COLUMNS`) the shares
+    held back.
     """
     decisions = run.decisions
     if decisions.empty:
-        return pd.DataFrame(columns=list(DENIAL_COLUMNS))
+        return pd.DataFrame(columns=[*DENIAL_COLUMNS, "blocked_shares"])
     partial = decisions.get("partial", pd.Series(False, index=decisions.index)).astype(bool)
     denied = decisions[~decisions["approved"].astype(bool) | partial]
     return pd.DataFrame(
@@ -83,6 +96,8 @@ def denials(name: str, run: Run) -> pd.DataFrame:
             "system": denied["blocking_systems"].map(lambda names: names[0] if names else ""),
             "blocking_systems": denied["blocking_systems"].map(";".join),
             "partial": partial[denied.index],
+            "reason": denied["reason"],
+            "blocked_shares": (denied["target_size"] - denied["approved_target"]).abs(),
         }
     ).reset_index(drop=True)
 
@@ -90,12 +105,17 @@ def denials(name: str, run: Run) -> pd.DataFrame:
 def attribute(
     runs: Mapping[str, Run], prices: pd.DataFrame, horizons: Sequence[int] = HORIZONS
 ) -> pd.DataFrame:
-    """attribution.csv: every denial of every run with its forward returns (`fwd_<h>`)."""
+    """attribution.csv: every denial of every run with its forward returns (`fwd_<h>`) and
+    `blocked_value`."""
     frames = [denials(name, run) for name, run in runs.items()]
-    empty = pd.DataFrame(columns=list(DENIAL_COLUMNS))
+    empty = pd.DataFrame(columns=[*DENIAL_COLUMNS, "blocked_shares"])
     table = pd.concat(frames, ignore_index=True) if frames else empty
     returns = forward_returns(prices, table["date"], table["asset"], horizons)
+    rows, cols = _cells(prices, table["date"], table["asset"])
+    price = prices.to_numpy(dtype=float)[rows, cols]
+    shares = table.pop("blocked_shares").to_numpy(dtype=float)
     table = pd.concat([table, returns], axis=1)
+    table["blocked_value"] = shares * price
     table["date"] = pd.DatetimeIndex(table["date"]).strftime("%Y-%m-%d")
     return table
 
@@ -103,13 +123,18 @@ def attribute(
 def summarize(attribution: pd.DataFrame, horizons: Sequence[int] = HORIZONS) -> pd.DataFrame:
     """attribution_summary.csv: per run and blocking system (a denial counts for each system
     that blocked it): `count`, `mean_fwd_<h>` and `right_<h>` (share of denials with a known
-    forward return where the asset moved against the blocked trade)."""
+    forward return where the asset moved against the blocked trade) and `saved_<h>` (the sum
+    of blocked_value times the forward return, signed so that a right denial saved; NaN
+    without a `blocked_value` column)."""
     rows = attribution.assign(system=attribution["blocking_systems"].str.split(";"))
     rows = rows.explode("system")
+    sign = np.where(rows["side"] == "sell", 1.0, -1.0)
+    value = rows.get("blocked_value", pd.Series(np.nan, index=rows.index)).astype(float)
     for h in horizons:
-        fwd = rows[f"fwd_{h}"]
+        fwd = rows[f"fwd_{h}"].astype(float)
         right = np.where(rows["side"] == "sell", fwd > 0, fwd < 0)
         rows[f"right_{h}"] = np.where(fwd.isna(), np.nan, right)
+        rows[f"saved_{h}"] = value * fwd * sign
     order = {system: rank for rank, system in enumerate(registry())}
     run_order = {run: rank for rank, run in enumerate(dict.fromkeys(attribution["run"]))}
     grouped = rows.groupby(["run", "system"], sort=False)
@@ -117,7 +142,13 @@ def summarize(attribution: pd.DataFrame, horizons: Sequence[int] = HORIZONS) -> 
         count=("asset", "size"),
         **{f"mean_fwd_{h}": (f"fwd_{h}", "mean") for h in horizons},
         **{f"right_{h}": (f"right_{h}", "mean") for h in horizons},
+        **{f"saved_{h}": (f"saved_{h}", _total) for h in horizons},
     ).reset_index()
     rank = summary["run"].map(run_order) * (len(order) + 1)
     rank += summary["system"].map(order).fillna(len(order))
     return summary.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def _total(values: pd.Series) -> float:
+    """The sum, NaN when no value is known."""
+    return float(values.sum(min_count=1))

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from bt_protection import __version__
 from bt_protection.attribution import attribute, closes, summarize
+from bt_protection.costs import breakeven, check_baseline, cost_fraction, cost_table, run_name
 from bt_protection.engine import Engine, pool_context
 from bt_protection.errors import UserError
 from bt_protection.plots import plot_comparison
@@ -74,13 +75,15 @@ OUTPUT_FILES = (
     "attribution.csv",
     "attribution_summary.csv",
     "comparison.json",
+    "costs.csv",
 )
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: DataFrames have no single truth value
 class Comparison:
     """A finished comparison: its folder, the table (comparison.csv), the complete runs by
-    name, the attribution tables, and the failed runs' errors by name."""
+    name, the attribution tables, the failed runs' errors by name, and costs.csv (empty
+    without `costs`)."""
 
     path: Path
     table: pd.DataFrame
@@ -88,17 +91,19 @@ class Comparison:
     attribution: pd.DataFrame
     attribution_summary: pd.DataFrame
     failed: dict[str, str]
+    costs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
 class _Entry:
     """One run of the comparison: its folder name, spec, loaded profile and, for an ablation,
-    (the run it ablates, the system switched off)."""
+    (the run it ablates, the system switched off); for a `--costs` run, its cost in bps."""
 
     name: str
     spec: RunSpec
     profile: Profile
     ablation: tuple[str, str] | None = None
+    cost_bps: float | None = None
 
 
 def default_profiles() -> list[Path]:
@@ -132,6 +137,7 @@ def run_comparison(
     scheduler: str | None = None,
     out: str | os.PathLike[str] | None = None,
     allow_mixed_data: bool = False,
+    costs: Sequence[float] | None = None,
     progress: bool = True,
 ) -> Comparison:
     """Run `strategy` under each profile (and, with `ablate`, under each profile with one
@@ -144,12 +150,15 @@ def run_comparison(
     run, at most one per CPU; 1 runs in this process). A class that only this process has
     (defined in a notebook cell, a script's `__main__` or a function) runs in this process
     whatever `jobs` says (docs/extending.md). `scheduler`: a Dask scheduler address to run the
-    runs on instead (its workers read the data folder at the same path). Raises UserError,
-    with nothing written, for bad
-    input.
+    runs on instead (its workers read the data folder at the same path). `costs`: basis
+    points per trade; each profile also runs at each of them (under `costs/`, in the same
+    pool), for costs.csv and the break-even columns (bt_protection.costs). Raises UserError,
+    with nothing written, for bad input.
     """
     if jobs is not None and jobs < 1:
         raise UserError(f"`jobs` must be 1 or more, not {jobs}.")
+    if costs is not None and (not costs or min(costs) < 0):
+        raise UserError(f"`costs` must be one or more basis points of 0 or more, not {costs}.")
     out = Path(out) if out is not None else default_out(strategy, data)
     folder = out.resolve()  # `--out .` has no name to put `.partial` after
     partial = folder.with_name(folder.name + ".partial")
@@ -170,6 +179,9 @@ def run_comparison(
     base = replace(base, data=data_folder(base).resolve())  # workers may have another cwd
     identity = {key: plan.fingerprint[key] for key in IDENTITY}
     entries = _entries(base, loaded, ablate, partial / PROFILES_FOLDER)
+    if costs is not None:
+        check_baseline([profile.name for _, profile in loaded])
+        entries += _cost_entries(base, loaded, costs)
     _check_out(out, identity)
     workers = min(jobs or os.cpu_count() or 1, len(entries))
     reference = worker_reference(strategy, scheduler)
@@ -191,11 +203,23 @@ def run_comparison(
             _write_ablated(entries, partial / PROFILES_FOLDER)
         failed = _execute(entries, partial, out, workers, progress)
     runs = {e.name: load_run(partial / e.name) for e in entries if e.name not in failed}
-    table, found, summary = _write_outputs(partial, runs, plan.frames, allow_mixed_data)
+    priced = pd.DataFrame()
+    if costs is not None:
+        priced = cost_table(
+            {
+                (e.profile.name, e.cost_bps): runs[e.name].summary
+                for e in entries
+                if e.cost_bps is not None and e.name in runs
+            }
+        )
+    compared = {e.name: runs[e.name] for e in entries if e.cost_bps is None and e.name in runs}
+    table, found, summary = _write_outputs(
+        partial, compared, plan.frames, allow_mixed_data, priced
+    )
     write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
     install_folder(partial, folder)
-    moved = {name: replace(run, path=out / name) for name, run in runs.items()}
-    return Comparison(out, table, moved, found, summary, failed)
+    moved = {name: replace(run, path=out / name) for name, run in compared.items()}
+    return Comparison(out, table, moved, found, summary, failed, priced)
 
 
 # --------------------------------------------------------------------------- checks
@@ -276,6 +300,22 @@ def _describe(identity: dict[str, Any]) -> str:
     params = identity.get("strategy_params")
     given = f" with params {params}" if params else ""
     return f"{identity['strategy']}{given} on {data} from {identity['start']} to {identity['end']}"
+
+
+def _cost_entries(
+    base: RunSpec, loaded: list[tuple[Path, Profile]], costs: Sequence[float]
+) -> list[_Entry]:
+    """Each profile at each cost: that many bps of traded value, no commission or slippage."""
+    return [
+        _Entry(
+            run_name(profile.name, bps),
+            replace(base, profile=path, commission=cost_fraction(bps), slippage=0.0),
+            profile,
+            cost_bps=bps,
+        )
+        for path, profile in loaded
+        for bps in costs
+    ]
 
 
 # --------------------------------------------------------------------------- ablation
@@ -422,16 +462,25 @@ def _failure(kept: Path, error: BaseException) -> str:
 
 
 def _write_outputs(
-    folder: Path, runs: dict[str, Run], frames: dict[str, pd.DataFrame], allow_mixed_data: bool
+    folder: Path,
+    runs: dict[str, Run],
+    frames: dict[str, pd.DataFrame],
+    allow_mixed_data: bool,
+    costs: pd.DataFrame,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """comparison.csv/.md/.png and the attribution files (none when no run completed)."""
+    """comparison.csv/.md/.png and the attribution files (none when no run completed); with
+    `costs` (costs.csv, not empty), also costs.csv and the break-even columns."""
     table = compare_runs(runs, allow_mixed_data=allow_mixed_data)
+    if not costs.empty:
+        table = table.join(breakeven(costs))
     found = attribute(runs, closes(frames))
     summary = summarize(found)
     if not runs:
         return table, found, summary
     csv: dict[str, Any] = {"float_format": CSV_FLOAT, "lineterminator": "\n"}
     table.to_csv(folder / "comparison.csv", **csv)
+    if not costs.empty:
+        costs.to_csv(folder / "costs.csv", index=False, **csv)
     (folder / "comparison.md").write_text(markdown_table(table), encoding="utf-8")
     plot_comparison(runs, folder / "comparison.png")
     found.to_csv(folder / "attribution.csv", index=False, **csv)
@@ -456,6 +505,8 @@ def _manifest(
         }
         if entry.ablation is not None:
             record["ablation"] = {"of": entry.ablation[0], "protection": entry.ablation[1]}
+        if entry.cost_bps is not None:
+            record["cost_bps"] = entry.cost_bps
         if entry.name in runs:
             record |= {"status": "complete", "fingerprint": runs[entry.name].summary["fingerprint"]}
         else:

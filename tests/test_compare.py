@@ -192,7 +192,13 @@ def test_denials_match_the_audit_and_orders(ablated: Path) -> None:
     mine = found[found["run"] == "balanced"]
     assert list(mine["asset"]) == list(orders["asset"])
     assert list(mine["date"]) == list(orders["created"].dt.strftime("%Y-%m-%d"))
+    assert list(mine["reason"]) == list(orders["reason"])
     assert set(mine["side"]) <= {"buy", "sell"}
+    # blocked value: the denied order's shares at the decision day's close
+    days = zip(mine["asset"], mine["date"], strict=True)
+    closes = [adjusted_close(asset).loc[pd.Timestamp(day)] for asset, day in days]
+    expected = orders["size"].abs().to_numpy() * np.array(closes)
+    assert mine["blocked_value"].to_numpy() == pytest.approx(expected, rel=1e-8)
 
 
 def test_summary_counts_and_right_rates(ablated: Path, table: pd.DataFrame) -> None:
@@ -218,11 +224,13 @@ def test_forward_returns_and_right_rate_on_a_toy_series() -> None:
     assert got["fwd_5"].iloc[0] == pytest.approx(16 / 11 - 1) and math.isnan(got["fwd_5"].iloc[1])
     rows = pd.DataFrame({
         "run": "r", "asset": "X", "side": ["sell", "buy"], "blocking_systems": "grace_period",
-        "fwd_1": got["fwd_1"],
+        "fwd_1": got["fwd_1"], "blocked_value": [110.0, 50.0],
     })
     result = summarize(rows, (1,))
     assert result[["count", "right_1"]].values.tolist() == [[2, 1.0]]  # up after the sell,
     # down after the buy: both right
+    # the kept 110 rose by 1/11 (+10); the 50 kept out fell by half (+25)
+    assert result["saved_1"].tolist() == pytest.approx([35.0])
 
 
 # --------------------------------------------------------------------------- mixed data

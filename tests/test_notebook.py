@@ -39,7 +39,10 @@ def test_compare_profiles_notebook_executes() -> None:
     *outputs, check = _execute(notebook)
     assert check["text"].strip() == sys.executable
     assert len(_with(outputs, "image/png")) >= 4, "equity, drawdown, denials, the comparison"
-    assert len(_with(outputs, "text/html")) >= 3, "the comparison and two attribution tables"
+    html = [o["data"]["text/html"] for o in _with(outputs, "text/html")]
+    assert len(html) >= 4, "the comparison, two attribution tables and the report"
+    report = [page for page in html if page.startswith("<iframe srcdoc=")]
+    assert len(report) == 1 and "vegaEmbed" in report[0] and "chart-denials" in report[0]
 
 
 def test_own_strategy_notebook_compares_a_class_defined_in_a_cell(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "systems": ("systems", "List the protection systems, built-in and plugins."),
     "strategies": ("strategies", "List the registered strategy names."),
     "tune": ("tune", "Walk-forward tuning of protection parameters, judged out of sample."),
+    "report": ("report", "Write report.html for a run, comparison or tune folder."),
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from bt_protection.cli.options import (
     SAMPLE_HELP,
     add_backtest_arguments,
+    add_report_argument,
     add_strategy_arguments,
     backtest_keywords,
     strategy_keywords,
@@ -20,6 +21,8 @@ from bt_protection.compare import (
     markdown_table,
     run_comparison,
 )
+from bt_protection.costs import parse_costs
+from bt_protection.report import REPORT_FILE, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="put runs on different data (tickers or dates) in one table",
     )
+    parser.add_argument(
+        "--costs",
+        metavar="BPS,...",
+        help="also run each profile at each cost (basis points of traded value per trade, "
+        "replacing commission and slippage) and write costs.csv and the break-even cost",
+    )
+    add_report_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    costs = parse_costs(args.costs) if args.costs is not None else None
     comparison = run_comparison(
         profiles=args.profiles,
         ablate=args.ablate,
@@ -69,13 +80,17 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         out=args.out,
         allow_mixed_data=args.allow_mixed_data,
+        costs=costs,
         **strategy_keywords(args),
         **backtest_keywords(args),
     )
-    total = len(comparison.runs) + len(comparison.failed)
+    total = len(comparison.runs) + len(comparison.costs) + len(comparison.failed)  # a row a run
     if comparison.runs:
         print(markdown_table(comparison.table))
-        written = [name for name in OUTPUT_FILES if (comparison.path / name).exists()]
+        if args.report:
+            write_report(comparison.path)
+        files = (*OUTPUT_FILES, REPORT_FILE)
+        written = [name for name in files if (comparison.path / name).exists()]
         print(
             f"{comparison.path}/: {', '.join(written)} and {len(comparison.runs)} run "
             f"folder{'s' if len(comparison.runs) != 1 else ''}."

@@ -90,3 +90,13 @@ def backtest_keywords(args: argparse.Namespace) -> dict[str, Any]:
     """The values of those options, by their `RunSpec` names."""
     names = ("data", "regime_data", "start", "end", "cash", "commission", "slippage")
     return {name: getattr(args, name) for name in names}
+
+
+def add_report_argument(parser: argparse.ArgumentParser) -> None:
+    """`--no-report`: skip report.html (written by default)."""
+    parser.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="do not write report.html (docs/report.md)",
+    )

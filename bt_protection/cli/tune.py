@@ -12,11 +12,13 @@ from pathlib import Path
 from bt_protection.cli.options import (
     SAMPLE_HELP,
     add_backtest_arguments,
+    add_report_argument,
     add_strategy_arguments,
     backtest_keywords,
     strategy_keywords,
 )
 from bt_protection.compare import DEFAULT_STRATEGY
+from bt_protection.report import write_report
 from bt_protection.tune import walk as walk_module
 from bt_protection.tune.result import WalkForward
 from bt_protection.tune.search import TuneSettings
@@ -87,15 +89,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, metavar="DIR", help="tune folder (default: runs/tune-<strategy>)"
     )
+    add_report_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     with _reported():
         walk = _walk(args)
     print(f"{walk.sentence}.")
+    report = ""
+    if args.report:
+        write_report(walk.path)
+        report = ", report.html"
     print(
         f"{walk.path}/: folds.csv, trials.csv, oos_equity.csv, verdict.json, report.md, "
-        "tune.png, recommended.yaml, fingerprint.json."
+        f"tune.png, recommended.yaml, fingerprint.json{report}."
     )
     return 0
 

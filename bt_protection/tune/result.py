@@ -244,7 +244,8 @@ def mean_ranks(search: Search, results: Results) -> dict[int, float]:
 # --------------------------------------------------------------------------- verdict
 
 
-def _daily_returns(equity: pd.DataFrame, arm: str) -> np.ndarray:
+def daily_returns(equity: pd.DataFrame, arm: str) -> np.ndarray:
+    """The arm's daily returns on its stitched out-of-sample curve (oos_equity.csv)."""
     values = equity.loc[equity["arm"] == arm, "value"].to_numpy(dtype=float)
     return np.asarray(values[1:] / values[:-1] - 1)
 
@@ -272,7 +273,7 @@ def build_verdict(
 ) -> dict[str, Any]:
     """verdict.json: the arms' out-of-sample figures, the bootstraps, the deflated Sharpe
     ratio, the stability of the choices and the verdict sentence."""
-    returns = {arm: _daily_returns(equity, arm) for arm in ARMS}
+    returns = {arm: daily_returns(equity, arm) for arm in ARMS}
     seed = search.settings.seed
     boot = {
         f"{arm}_vs_off": paired_bootstrap(returns[arm], returns["off"], sharpe, seed=seed)

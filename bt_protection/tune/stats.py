@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
@@ -44,7 +44,8 @@ def stationary_indices(
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """`estimate` on the data, its `ci` at `confidence`, and the share of resamples above 0."""
+    """`estimate` on the data, its `ci` at `confidence`, and the share of resamples above 0;
+    `differences`: the finite resampled differences themselves (not in `to_dict`)."""
 
     estimate: float
     ci: tuple[float, float]
@@ -52,6 +53,7 @@ class BootstrapResult:
     confidence: float
     block: float
     resamples: int
+    differences: np.ndarray = field(default_factory=lambda: np.empty(0), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,7 @@ def paired_bootstrap(
         confidence,
         block,
         resamples,
+        diffs,
     )
 
 
