@@ -69,6 +69,11 @@ class ProtectionOrchestrator:
         self._approve_on_error = self.profile.on_error is OnError.APPROVE
         self._regimes = self.profile.regimes
         self._needs_bars = self.profile.uses_bars
+        self.trace_each_bar = False
+        """True: each bar index passed starts a trace, as if an event came at every bar (set by
+        the backtrader mixin, which reports the regime at the first bar and on change only)."""
+        self.regime_each_bar = False
+        """Whether a system wants `on_regime` at the next bar even if the label stays."""
         self._now: ClockPoint | None = None
         self._first: ClockPoint | None = None
         self._trace = 0
@@ -150,9 +155,16 @@ class ProtectionOrchestrator:
             )
         if self._first is None:
             self._first = point
+        elif self.trace_each_bar and bar is not None and now is not None and now.bar is not None:
+            self._trace += max(bar - now.bar - 1, 0)  # the bars passed without an event
         self._now = point
         self._new_trace()
         return point
+
+    def advance(self, date: Any, bar: int | None = None) -> None:
+        """Move the clock to the bar at `date` without an event (an adapter that reports the
+        regime only on change calls it where a record may follow: a failure, the run's end)."""
+        self._advance(date, bar)
 
     def _new_trace(self) -> None:
         self._trace += 1
@@ -409,7 +421,8 @@ class ProtectionOrchestrator:
         self._emit("fill", now, {"asset": asset, "size_before": before, "size_after": after})
 
     def on_regime(self, date: Any, regime: str, bar: int | None = None) -> None:
-        """The regime label of the bar at `date`."""
+        """The confirmed regime label at the bar of `date`: at the first bar, then when it
+        changes, and at every bar while `regime_each_bar` is true; between calls it stands."""
         if regime not in self._regimes:
             raise ValueError(
                 f"unknown regime {regime!r}; profile {self.profile.name!r} knows "
@@ -420,8 +433,10 @@ class ProtectionOrchestrator:
             if self._regime is not None:
                 self._emit("regime_change", now, {"from": self._regime, "to": regime})
             self._regime = regime
-        for protection in self._hooks["on_regime"]:
+        hooked = self._hooks["on_regime"]
+        for protection in hooked:
             self._guarded(protection, "on_regime", now, None, now, regime)
+        self.regime_each_bar = any(p.wants_each_bar() for p in hooked)
 
     def on_portfolio(self, date: Any, value: float, bar: int | None = None) -> None:
         """The portfolio's value (the broker's, cash included) at the bar of `date`."""
@@ -444,7 +459,7 @@ class ProtectionOrchestrator:
             clean[str(asset)] = value
         trace = self._trace
         now = self._advance(date, bar)
-        if self._trace == trace:
+        if self._trace == trace or self.trace_each_bar:  # the bar itself started one
             self._new_trace()
         self._emit("scores", now, {"scores": dict(sorted(clean.items()))})
         for protection in self._hooks["on_scores"]:

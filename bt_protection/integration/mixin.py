@@ -11,6 +11,7 @@ says what was requested and why the rest was clipped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -182,6 +183,8 @@ class ProtectionMixin(bt.Strategy):
         # the lines read every bar, looked up at _start (backtrader's attribute access is slow)
         self._protection_dates: Any = None
         self._protection_codes: Any = None
+        self._protection_code = float("nan")  # the regime code last reported (none yet)
+        self._protection_regime_bar = -1
         self._protection_in_bar = False  # inside _next/_oncepost: the strategy moved already
         self._protection_attempts = 0
         self._protection_live: dict[str, list[Any]] = {}
@@ -331,6 +334,7 @@ class ProtectionMixin(bt.Strategy):
         regime = self._protection_regime
         if regime is not None:
             self._protection_codes = regime.lines.regime
+            self.protection.trace_each_bar = True  # the label goes on change, traces count bars
         if regime is not None or self._protection_values:
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched
         super()._start()
@@ -340,15 +344,21 @@ class ProtectionMixin(bt.Strategy):
         qorders: list[Any] = [],  # noqa: B006 - backtrader's signature
         qtrades: list[Any] = [],  # noqa: B006
     ) -> None:
-        # Once a bar, after the clock moved and indicators ran, before next/prenext: the regime
-        # label and the broker's value, for the systems that follow them.
-        when, bar = self._bar_clock()
-        if bar != self._protection_bar:
-            self._protection_bar = bar
-            codes = self._protection_codes
-            if codes is not None:
-                self.protection.on_regime(when, label_of(codes[0]), bar=bar)
-            if self._protection_values:
+        # After the clock moved and indicators ran, before next/prenext: the regime label at
+        # the first bar and when it changes (each bar while a system asks for it), the
+        # broker's value each bar, for the systems that follow them.
+        codes = self._protection_codes
+        if codes is not None:
+            code = codes[0]
+            if code != self._protection_code or self.protection.regime_each_bar:
+                when, bar = self._bar_clock()
+                if bar != self._protection_regime_bar:
+                    self._protection_code, self._protection_regime_bar = code, bar
+                    self.protection.on_regime(when, label_of(code), bar=bar)
+        if self._protection_values:
+            when, bar = self._bar_clock()
+            if bar != self._protection_bar:
+                self._protection_bar = bar
                 self.protection.on_portfolio(when, self.broker.getvalue(), bar=bar)
         super()._notify(qorders, qtrades)
 
@@ -372,13 +382,24 @@ class ProtectionMixin(bt.Strategy):
         try:
             protection.on_fill(asset, bar_datetime(dt), before, before + size, bar=bar, price=price)
         except ValueError as error:  # the protection layer never ends a run backtrader finishes
+            self._protection_catch_up()
             protection.report_error(asset, f"fill of {asset} not booked: {error}")
+
+    def _protection_catch_up(self) -> None:
+        """Move the orchestrator's clock to the strategy's bar before a run-level record (an
+        error, a failure, the run's end): the regime label, which moved it every bar, now
+        comes only on change."""
+        if self._protection_codes is not None and len(self):
+            when, bar = self._bar_clock()
+            with contextlib.suppress(ValueError):  # the clock is past it already
+                self.protection.advance(when, bar)
 
     def _next(self) -> None:
         self._protection_in_bar = True
         try:
             super()._next()
         except BaseException as error:
+            self._protection_catch_up()
             self.protection.fail(error)
             raise
         finally:
@@ -389,6 +410,7 @@ class ProtectionMixin(bt.Strategy):
         try:
             super()._oncepost(dt)
         except BaseException as error:
+            self._protection_catch_up()
             self.protection.fail(error)
             raise
         finally:
@@ -398,6 +420,7 @@ class ProtectionMixin(bt.Strategy):
         try:
             super()._stop()
         finally:
+            self._protection_catch_up()
             self.protection.close()
 
     # --- orders -----------------------------------------------------------------------------

@@ -173,6 +173,9 @@ class RegimeOverride(Protection):
             if window.decisions == self.config.window.amount:
                 window.last = now
 
+    def wants_each_bar(self) -> bool:
+        return self._window is not None
+
     def on_regime(self, now: ClockPoint, regime: str) -> None:
         config = self.config
         if self._window is not None and self._active(now) is None:
