@@ -22,6 +22,7 @@ import backtrader as bt
 from bt_protection.errors import UserError
 from bt_protection.fingerprint import run_fingerprint
 from bt_protection.integration.regime import CompositeIndex, RegimeIndicator, label_of
+from bt_protection.integration.rejected import RejectedOrders
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
@@ -509,22 +510,9 @@ class ProtectionMixin(bt.Strategy):
         self, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
     ) -> Any:
         """A denied order: created, marked Rejected and queued as a notification only."""
-        order_class = bt.BuyOrder if isbuy else bt.SellOrder
-        order = order_class(
-            owner=self,
-            data=data,
-            size=size,
-            price=args["price"],
-            pricelimit=args["plimit"],
-            exectype=args["exectype"],
-            valid=args["valid"],
-            tradeid=args["tradeid"],
-            trailamount=args["trailamount"],
-            trailpercent=args["trailpercent"],
-            parent=args["parent"],
-            transmit=args["transmit"],
-        )
-        order.addinfo(**info)
-        order.reject()
-        self.broker.notify(order)
+        orders = self.__dict__.get("_protection_rejected")
+        if orders is None:
+            orders = self._protection_rejected = RejectedOrders(self)
+        order = orders.build(isbuy, data, size, args, info)
+        orders.notify(self.broker, order)
         return order
