@@ -215,6 +215,7 @@ class ProtectionOrchestrator:
                     protection.after_decision(request, decision, now)
                 except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
                     errors.append(self._error_text(protection, exc))
+            self._ask_each_bar()
         for text in errors:
             self._record_error(now, {"asset": request.asset, "error": text})
         return decision
@@ -433,10 +434,15 @@ class ProtectionOrchestrator:
             if self._regime is not None:
                 self._emit("regime_change", now, {"from": self._regime, "to": regime})
             self._regime = regime
-        hooked = self._hooks["on_regime"]
-        for protection in hooked:
+        for protection in self._hooks["on_regime"]:
             self._guarded(protection, "on_regime", now, None, now, regime)
-        self.regime_each_bar = any(p.wants_each_bar() for p in hooked)
+        self._ask_each_bar()
+
+    def _ask_each_bar(self) -> None:
+        """Refresh `regime_each_bar` (after the events that move a window: labels, decisions)."""
+        hooked = self._hooks["on_regime"]
+        if hooked:
+            self.regime_each_bar = any(p.wants_each_bar() for p in hooked)
 
     def on_portfolio(self, date: Any, value: float, bar: int | None = None) -> None:
         """The portfolio's value (the broker's, cash included) at the bar of `date`."""

@@ -186,7 +186,8 @@ class Protection:
 
     def wants_each_bar(self) -> bool:
         """Whether `on_regime` must also come at bars whose label did not change (regime
-        override: while a window is open, so it closes at the first bar past its end)."""
+        override: while a window may close, so it closes at the first bar past its end).
+        Asked after each `on_regime` and each decision."""
         return False
 
     def on_scores(self, now: ClockPoint, scores: Mapping[str, float]) -> None:
