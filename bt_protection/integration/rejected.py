@@ -44,28 +44,30 @@ class RejectedOrders:
         `args` (`_ORDER_DEFAULTS`' keys), with `info` added and marked `Rejected`."""
         cls = bt.BuyOrder if isbuy else bt.SellOrder
         valid = args["valid"]
-        if isinstance(valid, (datetime.date, datetime.timedelta)):  # converted with dates:
-            order = cls(  # rare enough for backtrader's own constructor
-                owner=self._owner,
-                data=data,
-                size=size,
-                price=args["price"],
-                pricelimit=args["plimit"],
-                exectype=args["exectype"],
-                valid=valid,
-                tradeid=args["tradeid"],
-                trailamount=args["trailamount"],
-                trailpercent=args["trailpercent"],
-                parent=args["parent"],
-                transmit=args["transmit"],
-            )
-        else:
-            order = self._fast(cls, data, size, args)
+        if not isinstance(valid, (datetime.date, datetime.timedelta)):
+            return self._fast(cls, data, size, args, info)
+        order = cls(  # `valid` converted with dates: rare enough for backtrader's constructor
+            owner=self._owner,
+            data=data,
+            size=size,
+            price=args["price"],
+            pricelimit=args["plimit"],
+            exectype=args["exectype"],
+            valid=valid,
+            tradeid=args["tradeid"],
+            trailamount=args["trailamount"],
+            trailpercent=args["trailpercent"],
+            parent=args["parent"],
+            transmit=args["transmit"],
+        )
         order.addinfo(**info)
         order.reject()
         return order
 
-    def _fast(self, cls: Any, data: Any, size: float, args: dict[str, Any]) -> Any:
+    def _fast(
+        self, cls: Any, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
+    ) -> Any:
+        """`OrderBase.__init__`, `addinfo(**info)` and `reject()`, as plain assignments."""
         price, pricelimit, exectype = args["price"], args["plimit"], args["exectype"]
         trailamount, trailpercent = args["trailamount"], args["trailpercent"]
         parent = args["parent"]
@@ -92,11 +94,12 @@ class RejectedOrders:
         fields["params"] = fields["p"] = params
         fields["ref"] = next(cls.refbasis)
         fields["broker"] = None
-        fields["info"] = AutoOrderedDict()
+        fields["info"] = notes = AutoOrderedDict()
+        notes.update(info)  # what addinfo does, key by key
         fields["comminfo"] = None
         fields["triggered"] = False
         fields["_active"] = parent is None
-        fields["status"] = bt.Order.Created
+        fields["status"] = bt.Order.Rejected  # reject(): no broker, executed at the bar
         fields["_plimit"] = pricelimit
         if exectype is None:
             fields["exectype"] = exectype = bt.Order.Market
@@ -121,7 +124,7 @@ class RejectedOrders:
             order.trailadjust(start)
         else:
             fields["_limitoffset"] = 0.0
-        fields["executed"] = OrderData(remsize=size)
+        fields["executed"] = OrderData(dt=now, remsize=size)
         fields["position"] = 0
         fields["dteos"] = self._session_end(data, now)
         return order
