@@ -51,9 +51,11 @@ def push_every_bar(strategy: type) -> type:
     return type(f"EveryBar{strategy.__name__}", (strategy,), {"_notify_each_bar": _notify_each_bar})
 
 
-def run(strategy: type, profile: dict[str, Any], audit: Path) -> tuple[Any, list[Any], float]:
+def run(
+    strategy: type, profile: dict[str, Any], audit: Path, runonce: bool
+) -> tuple[Any, list[Any], float]:
     calls: list[tuple[int, str, bool]] = []
-    cerebro = bt.Cerebro(stdstats=False)
+    cerebro = bt.Cerebro(stdstats=False, runonce=runonce)
     add_feeds(cerebro, frames())
     cerebro.broker.setcash(100_000)
     cerebro.addstrategy(strategy, protection=profile, audit_path=str(audit))
@@ -80,21 +82,22 @@ def run(strategy: type, profile: dict[str, Any], audit: Path) -> tuple[Any, list
 
 
 CASES = [
-    (MomentumRotation, "2 decisions", "10 bars"),
-    (MomentumRotation, "3 bars", "1 bars"),
-    (SmaCrossover, "2 decisions", "10 bars"),
-    (SmaCrossover, "5 bars", "2 bars"),
-    (SmaCrossover, "10 days", "5 days"),
+    (MomentumRotation, "2 decisions", "10 bars", True),
+    (MomentumRotation, "3 bars", "1 bars", False),
+    (SmaCrossover, "2 decisions", "10 bars", True),
+    (SmaCrossover, "5 bars", "2 bars", True),
+    (SmaCrossover, "10 days", "5 days", False),
 ]
 
 
-@pytest.mark.parametrize(("strategy", "window", "cooldown"), CASES)
+@pytest.mark.parametrize(("strategy", "window", "cooldown", "runonce"), CASES)
 def test_on_change_equals_every_bar(
-    tmp_path: Path, strategy: type, window: str, cooldown: str
+    tmp_path: Path, strategy: type, window: str, cooldown: str, runonce: bool
 ) -> None:
     profile = balanced(window, cooldown)
-    calls, fills, value = run(strategy, profile, tmp_path / "change.jsonl")
-    _, every_fills, every_value = run(push_every_bar(strategy), profile, tmp_path / "every.jsonl")
+    calls, fills, value = run(strategy, profile, tmp_path / "change.jsonl", runonce)
+    every = push_every_bar(strategy)
+    _, every_fills, every_value = run(every, profile, tmp_path / "every.jsonl", runonce)
     audit = list(read_audit(tmp_path / "change.jsonl", drop_wall=True))
     every = list(read_audit(tmp_path / "every.jsonl", drop_wall=True))
     assert audit == every
