@@ -439,10 +439,17 @@ class ProtectionOrchestrator:
         self._ask_each_bar()
 
     def _ask_each_bar(self) -> None:
-        """Refresh `regime_each_bar` (after the events that move a window: labels, decisions)."""
-        hooked = self._hooks["on_regime"]
-        if hooked:
-            self.regime_each_bar = any(p.wants_each_bar() for p in hooked)
+        """Refresh `regime_each_bar` (after the events that move a window: labels, decisions).
+        A system that fails to answer is recorded and gets the label every bar."""
+        wanted = False
+        for protection in self._hooks["on_regime"]:
+            try:
+                wanted = wanted or protection.wants_each_bar()
+            except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
+                text = self._error_text(protection, exc)
+                self._record_error(self._last_point(), {"hook": "wants_each_bar", "error": text})
+                wanted = True
+        self.regime_each_bar = wanted
 
     def on_portfolio(self, date: Any, value: float, bar: int | None = None) -> None:
         """The portfolio's value (the broker's, cash included) at the bar of `date`."""
