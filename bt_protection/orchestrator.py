@@ -78,6 +78,11 @@ class ProtectionOrchestrator:
         self._approve_on_error = self.profile.on_error is OnError.APPROVE
         self._regimes = self.profile.regimes
         self._needs_bars = self.profile.uses_bars
+        self.trace_each_bar = False
+        """True: each bar index passed starts a trace, as if an event came at every bar (set by
+        the backtrader mixin, which reports the regime at the first bar and on change only)."""
+        self.regime_each_bar = False
+        """Whether a system wants `on_regime` at the next bar even if the label stays."""
         self._now: ClockPoint | None = None
         self._first: ClockPoint | None = None
         self._trace = 0
@@ -169,9 +174,16 @@ class ProtectionOrchestrator:
             )
         if self._first is None:
             self._first = point
+        elif self.trace_each_bar and bar is not None and now is not None and now.bar is not None:
+            self._trace += max(bar - now.bar - 1, 0)  # the bars passed without an event
         self._now = point
         self._new_trace()
         return point
+
+    def advance(self, date: Any, bar: int | None = None) -> None:
+        """Move the clock to the bar at `date` without an event (an adapter that reports the
+        regime only on change calls it where a record may follow: a failure, the run's end)."""
+        self._advance(date, bar)
 
     def _new_trace(self) -> None:
         self._trace += 1
@@ -222,6 +234,7 @@ class ProtectionOrchestrator:
                     protection.after_decision(request, decision, now)
                 except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
                     errors.append(self._error_text(protection, exc))
+            self._ask_each_bar()
         for text in errors:
             self._record_error(now, {"asset": request.asset, "error": text})
         return decision
@@ -526,7 +539,8 @@ class ProtectionOrchestrator:
         self._emit("fill", now, {"asset": asset, "size_before": before, "size_after": after})
 
     def on_regime(self, date: Any, regime: str, bar: int | None = None) -> None:
-        """The regime label of the bar at `date`."""
+        """The confirmed regime label at the bar of `date`: at the first bar, then when it
+        changes, and at every bar while `regime_each_bar` is true; between calls it stands."""
         if regime not in self._regimes:
             raise ValueError(
                 f"unknown regime {regime!r}; profile {self.profile.name!r} knows "
@@ -539,6 +553,20 @@ class ProtectionOrchestrator:
             self._regime = regime
         for protection in self._hooks["on_regime"]:
             self._guarded(protection, "on_regime", now, None, now, regime)
+        self._ask_each_bar()
+
+    def _ask_each_bar(self) -> None:
+        """Refresh `regime_each_bar` (after the events that move a window: labels, decisions).
+        A system that fails to answer is recorded and gets the label every bar."""
+        wanted = False
+        for protection in self._hooks["on_regime"]:
+            try:
+                wanted = wanted or protection.wants_each_bar()
+            except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
+                text = self._error_text(protection, exc)
+                self._record_error(self._last_point(), {"hook": "wants_each_bar", "error": text})
+                wanted = True
+        self.regime_each_bar = wanted
 
     def on_portfolio(self, date: Any, value: float, bar: int | None = None) -> None:
         """The portfolio's value (the broker's, cash included) at the bar of `date`."""
@@ -564,7 +592,7 @@ class ProtectionOrchestrator:
             clean[str(asset)] = value
         trace = self._trace
         now = self._advance(date, bar)
-        if self._trace == trace:
+        if self._trace == trace or self.trace_each_bar:  # the bar itself started one
             self._new_trace()
         self._emit("scores", now, {"scores": dict(sorted(clean.items()))})
         for protection in self._hooks["on_scores"]:

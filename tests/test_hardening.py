@@ -248,7 +248,7 @@ class FullDisk:
         self.real.close()
 
 
-GOOD_FLUSHES = (1, 60, 150)
+GOOD_FLUSHES = (1, 60, 150)  # one flush a bar: the first decision comes at bar 124
 
 
 @pytest.mark.parametrize("good_flushes", GOOD_FLUSHES)

@@ -162,6 +162,28 @@ def test_a_failing_event_hook_is_counted_and_logged_and_the_run_goes_on(monkeypa
     assert "holding_period raised KeyError" in errors[0]["error"]
 
 
+def test_regime_each_bar_follows_the_window_and_a_failing_answer_asks_every_bar(monkeypatch):
+    c = full()
+    c.regime(0, "bull")
+    assert c.orch.regime_each_bar is False  # no window: the label goes on change only
+    c.regime(1, "crisis")  # critical: a 5-bar window opens
+    assert c.orch.regime_each_bar is True
+    for at in range(2, 7):
+        c.regime(at, "crisis")
+    assert c.orch.regime_each_bar is False  # closed at bar 6, 5 bars after it opened
+    override = next(p for p in c.orch._protections if p.key == "regime_override")
+
+    def boom() -> bool:
+        raise KeyError("window")
+
+    monkeypatch.setattr(override, "wants_each_bar", boom)
+    c.regime(7, "bull")  # the run goes on; the label comes every bar, as it used to
+    assert c.orch.regime_each_bar is True
+    metrics = c.orch.get_performance_metrics()
+    assert metrics["errors"] == 1
+    assert metrics["recent_errors"] == ["regime_override raised KeyError: 'window'"]
+
+
 # --- event validation -------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ says what was requested and why the rest was clipped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from bt_protection.integration.regime import (
     RegimeIndicator,
     label_of,
 )
+from bt_protection.integration.rejected import RejectedOrders
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
@@ -225,6 +227,7 @@ class ProtectionMixin(bt.Strategy):
         self._protection_bar_clock: tuple[float, Any, int] | None = None  # see _bar_clock
         # the line read every bar, looked up at _start (backtrader's attribute access is slow)
         self._protection_dates: Any = None
+        self._protection_code = -1  # the regime code last reported (none yet)
         self._protection_in_bar = False  # inside _next/_oncepost: the strategy moved already
         self._protection_attempts = 0
         self._protection_live: dict[str, list[Any]] = {}
@@ -409,6 +412,7 @@ class ProtectionMixin(bt.Strategy):
             # the label the orchestrator follows, on the strategy's clock (docs/regime.md)
             source, config = self._protection_regime_source
             self._protection_market = ClockRegime(self._regime_feeds(source), config)
+            self.protection.trace_each_bar = True  # the label goes on change, traces count bars
         if self._protection_market is not None or self._protection_values:
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched
         super()._start()
@@ -438,13 +442,17 @@ class ProtectionMixin(bt.Strategy):
         qtrades: list[Any] = [],  # noqa: B006
     ) -> None:
         # Once a bar, after the clock moved and indicators ran, before next/prenext: the regime
-        # label and the broker's value, for the systems that follow them.
+        # label at the first bar and when it changes (each bar while a system asks for it), and
+        # the broker's value, for the systems that follow them.
         _, when, bar = self._bar_clock()
         if bar != self._protection_bar:
             self._protection_bar = bar
             market = self._protection_market
             if market is not None:
-                self.protection.on_regime(when, label_of(market.update()), bar=bar)
+                code = market.update()
+                if code != self._protection_code or self.protection.regime_each_bar:
+                    self._protection_code = code
+                    self.protection.on_regime(when, label_of(code), bar=bar)
             if self._protection_values:
                 value = self.broker.getvalue()
                 if math.isfinite(value):  # a NaN close makes it NaN: the last value stands
@@ -470,13 +478,24 @@ class ProtectionMixin(bt.Strategy):
                 asset, self._local(dt), before, before + size, bar=self._bar_of(dt), price=price
             )
         except ValueError as error:  # the protection layer never ends a run backtrader finishes
+            self._protection_catch_up()
             protection.report_error(asset, f"fill of {asset} not booked: {error}")
+
+    def _protection_catch_up(self) -> None:
+        """Move the orchestrator's clock to the strategy's bar before a run-level record (an
+        error, a failure, the run's end): the regime label, which moved it every bar, now
+        comes only on change."""
+        if self._protection_market is not None and len(self):
+            _, when, bar = self._bar_clock()
+            with contextlib.suppress(ValueError):  # the clock is past it already
+                self.protection.advance(when, bar)
 
     def _next(self) -> None:
         self._protection_in_bar = True
         try:
             super()._next()
         except BaseException as error:
+            self._protection_catch_up()
             self.protection.fail(error)
             raise
         finally:
@@ -487,6 +506,7 @@ class ProtectionMixin(bt.Strategy):
         try:
             super()._oncepost(dt)
         except BaseException as error:
+            self._protection_catch_up()
             self.protection.fail(error)
             raise
         finally:
@@ -496,6 +516,7 @@ class ProtectionMixin(bt.Strategy):
         try:
             super()._stop()
         finally:
+            self._protection_catch_up()
             self.protection.close()
 
     def getwriterinfo(self) -> Any:
@@ -594,22 +615,9 @@ class ProtectionMixin(bt.Strategy):
         self, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
     ) -> Any:
         """A denied order: created, marked Rejected and queued as a notification only."""
-        order_class = bt.BuyOrder if isbuy else bt.SellOrder
-        order = order_class(
-            owner=self,
-            data=data,
-            size=size,
-            price=args["price"],
-            pricelimit=args["plimit"],
-            exectype=args["exectype"],
-            valid=args["valid"],
-            tradeid=args["tradeid"],
-            trailamount=args["trailamount"],
-            trailpercent=args["trailpercent"],
-            parent=args["parent"],
-            transmit=args["transmit"],
-        )
-        order.addinfo(**info)
-        order.reject()
-        self.broker.notify(order)
+        orders = self.__dict__.get("_protection_rejected")
+        if orders is None:
+            orders = self._protection_rejected = RejectedOrders(self)
+        order = orders.build(isbuy, data, size, args, info)
+        orders.notify(self.broker, order)
         return order

@@ -181,7 +181,14 @@ class Protection:
         """An execution changed the position of `asset`."""
 
     def on_regime(self, now: ClockPoint, regime: str) -> None:
-        """The regime label of the current bar."""
+        """The confirmed regime label: at the first bar, then when it changes (and at every
+        bar while `wants_each_bar` says so)."""
+
+    def wants_each_bar(self) -> bool:
+        """Whether `on_regime` must also come at bars whose label did not change (regime
+        override: while a window may close, so it closes at the first bar past its end).
+        Asked after each `on_regime` and each decision."""
+        return False
 
     def on_scores(self, now: ClockPoint, scores: Mapping[str, float]) -> None:
         """A score report (usually once per rebalance)."""

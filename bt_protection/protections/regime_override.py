@@ -173,6 +173,13 @@ class RegimeOverride(Protection):
             if window.decisions == self.config.window.amount:
                 window.last = now
 
+    def wants_each_bar(self) -> bool:
+        window, length = self._window, self.config.window
+        if window is None:
+            return False
+        # a window counted in decisions closes only at the bar after the one that used it up
+        return not length.counts_decisions or window.decisions >= length.amount
+
     def on_regime(self, now: ClockPoint, regime: str) -> None:
         config = self.config
         if self._window is not None and self._active(now) is None:

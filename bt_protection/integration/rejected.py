@@ -1,0 +1,162 @@
+"""Denied orders, built without backtrader's metaclass (SPEC 7 allows it).
+
+`bt.BuyOrder(...)` spends most of its 17 us in `MetaParams` and in `Order.__getattr__`, which
+resolves every parameter read by a failed attribute lookup. `RejectedOrders.build` writes the
+same fields directly, in the order `OrderBase.__init__` does (the `ref` drawn from the same
+counter first), and `notify` queues the same shallow clone `BackBroker.notify` would.
+tests/test_rejected_order.py proves both equal, field by field, to what backtrader's own
+`Strategy.buy` / `sell` create, for every order type, bracket and keyword.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import backtrader as bt
+from backtrader.order import OrderData
+from backtrader.utils import AutoOrderedDict
+
+_TRAILING = (bt.Order.StopTrail, bt.Order.StopTrailLimit)
+_NOTIFY = bt.brokers.BackBroker.notify
+
+
+def _copy(obj: Any) -> Any:
+    """`copy.copy` of a plain object (what `Order.clone` uses): a new instance sharing the
+    values of the original's `__dict__`."""
+    twin = object.__new__(type(obj))
+    twin.__dict__.update(obj.__dict__)
+    return twin
+
+
+class RejectedOrders:
+    """Builds the `Rejected` orders of one strategy; remembers each feed's end of session for
+    the bar it was computed at (the one part of `OrderBase.__init__` that converts dates)."""
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+        self._sessions: dict[int, tuple[float, float]] = {}  # id(data) -> (bar, dteos)
+
+    def build(
+        self, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
+    ) -> Any:
+        """The order `Strategy.buy` (`isbuy`) or `sell` would create for `size` (positive) and
+        `args` (`_ORDER_DEFAULTS`' keys), with `info` added and marked `Rejected`."""
+        cls = bt.BuyOrder if isbuy else bt.SellOrder
+        valid = args["valid"]
+        if not isinstance(valid, (datetime.date, datetime.timedelta)):
+            return self._fast(cls, data, size, args, info)
+        order = cls(  # `valid` converted with dates: rare enough for backtrader's constructor
+            owner=self._owner,
+            data=data,
+            size=size,
+            price=args["price"],
+            pricelimit=args["plimit"],
+            exectype=args["exectype"],
+            valid=valid,
+            tradeid=args["tradeid"],
+            trailamount=args["trailamount"],
+            trailpercent=args["trailpercent"],
+            parent=args["parent"],
+            transmit=args["transmit"],
+        )
+        order.addinfo(**info)
+        order.reject()
+        return order
+
+    def _fast(
+        self, cls: Any, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
+    ) -> Any:
+        """`OrderBase.__init__`, `addinfo(**info)` and `reject()`, as plain assignments."""
+        price, pricelimit, exectype = args["price"], args["plimit"], args["exectype"]
+        trailamount, trailpercent = args["trailamount"], args["trailpercent"]
+        parent = args["parent"]
+        params = cls.params()
+        params.__dict__.update(
+            owner=self._owner,
+            data=data,
+            size=size,
+            price=price,
+            pricelimit=pricelimit,
+            exectype=exectype,
+            valid=args["valid"],
+            tradeid=args["tradeid"],
+            oco=None,  # the broker keeps oco groups; the order never holds one
+            trailamount=trailamount,
+            trailpercent=trailpercent,
+            parent=parent,
+            transmit=args["transmit"],
+            simulated=False,
+            histnotify=False,
+        )
+        order = object.__new__(cls)
+        fields = order.__dict__
+        fields["params"] = fields["p"] = params
+        fields["ref"] = next(cls.refbasis)
+        fields["broker"] = None
+        fields["info"] = notes = AutoOrderedDict()
+        notes.update(info)  # what addinfo does, key by key
+        fields["comminfo"] = None
+        fields["triggered"] = False
+        fields["_active"] = parent is None
+        fields["status"] = bt.Order.Rejected  # reject(): no broker, executed at the bar
+        fields["_plimit"] = pricelimit
+        if exectype is None:
+            fields["exectype"] = exectype = bt.Order.Market
+        if cls.ordtype == bt.Order.Sell:
+            fields["size"] = size = -size
+        pclose = data.close[0]
+        now = data.datetime[0]
+        created = OrderData(
+            dt=now,
+            size=size,
+            price=pclose if not price and not pricelimit else price,
+            pricelimit=pricelimit,
+            pclose=pclose,
+            trailamount=trailamount,
+            trailpercent=trailpercent,
+        )
+        fields["created"] = created
+        if exectype in _TRAILING:
+            fields["_limitoffset"] = created.price - created.pricelimit
+            start = created.price
+            created.price = float("inf" * (cls.ordtype == bt.Order.Buy) or "-inf")
+            order.trailadjust(start)
+        else:
+            fields["_limitoffset"] = 0.0
+        fields["executed"] = OrderData(dt=now, remsize=size)
+        fields["position"] = 0
+        fields["dteos"] = self._session_end(data, now)
+        return order
+
+    def _session_end(self, data: Any, now: float) -> Any:
+        """`OrderBase.__init__`'s provisional end of session for an order created now."""
+        known = self._sessions.get(id(data))
+        if known is not None and known[0] == now:
+            return known[1]
+        dtime = data.datetime.datetime(0)
+        session = data.p.sessionend
+        dteos = dtime.replace(
+            hour=session.hour,
+            minute=session.minute,
+            second=session.second,
+            microsecond=session.microsecond,
+        )
+        if dteos < dtime:  # the session ended before now: the next day's end
+            dteos += datetime.timedelta(days=1)
+        end = data.date2num(dteos)
+        self._sessions[id(data)] = (now, end)
+        return end
+
+    @staticmethod
+    def notify(broker: Any, order: Any) -> None:
+        """Queue `order`'s notification as `broker.notify(order)` does; for backtrader's own
+        broker, the same clone (`Order.clone`) made without `copy.copy`'s generic path."""
+        if type(broker).notify is not _NOTIFY:
+            broker.notify(order)
+            return
+        executed = order.executed
+        executed.markpending()
+        twin = _copy(order)
+        twin.executed = _copy(executed)
+        broker.notifs.append(twin)
