@@ -43,12 +43,12 @@ def parse_costs(text: str) -> tuple[float, ...]:
             value = float(item)
         except ValueError:
             raise UserError(
-                f"--costs {text!r}: {item!r} is not a number; give basis points per trade "
+                f"`costs` {text!r}: {item!r} is not a number; give basis points per trade "
                 "separated by commas, e.g. 0,10,25,50."
             ) from None
         if not math.isfinite(value) or value < 0:
             raise UserError(
-                f"--costs {text!r}: {item} is not a cost; each must be 0 or more basis points."
+                f"`costs` {text!r}: {item} is not a cost; each must be 0 or more basis points."
             )
         values.append(value)
     return tuple(sorted(set(values)))
@@ -115,6 +115,6 @@ def check_baseline(profiles: Sequence[str]) -> None:
     """UserError unless a profile is named `off`: the break-even is measured against it."""
     if BASELINE not in profiles:
         raise UserError(
-            f"--costs needs a profile named {BASELINE!r} to measure the break-even against; "
+            f"`costs` needs a profile named {BASELINE!r} to measure the break-even against; "
             f"the profiles are {', '.join(profiles)}."
         )

@@ -85,7 +85,8 @@ def run_evidence(folder: Path, data: str | os.PathLike[str] | None = None) -> Ev
     except (UserError, ValueError, OSError) as error:
         note = (
             f"The moves after each denial are blank: the prices of {', '.join(fingerprint['data'])}"
-            f" could not be read ({str(error).rstrip('.')}); pass --data DIR with the run's data."
+            f" could not be read ({str(error).rstrip('.')}); name the folder of the run's prices"
+            " to fill them in."
         )
         return Evidence(runs, table, _unpriced(runs), pd.DataFrame(), (note,))
     return Evidence(runs, table, found, pd.DataFrame())
