@@ -90,7 +90,7 @@ def profile_key_paths() -> tuple[str, ...]:
 def _field_paths(cls: type, prefix: str) -> list[str]:
     paths = []
     hints = get_type_hints(cls)
-    for f in fields(cls):
+    for f in (f for f in fields(cls) if f.init):
         inner = _dataclass_of(hints[f.name])
         paths.append(f"{prefix}.{f.name}")
         if inner is not None:
