@@ -445,6 +445,8 @@ class ProtectionMixin(bt.Strategy):
             market = self._protection_market
             if market is not None:
                 self.protection.on_regime(when, label_of(market.update()), bar=bar)
+                if self.protection.uses_volatility:
+                    self.protection.on_volatility(when, market.vol_ratio, bar=bar)
             if self._protection_values:
                 value = self.broker.getvalue()
                 if math.isfinite(value):  # a NaN close makes it NaN: the last value stands
