@@ -21,6 +21,7 @@ from bt_protection.profile import load_profile
 from bt_protection.protections import Protection, ProtectionConfig, register
 from bt_protection.protections import base as protections_base
 from bt_protection.regimes import REGIME_LABELS
+from bt_protection.tune.space import check_candidates, load_space
 from tests.helpers import Clock, profile
 
 HOLD = {"bull": 6, "neutral": 3, "bear": 2, "crisis": 1}
@@ -297,3 +298,17 @@ def test_each_bad_form_is_refused_with_file_line_and_key(case: str, tmp_path: Pa
     text = str(caught.value)
     assert text.startswith(f"{path}:4: ") or text.startswith(f"{path}:5: "), text
     assert message in text, text
+
+
+def test_tune_searches_one_regime_value_of_a_key_the_base_gives_as_one_value() -> None:
+    space = load_space({"protections.holding_period.min_hold.crisis": ["5 bars", "10 bars"]})
+    candidates = check_candidates(space, load_profile("balanced"), space.grid())
+    holds = [c.to_dict()["protections"]["holding_period"]["min_hold"] for c in candidates]
+    assert holds == [
+        {"crisis": "5 bars", "default": "20 bars"},
+        {"crisis": "10 bars", "default": "20 bars"},
+    ]
+    with pytest.raises(
+        ProfileError, match="did you mean 'protections.holding_period.min_hold.crisis'"
+    ):
+        load_space({"protections.holding_period.min_hold.crisi": ["5 bars"]})
