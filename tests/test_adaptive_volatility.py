@@ -3,6 +3,8 @@ which the value in force at each bar is the one computed from past closes only."
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
 from typing import Any
 
 import backtrader as bt
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 
 from bt_protection.adaptive import ByVolatility, Scale
+from bt_protection.audit import read_audit
 from bt_protection.data import load_universe
 from bt_protection.durations import Duration
 from bt_protection.integration.feeds import add_feeds
@@ -21,6 +24,7 @@ from bt_protection.shipped import SAMPLE_DATA
 from tests.helpers import Clock, profile
 
 SCALED = {"base": "20 bars", "scale": "volatility", "min": "5 bars", "max": "60 bars"}
+SCALED_CYCLES = {"base": 3, "scale": "inverse_volatility", "min": 1, "max": 8}
 
 
 def _bars(n: int) -> Duration:
@@ -125,3 +129,26 @@ def test_the_scaled_value_at_each_bar_is_computed_from_past_closes_only() -> Non
     assert len(set(full)) > 5  # it moves with the market
     for n in (25, 90, 200, 400):
         assert _in_force(frame.iloc[:n]) == full[:n], n
+
+
+def test_the_audit_records_each_result_as_decided_while_values_keep_changing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    blocks = {"whipsaw_protection": {"max_cycles": SCALED_CYCLES, "min_reentry": SCALED}}
+    orch = ProtectionOrchestrator(profile(**blocks), audit=path)
+    clock = Clock(orch, True)
+    decided = []
+    for bar in range(200):
+        orch.on_volatility(clock.point(bar)[0], 0.3 + (bar * 7 % 23) / 10, bar=bar)
+        gc.collect()  # constants of earlier values must not be freed and their ids reused
+        decided.append(clock.ask(f"A{bar % 3}", bar, 0, 10))
+        if bar % 5 == 0:
+            clock.fill(f"A{bar % 3}", bar, 0, 10)
+            clock.fill(f"A{bar % 3}", bar, 10, 0)
+    orch.close()
+    audited = [r for r in read_audit(path) if r["kind"] == "decision"]
+    assert [[x["reason"] for x in r["results"]] for r in audited] == [
+        [x.reason for x in d.results] for d in decided
+    ]
+    assert len({d.results[0].reason for d in decided}) > 10

@@ -148,6 +148,7 @@ class Protection:
         self.profile_config = config
         self.config, self.in_force = config.resolve(None, None)
         self.emit = emit
+        self._constants: dict[tuple[str, str], ProtectionResult] = {}
         self.not_guarded = {
             action: self.constant(f"{action.value} is not guarded by {self.key}.")
             for action in Action
@@ -209,9 +210,14 @@ class Protection:
         return ProtectionResult(self.key, self.priority, True, reason, MappingProxyType(details))
 
     def constant(self, reason: str, **details: Any) -> ProtectionResult:
-        """An allowing result made once and reused; its JSON is cached for the audit."""
-        result = self.allow(reason, **details)
-        remember_constant(self, result)
+        """An allowing result made once and reused; its JSON is cached for the audit. The same
+        reason and details give the same object, kept as long as the protection (so a system
+        that remakes its constants in `reconfigure` never frees one whose id the audit knows)."""
+        key = (reason, repr(sorted(details.items())))
+        result = self._constants.get(key)
+        if result is None:
+            result = self._constants[key] = self.allow(reason, **details)
+            remember_constant(self, result)
         return result
 
     def deny(self, reason: str, **details: Any) -> ProtectionResult:
