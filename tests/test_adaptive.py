@@ -230,7 +230,7 @@ def test_a_plugin_threshold_given_by_regime_decides_with_the_regime_at_each_bar(
 BAD_FORMS = {
     "unknown label": (
         "holding_period:\n    min_hold: {bul: '5 bars', default: '20 bars'}",
-        "protections.holding_period.min_hold.bul: unknown regime label 'bul'",
+        "protections.holding_period.min_hold.bul: unknown regime label 'bul'; did you mean 'bull'?",
     ),
     "missing default": (
         "holding_period:\n    min_hold: {bull: '30 bars', crisis: '5 bars'}",

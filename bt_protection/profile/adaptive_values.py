@@ -9,6 +9,7 @@ same way; labels are the regime labels; every value must pass the block's own ch
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType, UnionType
@@ -54,11 +55,12 @@ def _by_regime(value: Mapping[Any, Any], hint: Any, path: KeyPath, convert: Conv
     values: dict[str, Value] = {}
     for label, item in value.items():
         if label not in valid:
+            close = difflib.get_close_matches(str(label), valid, n=1)
+            hint = f"; did you mean {close[0]!r}? Valid" if close else "; valid"
             raise Problem(
                 (*path, str(label)),
-                f"unknown regime label {label!r}; a value by regime has keys "
-                f"{', '.join(valid)} (or base, scale, min and max for a value scaled by "
-                "volatility).",
+                f"unknown regime label {label!r}{hint} keys: {', '.join(valid)} (or base, "
+                "scale, min and max for a value scaled by volatility).",
             )
         if isinstance(item, Mapping):
             raise Problem(
