@@ -15,6 +15,7 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
+from bt_protection.adaptive import ByVolatility
 from bt_protection.audit import AuditLog
 from bt_protection.durations import ClockPoint
 from bt_protection.exit_safety import ExitSafety
@@ -59,6 +60,8 @@ class ProtectionOrchestrator:
         self._hooks = {
             hook: [p for p in self._protections if hook in type(p).hooks()] for hook in HOOKS
         }
+        self._adaptive = [p for p in self._protections if p.profile_config.adaptive]
+        self._volatility: float | None = None  # the volatility ratio (on_volatility)
         self._liftable = frozenset(p.key for p in self._protections if p.can_be_overridden)
         self._entry_rules = frozenset(p.key for p in self._protections if p.judges_entries)
         self._overriders = [
@@ -148,8 +151,18 @@ class ProtectionOrchestrator:
 
     @property
     def uses_regime(self) -> bool:
-        """Whether an enabled system follows the regime label (`on_regime`)."""
-        return bool(self._hooks["on_regime"])
+        """Whether an enabled system follows the regime label (`on_regime`) or has values by
+        regime."""
+        return bool(self._hooks["on_regime"] or self._adaptive)
+
+    @property
+    def uses_volatility(self) -> bool:
+        """Whether a system has a value scaled by volatility (`on_volatility`)."""
+        return any(
+            isinstance(spec, ByVolatility)
+            for p in self._adaptive
+            for spec in p.profile_config.adaptive.values()
+        )
 
     # --- the clock --------------------------------------------------------------------------
 
@@ -393,7 +406,7 @@ class ProtectionOrchestrator:
         for protection in protections:
             try:
                 if action in protection.guards:
-                    result = protection.check(request, now)
+                    result = protection.annotate(protection.check(request, now))
                 else:
                     result = protection.not_guarded[action]
             except Exception as exc:  # noqa: BLE001 - on_error decides what a failure means
@@ -551,6 +564,7 @@ class ProtectionOrchestrator:
             if self._regime is not None:
                 self._emit("regime_change", now, {"from": self._regime, "to": regime})
             self._regime = regime
+        self._adapt()
         for protection in self._hooks["on_regime"]:
             self._guarded(protection, "on_regime", now, None, now, regime)
         self._ask_each_bar()
@@ -567,6 +581,20 @@ class ProtectionOrchestrator:
                 self._record_error(self._last_point(), {"hook": "wants_each_bar", "error": text})
                 wanted = True
         self.regime_each_bar = wanted
+
+    def on_volatility(self, date: Any, ratio: float | None, bar: int | None = None) -> None:
+        """The watched market's realised volatility over its long-run median at the bar of
+        `date` (None while it warms up): what volatility-scaled values follow."""
+        if ratio is not None and not (math.isfinite(ratio) and ratio >= 0):
+            raise ValueError(f"volatility ratio must be a finite number >= 0, not {ratio!r}.")
+        self._advance(date, bar)
+        self._volatility = ratio
+        self._adapt()
+
+    def _adapt(self) -> None:
+        """Put in force each adaptive system's values for the current regime and volatility."""
+        for protection in self._adaptive:
+            protection.adapt(self._regime, self._volatility)
 
     def on_portfolio(self, date: Any, value: float, bar: int | None = None) -> None:
         """The portfolio's value (the broker's, cash included) at the bar of `date`."""
@@ -641,6 +669,10 @@ class ProtectionOrchestrator:
             protections[cls.status_key] = (
                 {"enabled": False} if protection is None else protection.status(asset, now)
             )
+            if protection is not None and protection.in_force:
+                protections[cls.status_key]["in_force"] = {
+                    c.key: c.describe() for c in protection.in_force
+                }
         status = {
             "asset": asset,
             "date": now.date.isoformat(),

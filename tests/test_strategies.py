@@ -101,8 +101,9 @@ def reductions(fills: list[Fill]) -> list[tuple[Fill, Action, tuple[int, pd.Time
 
 
 def check_holding_period(strategy: Any, profile: Profile) -> int:
-    """No guarded exit before `min_hold` since the opening fill, unless exempt, overridden or a
-    risk exit (exit safety lifted it)."""
+    """No guarded exit before `min_hold` (the value of the regime at the deciding bar, when the
+    profile gives it by regime) since the opening fill, unless exempt, overridden or a risk exit
+    (exit safety lifted it)."""
     config = profile.protections["holding_period"]
     if not config.enabled or profile.mode is Mode.SHADOW:
         return 0
@@ -113,8 +114,9 @@ def check_holding_period(strategy: Any, profile: Profile) -> int:
             continue
         if "holding_period" in (*decision.overridden_systems, *decision.lifted_systems):
             continue
-        held = decision.bar - bar if config.min_hold.uses_bars else (decision.date - date).days
-        assert held >= config.min_hold.amount, (fill, held)
+        min_hold = config.resolve(decision.regime, None)[0].min_hold  # by regime: that bar's
+        held = decision.bar - bar if min_hold.uses_bars else (decision.date - date).days
+        assert held >= min_hold.amount, (fill, held)
         assert fill.bar > decision.bar  # the order executes after the bar that decided it
         checked += 1
     return checked

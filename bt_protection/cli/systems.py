@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     sources = system_sources()
     rows = [("priority", "system", "overridable", "source", "profile keys")]
     for key, cls in registry().items():
-        keys = ", ".join(f.name for f in fields(cls.config_class) if f.name != "enabled")
+        keys = ", ".join(f.name for f in fields(cls.config_class) if f.init and f.name != "enabled")
         lifts_others = cls.overrides is not Protection.overrides
         overridable = "yes" if cls.can_be_overridden and not lifts_others else "no"
         rows.append((str(cls.priority), key, overridable, sources[key], keys))

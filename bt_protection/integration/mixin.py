@@ -453,6 +453,8 @@ class ProtectionMixin(bt.Strategy):
                 if code != self._protection_code or self.protection.regime_each_bar:
                     self._protection_code = code
                     self.protection.on_regime(when, label_of(code), bar=bar)
+                if self.protection.uses_volatility:
+                    self.protection.on_volatility(when, market.vol_ratio, bar=bar)
             if self._protection_values:
                 value = self.broker.getvalue()
                 if math.isfinite(value):  # a NaN close makes it NaN: the last value stands

@@ -8,6 +8,7 @@ on how many bars backtrader keeps in its line buffers.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import fields
@@ -77,13 +78,17 @@ class RegimeState:
     them, and toward calm when each of them is calmer, to the most stressed of them; a drawdown
     of `drawdown_bear` (`drawdown_crisis`) makes it at least bear (crisis) at once. `raw` is
     the latest raw code. A missing or non-positive close repeats the previous codes and leaves
-    the windows alone.
+    the windows alone. `vol` is the latest realised volatility (annualised, over `vol_period`
+    returns; None while it warms up) and `vol_ratio` that volatility over the median of every
+    volatility so far, this bar's included (`ExpandingMedian`): what volatility-scaled profile
+    values follow (docs/regime.md).
     """
 
     __slots__ = (
         "_bars",
         "code",
         "_config",
+        "_median",
         "_fast",
         "_fast_sum",
         "_peaks",
@@ -95,6 +100,8 @@ class RegimeState:
         "_slow",
         "_slow_sum",
         "raw",
+        "vol",
+        "vol_ratio",
     )
 
     def __init__(self, config: RegimeConfig) -> None:
@@ -112,6 +119,9 @@ class RegimeState:
         self._peaks: deque[tuple[int, float]] = deque()  # decreasing closes: the rolling max
         self._raws: deque[int] = deque(maxlen=config.confirm_bars)
         self.code = self.raw = NEUTRAL
+        self._median = ExpandingMedian()
+        self.vol: float | None = None
+        self.vol_ratio: float | None = None
 
     def update(self, close: float) -> int:
         """Feed the close of the next bar; return that bar's confirmed regime code."""
@@ -153,6 +163,8 @@ class RegimeState:
         if len(returns) == k:
             var = max(self._ret_sq - self._ret_sum * self._ret_sum / k, 0.0) / (k - 1)
             vol = math.sqrt(var * TRADING_DAYS)
+            median = self._median.add(vol)
+            self.vol, self.vol_ratio = vol, (vol / median if median > 0.0 else None)
         fast = slow = None
         if n > config.fast_period:
             fast = self._fast_sum / len(self._fast)
@@ -182,6 +194,31 @@ class RegimeState:
         elif drawdown >= config.drawdown_bear:
             self.code = max(self.code, BEAR)
         return self.code
+
+
+class ExpandingMedian:
+    """The median of every value added so far (two heaps: each `add` is O(log n))."""
+
+    __slots__ = ("_high", "_low")
+
+    def __init__(self) -> None:
+        self._low: list[float] = []  # the smaller half, negated (a max-heap)
+        self._high: list[float] = []  # the larger half
+
+    def add(self, value: float) -> float:
+        """Add `value`; return the median of all values added."""
+        low, high = self._low, self._high
+        if low and value > -low[0]:
+            heapq.heappush(high, value)
+        else:
+            heapq.heappush(low, -value)
+        if len(low) > len(high) + 1:
+            heapq.heappush(high, -heapq.heappop(low))
+        elif len(high) > len(low):
+            heapq.heappush(low, -heapq.heappop(high))
+        if len(low) > len(high):
+            return -low[0]
+        return (-low[0] + high[0]) / 2.0
 
 
 class RegimeIndicator(bt.Indicator):
@@ -316,6 +353,11 @@ class ClockRegime:
     """
 
     __slots__ = ("_closes", "_index", "_seen", "_state")
+
+    @property
+    def vol_ratio(self) -> float | None:
+        """The watched market's volatility over its long-run median (`RegimeState.vol_ratio`)."""
+        return self._state.vol_ratio
 
     def __init__(self, feeds: list[Any], config: RegimeConfig) -> None:
         self._closes = [d.lines.close for d in feeds]  # a line's len is its feed's

@@ -20,14 +20,22 @@ from pathlib import Path
 from types import MappingProxyType, UnionType
 from typing import Any, Union, get_args, get_origin
 
+from bt_protection.adaptive import Adaptive
 from bt_protection.config_types import field_types
 from bt_protection.durations import Duration
 from bt_protection.errors import ProfileError
+from bt_protection.profile.adaptive_values import (
+    adaptable,
+    check_values,
+    first_value,
+    read_adaptive,
+)
 from bt_protection.profile.model import Profile
 from bt_protection.profile.yaml_reader import (
     MAPPING_NAME,
     KeyPath,
     Layer,
+    Problem,
     data_lines,
     describe,
     format_error,
@@ -50,16 +58,6 @@ TOP_LEVEL_KEYS = (
 _OWN_KEYS = ("name", "description", "extends")  # describe one file: never inherited
 
 
-class _Problem(Exception):
-    """A value that fails conversion; `at` (default `path`) is where to point the line."""
-
-    def __init__(self, path: KeyPath, message: str, at: KeyPath | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
-        self.at = path if at is None else at
-
-
 def load_profile(source: str | os.PathLike[str] | Mapping[str, Any] | Profile) -> Profile:
     """Load and validate a profile from a YAML file, a shipped profile's name (`balanced`; an
     existing path wins, see `bt_protection.shipped`) or a mapping; a `Profile` passes through.
@@ -77,7 +75,7 @@ def load_profile(source: str | os.PathLike[str] | Mapping[str, Any] | Profile) -
     data = _merge_layers(layers)
     try:
         return _build_profile(data, name, path)
-    except _Problem as problem:
+    except Problem as problem:
         file, line = _locate(layers, problem.at)
         raise ProfileError(format_error(file, line, problem.path, problem.message)) from None
 
@@ -160,7 +158,7 @@ def _build_profile(data: Mapping[Any, Any], default_name: str, source: str | Non
     hints = field_types(Profile)
     name = _convert(data.get("name", default_name), str, ("name",))
     if not name.strip():
-        raise _Problem(("name",), "the name is empty; write a short name such as balanced.")
+        raise Problem(("name",), "the name is empty; write a short name such as balanced.")
     given = ("description", "mode", "on_error", "regime", "audit", "exit_safety")
     values = {key: _convert(data[key], hints[key], (key,)) for key in given if key in data}
     protections = _build_protections(data.get("protections", {}))
@@ -198,26 +196,55 @@ def _build_config(
     names = _field_names(cls)
     _check_mapping(value, names, path)
     hints = field_types(cls)
-    given = {key: _convert(item, hints[key], (*path, key)) for key, item in value.items()}
+    adaptive = _adaptive_keys(cls, value, hints, path)
+    given = {
+        key: first_value(adaptive[key])
+        if key in adaptive
+        else _convert(item, hints[key], (*path, key))
+        for key, item in value.items()
+    }
     try:
         config = cls(**{**(defaults or {}), **given})
         getattr(config, "validate", lambda: None)()
     except ValueError as error:
         key = getattr(error, "key", "")
         where = (*path, *key.split(".")) if key else path
-        raise _Problem(where, getattr(error, "message", str(error))) from None
+        raise Problem(where, getattr(error, "message", str(error))) from None
+    if adaptive:
+        object.__setattr__(config, "adaptive", MappingProxyType(adaptive))
+        check_values(config, path)
     return config
+
+
+def _adaptive_keys(
+    cls: type[Any], value: Mapping[Any, Any], hints: Mapping[str, Any], path: KeyPath
+) -> dict[str, Adaptive]:
+    """The keys of a block written as a value by regime or scaled by volatility (only a
+    system block's own keys may be: docs/profiles.md)."""
+    found: dict[str, Adaptive] = {}
+    for key, item in value.items():
+        kind = adaptable(hints[key])
+        if kind is None or not isinstance(item, Mapping):
+            continue
+        if not issubclass(cls, ProtectionConfig):
+            raise Problem(
+                (*path, key),
+                "values by regime or scaled by volatility are read for the keys of a system "
+                "block, not inside a nested block such as this one.",
+            )
+        found[key] = read_adaptive(item, kind, (*path, key), _convert)
+    return found
 
 
 def _check_mapping(value: Any, valid: tuple[str, ...], path: KeyPath, what: str = "key") -> None:
     """`value` is a mapping whose keys are all in `valid` (suggest the closest otherwise)."""
     if not isinstance(value, Mapping):
-        raise _Problem(
+        raise Problem(
             path, f"expected a mapping ({what}s: {', '.join(valid)}), not {describe(value)}."
         )
     for key in value:
         if key not in valid:
-            raise _Problem(path, _unknown(what, key, valid, f"valid {what}s"), at=(*path, str(key)))
+            raise Problem(path, _unknown(what, key, valid, f"valid {what}s"), at=(*path, str(key)))
 
 
 def _unknown(what: str, value: Any, valid: tuple[str, ...], label: str) -> str:
@@ -248,13 +275,13 @@ def _convert(value: Any, hint: Any, path: KeyPath) -> Any:
 
 def _items(value: Any, path: KeyPath) -> list[Any]:
     if not isinstance(value, (list, tuple, set, frozenset)):
-        raise _Problem(path, f"expected a list, not {describe(value)}.")
+        raise Problem(path, f"expected a list, not {describe(value)}.")
     return list(value)
 
 
 def _to_mapping(value: Any, args: tuple[Any, ...], path: KeyPath) -> Mapping[Any, Any]:
     if not isinstance(value, Mapping):
-        raise _Problem(path, f"expected a mapping, not {describe(value)}.")
+        raise Problem(path, f"expected a mapping, not {describe(value)}.")
     key_type, value_type = args
     return MappingProxyType(
         {
@@ -268,26 +295,26 @@ def _to_enum(enum: type[StrEnum], value: Any, path: KeyPath) -> StrEnum:
     valid = tuple(member.value for member in enum)
     if isinstance(value, str) and value in valid:
         return enum(value)
-    raise _Problem(path, _unknown("value", value, valid, "valid values"))
+    raise Problem(path, _unknown("value", value, valid, "valid values"))
 
 
 def _to_bool(value: Any, path: KeyPath) -> bool:
     if not isinstance(value, bool):
-        raise _Problem(path, f"expected true or false, not {describe(value)}.")
+        raise Problem(path, f"expected true or false, not {describe(value)}.")
     return value
 
 
 def _to_int(value: Any, path: KeyPath) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Problem(path, f"expected a whole number (0 or more), not {describe(value)}.")
+        raise Problem(path, f"expected a whole number (0 or more), not {describe(value)}.")
     return value
 
 
 def _to_float(value: Any, path: KeyPath) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Problem(path, f"expected a number, not {describe(value)}.")
+        raise Problem(path, f"expected a number, not {describe(value)}.")
     if not math.isfinite(value):
-        raise _Problem(path, f"expected a finite number, not {value}.")
+        raise Problem(path, f"expected a finite number, not {value}.")
     return float(value)
 
 
@@ -295,7 +322,7 @@ def _to_str(value: Any, path: KeyPath) -> str:
     if isinstance(value, str):
         return value
     quote = "; put it in quotes to keep it as text" if isinstance(value, (bool, int, float)) else ""
-    raise _Problem(path, f"expected text, not {describe(value)}{quote}.")
+    raise Problem(path, f"expected text, not {describe(value)}{quote}.")
 
 
 def _to_date(value: Any, path: KeyPath) -> date:
@@ -306,14 +333,14 @@ def _to_date(value: Any, path: KeyPath) -> date:
             return date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise _Problem(path, f"expected a date YYYY-MM-DD, not {describe(value)}.")
+    raise Problem(path, f"expected a date YYYY-MM-DD, not {describe(value)}.")
 
 
 def _to_duration(value: Any, path: KeyPath) -> Duration:
     try:
         return Duration.parse(value)
     except ValueError as error:
-        raise _Problem(path, str(error)) from None
+        raise Problem(path, str(error)) from None
 
 
 _SCALARS: dict[Any, Callable[[Any, KeyPath], Any]] = {

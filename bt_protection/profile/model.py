@@ -180,7 +180,10 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
+        plain = {f.name: to_plain(getattr(value, f.name)) for f in fields(value) if f.init}
+        if isinstance(value, ProtectionConfig):  # adaptive keys as the profile wrote them
+            plain.update({key: spec.to_plain() for key, spec in value.adaptive.items()})
+        return plain
     if isinstance(value, StrEnum):
         return value.value
     if isinstance(value, Mapping):

@@ -30,6 +30,16 @@ KeyPath = tuple[str | int, ...]
 Lines = dict[KeyPath, int | None]
 
 
+class Problem(Exception):
+    """A value that fails conversion; `at` (default `path`) is where to point the line."""
+
+    def __init__(self, path: KeyPath, message: str, at: KeyPath | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.at = path if at is None else at
+
+
 @dataclass(frozen=True)
 class Layer:
     """One profile source: its name as shown in errors, its data and the line of each key path."""

@@ -14,11 +14,12 @@ import math
 import pkgutil
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from bt_protection.adaptive import Adaptive, InForce, amount
 from bt_protection.audit import remember_constant
 from bt_protection.config_types import unreadable_fields
 from bt_protection.durations import ClockPoint, Duration
@@ -43,10 +44,15 @@ class ProtectionConfig:
     """Parameters every protection block has.
 
     `decision_fields` names the durations that may count decisions (`"3 decisions"`); any
-    other duration given in decisions is refused when the config is made.
+    other duration given in decisions is refused when the config is made. `adaptive` holds the
+    keys the profile gives by regime or scaled by volatility (set by the profile loader; the
+    field itself then holds the default or base value): `resolve` gives the config in force.
     """
 
     enabled: bool = False
+    adaptive: Mapping[str, Adaptive] = field(
+        default_factory=lambda: MappingProxyType({}), init=False, compare=False, repr=False
+    )
     decision_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
@@ -63,9 +69,25 @@ class ProtectionConfig:
     def validate(self) -> None:
         """Cross-field checks; raise `ConfigError` naming the key."""
 
+    def resolve(
+        self, regime: str | None, ratio: float | None
+    ) -> tuple[ProtectionConfig, tuple[InForce, ...]]:
+        """The config in force under `regime` and the volatility ratio `ratio` (None: not known
+        yet), and the adaptive values it took; a config without adaptive keys is itself."""
+        if not self.adaptive:
+            return self, ()
+        chosen = tuple(spec.resolve(key, regime, ratio) for key, spec in self.adaptive.items())
+        values: dict[str, Any] = {c.key: c.value for c in chosen}
+        return replace(self, **values), chosen
+
     def durations(self) -> list[Duration]:
         """Every duration in the block, to learn whether bar indexes are needed."""
-        found: list[Duration] = []
+        found: list[Duration] = [
+            value
+            for spec in self.adaptive.values()
+            for value in spec.values_in_use()
+            if isinstance(value, Duration)
+        ]
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Duration):
@@ -123,8 +145,10 @@ class Protection:
     guards: frozenset[Action] = frozenset()
 
     def __init__(self, config: ProtectionConfig, emit: EventSink = _ignore_event) -> None:
-        self.config = config
+        self.profile_config = config
+        self.config, self.in_force = config.resolve(None, None)
         self.emit = emit
+        self._constants: dict[tuple[str, str], ProtectionResult] = {}
         self.not_guarded = {
             action: self.constant(f"{action.value} is not guarded by {self.key}.")
             for action in Action
@@ -133,6 +157,45 @@ class Protection:
 
     def setup(self) -> None:
         """Create the system's state from `self.config` (called once by `__init__`)."""
+
+    # --- adaptive values --------------------------------------------------------------------
+
+    def adapt(self, regime: str | None, ratio: float | None) -> None:
+        """Put in force the profile's values for `regime` and the volatility ratio `ratio`
+        (the orchestrator calls it each bar for a system with adaptive keys)."""
+        config, self.in_force = self.profile_config.resolve(regime, ratio)
+        if config != self.config:
+            self.config = config
+            self.reconfigure()
+
+    def widest(self, key: str) -> Any:
+        """The largest value `key` takes under any regime or volatility (the value in force
+        when it is not adaptive): how far back state kept for `key` must reach, so a value
+        that grows with the regime finds everything a fixed value would."""
+        spec = self.profile_config.adaptive.get(key)
+        if spec is None:
+            return getattr(self.config, key)
+        return max(spec.values_in_use(), key=amount)
+
+    def reconfigure(self) -> None:
+        """`self.config` changed to the values in force at a new regime or volatility: update
+        whatever `setup` derived from it (the state stays). Systems that read `self.config`
+        where they use it need nothing here."""
+
+    def annotate(self, result: ProtectionResult) -> ProtectionResult:
+        """`result` naming the adaptive values in force: in its reason, and under `in_force`
+        in its details."""
+        if not self.in_force:
+            return result
+        named = "; ".join(c.describe() for c in self.in_force)
+        in_force = {c.key: str(c.value) for c in self.in_force}
+        reason = result.reason
+        reason = f"{reason[:-1]} ({named})." if reason.endswith(".") else f"{reason} ({named})"
+        return replace(
+            result,
+            reason=reason,
+            details=MappingProxyType({**result.details, "in_force": in_force}),
+        )
 
     # --- evaluation -------------------------------------------------------------------------
 
@@ -147,9 +210,14 @@ class Protection:
         return ProtectionResult(self.key, self.priority, True, reason, MappingProxyType(details))
 
     def constant(self, reason: str, **details: Any) -> ProtectionResult:
-        """An allowing result made once and reused; its JSON is cached for the audit."""
-        result = self.allow(reason, **details)
-        remember_constant(self, result)
+        """An allowing result made once and reused; its JSON is cached for the audit. The same
+        reason and details give the same object, kept as long as the protection (so a system
+        that remakes its constants in `reconfigure` never frees one whose id the audit knows)."""
+        key = (reason, repr(sorted(details.items())))
+        result = self._constants.get(key)
+        if result is None:
+            result = self._constants[key] = self.allow(reason, **details)
+            remember_constant(self, result)
         return result
 
     def deny(self, reason: str, **details: Any) -> ProtectionResult:

@@ -132,6 +132,10 @@ class DrawdownGuard(Protection):
     def setup(self) -> None:
         self.guards = frozenset({Action.OPEN, Action.INCREASE, Action.REVERSE})
         self._watch = DrawdownWatch(self.config.max_drawdown, self.config.resume)
+        self.reconfigure()
+
+    def reconfigure(self) -> None:
+        self._watch.max_drawdown = self.config.max_drawdown
         self._calm = self.constant(
             f"Portfolio drawdown below {self.config.max_drawdown:.0%} of its peak."
         )

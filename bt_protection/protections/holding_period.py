@@ -61,6 +61,9 @@ class HoldingPeriod(Protection):
         self._lots: dict[str, deque[_Lot]] = {}
         self._long: dict[str, bool] = {}  # the side the lots are on
         self._no_open = self.constant("No opening fill on record.")
+        self.reconfigure()
+
+    def reconfigure(self) -> None:
         self._held = self.constant(f"Held at least {self.config.min_hold}.")
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:

@@ -109,7 +109,7 @@ class TurnoverBudget(Protection):
         self._drop(self._values, now)
 
     def _drop(self, events: deque[tuple[ClockPoint, float]], now: ClockPoint) -> None:
-        while len(events) > 1 and self.config.window.elapsed(events[0][0], now):
+        while len(events) > 1 and self.widest("window").elapsed(events[0][0], now):
             events.popleft()
 
     def status(self, asset: str, now: ClockPoint) -> dict[str, Any]:

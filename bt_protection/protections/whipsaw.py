@@ -43,6 +43,9 @@ class WhipsawProtection(Protection):
         self.guards = frozenset({Action.OPEN, Action.REVERSE})
         self._exits: dict[str, deque[ClockPoint]] = {}
         self._last_exit: dict[str, ClockPoint] = {}
+        self.reconfigure()
+
+    def reconfigure(self) -> None:
         config = self.config
         self._allowed = [  # by the number of round trips in the window, which is below max_cycles
             self.constant(
@@ -90,7 +93,7 @@ class WhipsawProtection(Protection):
     def on_fill(self, asset: str, now: ClockPoint, size_before: float, size_after: float) -> None:
         if size_before != 0 and (size_after == 0 or (size_before > 0) != (size_after > 0)):
             exits = self._exits.setdefault(asset, deque())
-            while exits and self.config.window.elapsed(exits[0], now):
+            while exits and self.widest("window").elapsed(exits[0], now):
                 exits.popleft()
             exits.append(now)
             self._last_exit[asset] = now

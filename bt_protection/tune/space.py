@@ -22,6 +22,7 @@ import numpy as np
 
 from bt_protection.errors import ProfileError
 from bt_protection.profile import Profile, RegimeConfig, load_profile
+from bt_protection.profile.adaptive_values import adaptable
 from bt_protection.profile.yaml_reader import (
     MAPPING_NAME,
     Layer,
@@ -31,6 +32,7 @@ from bt_protection.profile.yaml_reader import (
     read_layer,
 )
 from bt_protection.protections.base import registry
+from bt_protection.regimes import REGIME_LABELS
 from bt_protection.shipped import SPACES, shipped_file
 
 RANGE_KINDS = ("int", "float", "bars", "days", "weeks")
@@ -84,13 +86,20 @@ def profile_key_paths() -> tuple[str, ...]:
     paths = ["mode", "on_error", *(f"regime.{f.name}" for f in fields(RegimeConfig))]
     for key, cls in registry().items():
         paths.extend(_field_paths(cls.config_class, f"protections.{key}"))
+        hints = get_type_hints(cls.config_class)
+        paths.extend(  # one value by regime of a key that may adapt (docs/tune.md)
+            f"protections.{key}.{f.name}.{label}"
+            for f in fields(cls.config_class)
+            if f.init and adaptable(hints[f.name]) is not None
+            for label in (*REGIME_LABELS, "default")
+        )
     return tuple(paths)
 
 
 def _field_paths(cls: type, prefix: str) -> list[str]:
     paths = []
     hints = get_type_hints(cls)
-    for f in fields(cls):
+    for f in (f for f in fields(cls) if f.init):
         inner = _dataclass_of(hints[f.name])
         paths.append(f"{prefix}.{f.name}")
         if inner is not None:
@@ -200,6 +209,8 @@ def with_values(base: Profile, values: Mapping[str, Any], name: str) -> dict[str
         for part in parents:
             if block.get(part) is None:
                 block[part] = {}
+            elif not isinstance(block[part], Mapping):  # one value becomes the default of a
+                block[part] = {"default": block[part]}  # value by regime (`min_hold.crisis`)
             block = block[part]
         block[last] = value
     return settings
