@@ -1,0 +1,183 @@
+"""Persisted state (SPEC 14): a run cut at a date and continued from its state file decides the
+later bars as an uninterrupted run; refusals of files that do not fit; reconciliation."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import pytest
+
+from bt_protection.audit import read_audit
+from bt_protection.data import load_universe
+from bt_protection.errors import UserError
+from bt_protection.integration.feeds import add_feeds
+from bt_protection.orchestrator import ProtectionOrchestrator
+from bt_protection.shipped import SAMPLE_DATA
+from bt_protection.state import StateFile, dumps, loads, read_state
+from bt_protection.strategies.sma_crossover import SmaCrossover
+
+TICKERS = ["AAPL", "NVDA"]
+CASH = 100_000.0
+
+
+class Recorded(SmaCrossover):
+    """SmaCrossover that keeps the broker's executions and its positions after each bar."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fills: list[tuple[str, str, float, float]] = []
+        self.flat_days: list[str] = []
+        self.order_days: set[str] = set()
+
+    def notify_order(self, order: Any) -> None:
+        if order.status == order.Completed:
+            day = bt.num2date(order.executed.dt).date().isoformat()
+            self.fills.append((day, order.data._name, order.executed.size, order.executed.price))
+
+    def notify_protection(self, decision: Any) -> None:
+        self.order_days.add(decision.date.date().isoformat())
+
+    def next(self) -> None:
+        super().next()
+        day = self.datas[0].datetime.date(0).isoformat()
+        if all(not self.getposition(d).size for d in self.datas):
+            self.flat_days.append(day)
+
+
+def backtest(
+    tmp: Path, name: str, profile: str, end: str | None = None, cash: float = CASH, **kw: Any
+) -> tuple[Any, float]:
+    engine = bt.Cerebro(stdstats=False)
+    add_feeds(engine, load_universe(SAMPLE_DATA, TICKERS, end=end))
+    engine.broker.setcash(cash)
+    engine.addstrategy(Recorded, protection=profile, audit_path=str(tmp / f"{name}.jsonl"), **kw)
+    strategy = engine.run()[0]
+    return strategy, engine.broker.getvalue()
+
+
+def decisions_after(path: Path, day: str) -> list[dict[str, Any]]:
+    """The decision, fill and regime records after `day`, without what differs by session."""
+    out = []
+    for record in read_audit(path, drop_wall=True):
+        if record["kind"] in ("header", "run_end") or str(record["time"])[:10] <= day:
+            continue
+        for key in ("seq", "session_id"):
+            record.pop(key, None)
+        out.append(record)
+    return out
+
+
+@pytest.mark.parametrize("profile", ["balanced", "portfolio_guard"])
+def test_cut_and_continue_decides_like_an_uninterrupted_run(tmp_path: Path, profile: str) -> None:
+    whole, _ = backtest(tmp_path, "whole", profile)
+    # a cut where the strategy is flat and placed no order for a week: nothing in flight
+    days = whole.flat_days
+    quiet = [
+        d
+        for i, d in enumerate(days)
+        if i > len(days) // 2 and not any(x in whole.order_days for x in days[i - 6 : i + 2])
+    ]
+    assert quiet, "the sample run has no flat, quiet day to cut at"
+    cut = quiet[0]
+    later = [f for f in whole.fills if f[0] > cut]
+    assert later, "nothing happens after the cut: the test would prove nothing"
+    state = tmp_path / "state.db"
+    first, cash = backtest(tmp_path, "first", profile, end=cut, protection_state=str(state))
+    assert first.fills == [f for f in whole.fills if f[0] <= cut]
+    second, _ = backtest(tmp_path, "second", profile, cash=cash, protection_state=str(state))
+    assert [f for f in second.fills if f[0] > cut] == later
+    assert [f for f in second.fills if f[0] <= cut] == []  # the backfill sent nothing
+    assert decisions_after(tmp_path / "second.jsonl", cut) == decisions_after(
+        tmp_path / "whole.jsonl", cut
+    )
+    assert (
+        second.protection.get_performance_metrics()["decisions_processed"]
+        == whole.protection.get_performance_metrics()["decisions_processed"]
+    )
+
+
+def test_an_order_on_a_handled_bar_is_denied_and_sent_nowhere(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    first, _ = backtest(tmp_path, "first", "balanced", protection_state=str(state))
+    assert first.fills
+    again, _ = backtest(tmp_path, "again", "balanced", protection_state=str(state))
+    assert again.fills == []
+    denied = [r for r in read_audit(tmp_path / "again.jsonl") if r["kind"] == "decision"]
+    assert denied and all(not r["approved"] for r in denied)
+    assert all("was handled before the restart" in r["reason"] for r in denied)
+
+
+def test_the_state_round_trips_through_its_encoding(tmp_path: Path) -> None:
+    first, _ = backtest(tmp_path, "first", "portfolio_guard")
+    state = first.protection.state()
+    text = dumps(state)
+    assert dumps(loads(text)) == text  # deterministic and complete
+    fresh = ProtectionOrchestrator("portfolio_guard")
+    fresh.restore(loads(text))
+    assert dumps(fresh.state()) == text
+    day = first.protection.state()["now"].date
+    for asset in TICKERS:
+        assert fresh.get_protection_status(asset, day) == first.protection.get_protection_status(
+            asset, day
+        )
+
+
+def test_a_file_of_another_profile_or_other_assets_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    backtest(tmp_path, "first", "balanced", end="2016-06-30", protection_state=str(state))
+    before = state.read_bytes()
+    with pytest.raises(UserError, match="written under profile hash"):
+        backtest(tmp_path, "other", "conservative", protection_state=str(state))
+    with pytest.raises(UserError, match="holds assets AAPL, NVDA, not AAPL, AMZN, NVDA"):
+        StateFile.open(state, read_state(state)[0]["profile_hash"], ["AAPL", "AMZN", "NVDA"])
+    assert state.read_bytes() == before
+    # a reset starts anew under the new profile, which then reads the file
+    hash_before = read_state(state)[0]["profile_hash"]
+    reset = {"protection_state": str(state), "protection_state_reset": True}
+    backtest(tmp_path, "reset", "conservative", end="2016-06-30", **reset)
+    meta, saved = read_state(state)
+    assert saved is not None and meta["profile_hash"] != hash_before
+    backtest(tmp_path, "after", "conservative", end="2016-07-29", protection_state=str(state))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_or_truncated_file_is_refused_and_kept(tmp_path: Path, damage: str) -> None:
+    state = tmp_path / "state.db"
+    backtest(tmp_path, "first", "balanced", end="2016-06-30", protection_state=str(state))
+    whole = state.read_bytes()
+    broken = b"this is no database" * 100 if damage == "garbage" else whole[: len(whole) // 3]
+    state.write_bytes(broken)
+    with pytest.raises(UserError, match=r"state\.db is corrupt or truncated|cannot be read"):
+        backtest(tmp_path, "again", "balanced", protection_state=str(state))
+    assert state.read_bytes() == broken
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(UserError, match="cannot be opened or written"):
+            StateFile.open(folder / "state.db", "abc", ["AAPL"])
+    finally:
+        folder.chmod(0o700)
+
+
+def test_an_unwritable_file_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    folder = tmp_path / "state.db"
+    folder.mkdir()  # a folder where the file should be: sqlite cannot open it
+    with pytest.raises(UserError, match="cannot be opened or written"):
+        StateFile.open(folder, "abc", ["AAPL"])
+
+
+def test_sqlite_file_of_another_kind_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t(x)")
+    with pytest.raises(UserError, match="not a bt-protection state file"):
+        StateFile.open(other, "abc", ["AAPL"])
