@@ -15,6 +15,7 @@ from bt_protection.audit import read_audit
 from bt_protection.data import load_universe
 from bt_protection.errors import UserError
 from bt_protection.integration.feeds import add_feeds
+from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.shipped import SAMPLE_DATA
 from bt_protection.state import StateFile, dumps, loads, read_state
@@ -181,3 +182,74 @@ def test_sqlite_file_of_another_kind_is_refused(tmp_path: Path) -> None:
         db.execute("CREATE TABLE t(x)")
     with pytest.raises(UserError, match="not a bt-protection state file"):
         StateFile.open(other, "abc", ["AAPL"])
+
+
+class SeededBroker(bt.brokers.BackBroker):
+    """A broker that starts with a position, as a live account does after a restart."""
+
+    seed: tuple[Any, float, float] | None = None
+
+    def start(self) -> None:
+        super().start()
+        if self.seed is not None:
+            data, size, price = self.seed
+            self.positions[data] = bt.Position(size, price)
+
+
+class CloseOnce(ProtectionMixin, bt.Strategy):
+    """Closes AAPL on every bar after `after` (a date) while it holds it; keeps the orders."""
+
+    params = (("after", "9999-12-31"),)
+
+    def __init__(self) -> None:
+        self.closes: list[tuple[str, int, str]] = []  # (day, status, reason)
+
+    def next(self) -> None:
+        data = self.getdatabyname("AAPL")
+        day = data.datetime.date(0).isoformat()
+        if day > self.p.after and self.getposition(data).size:
+            order = self.close(data=data)
+            self.closes.append((day, order.status, order.info.get("protection").reason))
+
+
+HOLD = {"name": "hold", "protections": {"holding_period": {"enabled": True, "min_hold": "5 bars"}}}
+
+
+def seeded_run(tmp: Path, name: str, state: Path, size: float, after: str, end: str | None = None):
+    engine = bt.Cerebro(stdstats=False)
+    feeds = add_feeds(engine, load_universe(SAMPLE_DATA, TICKERS, end=end))
+    broker = SeededBroker()
+    broker.seed = (feeds[0], size, 10.0) if size else None
+    engine.broker = broker
+    engine.broker.setcash(CASH)
+    engine.addstrategy(
+        CloseOnce,
+        protection=HOLD,
+        after=after,
+        protection_state=str(state),
+        audit_path=str(tmp / f"{name}.jsonl"),
+    )
+    return engine.run()[0]
+
+
+def test_a_broker_position_that_differs_is_recorded_and_taken(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    seeded_run(tmp_path, "first", state, 0, after="9999-12-31", end="2016-06-30")
+    assert read_state(state)[1]["orchestrator"]["positions"] == {}
+    # the broker holds 100 AAPL the saved state does not know of
+    second = seeded_run(tmp_path, "second", state, 100, after="2016-06-30")
+    records = list(read_audit(tmp_path / "second.jsonl"))
+    reconciled = [r for r in records if r["kind"] == "state_reconciled"]
+    assert [(r["asset"], r["saved"], r["broker"]) for r in reconciled] == [("AAPL", 0.0, 100.0)]
+    first_bar = reconciled[0]["time"][:10]
+    assert first_bar > "2016-06-30"  # the first bar after those handled before
+    # the holding clock starts there: the closes of the next 5 bars are denied, then one passes
+    denied = [c for c in second.closes if c[1] == bt.Order.Rejected]
+    assert len(denied) == 5 and denied[0][0] == first_bar
+    assert all(
+        "holding_period" in r["blocking_systems"]
+        for r in records
+        if r["kind"] == "decision" and not r["approved"]
+    )
+    assert second.closes[5][1] != bt.Order.Rejected
+    assert second.protection.position("AAPL") == 0.0  # the close filled and was booked
