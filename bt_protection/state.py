@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bt_protection.errors import UserError
+from bt_protection.profile import Profile, load_profile
 from bt_protection.protections.base import registry
 
 FORMAT = 1
@@ -149,11 +150,12 @@ class StateFile:
     def open(
         cls,
         path: str | os.PathLike[str],
-        profile_hash: str,
+        profile: Profile,
         assets: Iterable[str],
         reset: bool = False,
     ) -> StateFile:
         where = Path(path)
+        profile_hash = profile.hash
         names = sorted(set(assets))
         db = _connect(where)
         try:
@@ -168,6 +170,7 @@ class StateFile:
                     [
                         ("format", str(FORMAT)),
                         ("profile_hash", profile_hash),
+                        ("profile", json.dumps(profile.to_dict(), sort_keys=True)),
                         ("assets", json.dumps(names)),
                     ],
                 )
@@ -212,6 +215,32 @@ def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, 
         db.close()
 
 
+def saved_profile(meta: Mapping[str, str], where: Path) -> Profile:
+    """The profile a state file was written under, checked against its hash."""
+    profile = load_profile(json.loads(meta["profile"]))
+    if profile.hash != meta["profile_hash"]:
+        raise StateError(
+            f"state file {where} holds profile {profile.name!r} with hash {profile.hash}, "
+            f"not the {meta['profile_hash']} it was saved under; this version reads it "
+            "otherwise, so reset it."
+        )
+    return profile
+
+
+def reset_state(path: str | os.PathLike[str]) -> None:
+    """Clear an existing state file: the next run starts anew, under any profile."""
+    where = Path(path)
+    read_state(where)  # refuses a missing, corrupt or foreign file
+    db = _connect(where)
+    try:
+        with db:
+            db.execute("DELETE FROM meta")
+    except sqlite3.Error as error:
+        raise _refused(where, error) from None
+    finally:
+        db.close()
+
+
 def _connect(where: Path) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(where)
@@ -232,7 +261,7 @@ def _read_meta(db: sqlite3.Connection, where: Path, create: bool = True) -> dict
                 db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         return {}
     meta = {k: v for k, v in db.execute("SELECT key, value FROM meta WHERE key != 'state'")}
-    if meta.get("format") != str(FORMAT):
+    if meta and meta.get("format") != str(FORMAT):  # empty: reset, nothing saved since
         raise StateError(
             f"state file {where} has format {meta.get('format')!r}; this version reads "
             f"format {FORMAT}."

@@ -3,6 +3,8 @@ later bars as an uninterrupted run; refusals of files that do not fit; reconcili
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -12,11 +14,13 @@ import backtrader as bt
 import pytest
 
 from bt_protection.audit import read_audit
+from bt_protection.cli import main
 from bt_protection.data import load_universe
 from bt_protection.errors import UserError
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.orchestrator import ProtectionOrchestrator
+from bt_protection.profile import load_profile
 from bt_protection.shipped import SAMPLE_DATA
 from bt_protection.state import StateFile, dumps, loads, read_state
 from bt_protection.strategies.sma_crossover import SmaCrossover
@@ -134,7 +138,7 @@ def test_a_file_of_another_profile_or_other_assets_is_refused(tmp_path: Path) ->
     with pytest.raises(UserError, match="written under profile hash"):
         backtest(tmp_path, "other", "conservative", protection_state=str(state))
     with pytest.raises(UserError, match="holds assets AAPL, NVDA, not AAPL, AMZN, NVDA"):
-        StateFile.open(state, read_state(state)[0]["profile_hash"], ["AAPL", "AMZN", "NVDA"])
+        StateFile.open(state, load_profile("balanced"), ["AAPL", "AMZN", "NVDA"])
     assert state.read_bytes() == before
     # a reset starts anew under the new profile, which then reads the file
     hash_before = read_state(state)[0]["profile_hash"]
@@ -164,7 +168,7 @@ def test_a_read_only_folder_is_refused(tmp_path: Path) -> None:
     folder.chmod(0o500)
     try:
         with pytest.raises(UserError, match="cannot be opened or written"):
-            StateFile.open(folder / "state.db", "abc", ["AAPL"])
+            StateFile.open(folder / "state.db", load_profile("balanced"), ["AAPL"])
     finally:
         folder.chmod(0o700)
 
@@ -173,7 +177,7 @@ def test_an_unwritable_file_is_refused_with_a_sentence(tmp_path: Path) -> None:
     folder = tmp_path / "state.db"
     folder.mkdir()  # a folder where the file should be: sqlite cannot open it
     with pytest.raises(UserError, match="cannot be opened or written"):
-        StateFile.open(folder, "abc", ["AAPL"])
+        StateFile.open(folder, load_profile("balanced"), ["AAPL"])
 
 
 def test_sqlite_file_of_another_kind_is_refused(tmp_path: Path) -> None:
@@ -181,7 +185,7 @@ def test_sqlite_file_of_another_kind_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE t(x)")
     with pytest.raises(UserError, match="not a bt-protection state file"):
-        StateFile.open(other, "abc", ["AAPL"])
+        StateFile.open(other, load_profile("balanced"), ["AAPL"])
 
 
 class SeededBroker(bt.brokers.BackBroker):
@@ -253,3 +257,48 @@ def test_a_broker_position_that_differs_is_recorded_and_taken(tmp_path: Path) ->
     )
     assert second.closes[5][1] != bt.Order.Rejected
     assert second.protection.position("AAPL") == 0.0  # the close filled and was booked
+
+
+def test_state_show_and_reset_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state.db"
+    first, _ = backtest(
+        tmp_path, "first", "balanced", end="2016-06-30", protection_state=str(state)
+    )
+    assert main(["state", "show", str(state)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["profile"] == "balanced" and shown["last_bar"]["date"].startswith("2016-06-30")
+    assert sorted(shown["assets"]) == TICKERS
+    day = first.protection.state()["now"].date
+    for asset in TICKERS:  # as get_protection_status gives it, from the file alone
+        expected = json.loads(json.dumps(first.protection.get_protection_status(asset, day)))
+        assert shown["assets"][asset] == expected
+    assert main(["state", "reset", str(state)]) == 0
+    assert "cleared" in capsys.readouterr().out
+    assert main(["state", "show", str(state)]) == 2
+    assert "was reset and no run saved into it" in capsys.readouterr().err
+    backtest(tmp_path, "other", "conservative", end="2016-06-30", protection_state=str(state))
+
+
+@pytest.mark.parametrize(
+    ("argv", "sentence"),
+    [
+        (["state", "show", "{missing}"], "missing.db does not exist."),
+        (["state", "reset", "{missing}"], "missing.db does not exist."),
+        (["state", "show", "{garbage}"], "garbage.db is corrupt or truncated"),
+        (["state", "drop", "{garbage}"], "invalid choice: 'drop'"),
+    ],
+)
+def test_state_command_bad_input_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], sentence: str
+) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"no database here" * 200)
+    paths = {"missing": str(tmp_path / "missing.db"), "garbage": str(garbage)}
+    with contextlib.suppress(SystemExit):
+        code = main([a.format(**paths) for a in argv])
+        assert code == 2
+    err = capsys.readouterr().err
+    assert sentence in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert garbage.read_bytes() == b"no database here" * 200

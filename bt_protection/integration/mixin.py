@@ -244,7 +244,7 @@ class ProtectionMixin(bt.Strategy):
         """Open the state file, restore what it holds; reconcile at the first new bar."""
         assets = sorted(set(self._protection_assets.values()))
         store = StateFile.open(
-            self.p.protection_state, profile.hash, assets, bool(self.p.protection_state_reset)
+            self.p.protection_state, profile, assets, bool(self.p.protection_state_reset)
         )
         self._protection_store = store
         saved = store.load()
