@@ -691,6 +691,21 @@ CASES: list[Bad] = [
         "bt-protection report: error: {d}/nowhere is not a folder; give a run, comparison or "
         "tune folder.",
     ),
+    Bad(
+        "state-missing",
+        "a state file that does not exist",
+        ("state", "show", "{d}/nowhere.db"),
+        2,
+        "bt-protection state: error: state file {d}/nowhere.db does not exist.",
+    ),
+    Bad(
+        "state-action",
+        "an action other than show or reset",
+        ("state", "drop", "{d}/nowhere.db"),
+        2,
+        "bt-protection state: error: argument action: invalid choice: 'drop' "
+        "(choose from 'show', 'reset').",
+    ),
 ]
 
 
@@ -769,7 +784,7 @@ def test_every_command_has_bad_input_cases() -> None:
     commands = {c.command for c in CASES}
     assert commands == {
         "(none)", "backtest", "demo", "validate", "run", "fetch", "compare", "systems",
-        "strategies", "report",
+        "strategies", "report", "state",
     }
     assert {c.command for c in PROCESS_CASES} == {
         "(none)", "validate", "run", "fetch", "compare", "report"
