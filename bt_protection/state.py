@@ -189,8 +189,13 @@ class StateFile:
     def save(self, state: Mapping[str, Any]) -> None:
         """Write `state` in one transaction (the previous one stays whole if this fails)."""
         text = dumps(state)
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('state', ?)", (text,))
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('state', ?)", (text,)
+                )
+        except sqlite3.Error as error:
+            raise _refused(self.path, error) from None
 
     def close(self) -> None:
         self._db.close()
