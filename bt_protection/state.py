@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bt_protection.durations import ClockPoint
 from bt_protection.errors import UserError
 from bt_protection.profile import Profile, load_profile
 from bt_protection.protections.base import registry
@@ -37,6 +38,13 @@ class StateError(UserError):
 
 def encode(value: Any) -> Any:
     """`value` as JSON-ready plain data; tagged objects keep types JSON lacks."""
+    kind = type(value)
+    if kind is ClockPoint:  # the most frequent object by far: one per lot, exit, fill
+        return {"$cp": [value.date.isoformat(), value.bar]}
+    if kind is str or kind is float or kind is int:
+        return value
+    if kind is dict:
+        return {"$map": [[encode(k), encode(v)] for k, v in value.items()]}
     if (
         value is None
         or isinstance(value, (bool, int, float, str))
@@ -75,6 +83,9 @@ def decode(value: Any) -> Any:
         return [decode(v) for v in value]
     if not isinstance(value, dict):
         return value
+    if "$cp" in value:
+        when, bar = value["$cp"]
+        return ClockPoint(datetime.fromisoformat(when), bar)
     if "$dt" in value:
         return datetime.fromisoformat(value["$dt"])
     if "$enum" in value:
