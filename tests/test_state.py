@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sqlite3
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,16 @@ class Recorded(SmaCrossover):
 
 
 def backtest(
-    tmp: Path, name: str, profile: str, end: str | None = None, cash: float = CASH, **kw: Any
+    tmp: Path,
+    name: str,
+    profile: Any,
+    end: str | None = None,
+    cash: float = CASH,
+    start: str | None = None,
+    **kw: Any,
 ) -> tuple[Any, float]:
     engine = bt.Cerebro(stdstats=False)
-    add_feeds(engine, load_universe(SAMPLE_DATA, TICKERS, end=end))
+    add_feeds(engine, load_universe(SAMPLE_DATA, TICKERS, start=start, end=end))
     engine.broker.setcash(cash)
     engine.addstrategy(Recorded, protection=profile, audit_path=str(tmp / f"{name}.jsonl"), **kw)
     strategy = engine.run()[0]
@@ -76,10 +83,9 @@ def decisions_after(path: Path, day: str) -> list[dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("profile", ["balanced", "portfolio_guard"])
-def test_cut_and_continue_decides_like_an_uninterrupted_run(tmp_path: Path, profile: str) -> None:
-    whole, _ = backtest(tmp_path, "whole", profile)
-    # a cut where the strategy is flat and placed no order for a week: nothing in flight
+def quiet_cut(whole: Any) -> str:
+    """A day past the middle where the strategy is flat and placed no order for a week around
+    it: nothing is in flight at the cut."""
     days = whole.flat_days
     quiet = [
         d
@@ -87,7 +93,13 @@ def test_cut_and_continue_decides_like_an_uninterrupted_run(tmp_path: Path, prof
         if i > len(days) // 2 and not any(x in whole.order_days for x in days[i - 6 : i + 2])
     ]
     assert quiet, "the sample run has no flat, quiet day to cut at"
-    cut = quiet[0]
+    return quiet[0]
+
+
+@pytest.mark.parametrize("profile", ["balanced", "portfolio_guard"])
+def test_cut_and_continue_decides_like_an_uninterrupted_run(tmp_path: Path, profile: str) -> None:
+    whole, _ = backtest(tmp_path, "whole", profile)
+    cut = quiet_cut(whole)
     later = [f for f in whole.fills if f[0] > cut]
     assert later, "nothing happens after the cut: the test would prove nothing"
     state = tmp_path / "state.db"
@@ -103,6 +115,23 @@ def test_cut_and_continue_decides_like_an_uninterrupted_run(tmp_path: Path, prof
         second.protection.get_performance_metrics()["decisions_processed"]
         == whole.protection.get_performance_metrics()["decisions_processed"]
     )
+
+
+def test_a_short_backfill_keeps_counting_bars_from_the_saved_bar(tmp_path: Path) -> None:
+    # a live feed backfills a few months, not the whole history: bar indexes restart at 0, yet
+    # the later bars carry the uninterrupted run's indexes (a holding period in bars relies on it)
+    whole, _ = backtest(tmp_path, "whole", HOLD)
+    cut = quiet_cut(whole)
+    state = tmp_path / "state.db"
+    _, cash = backtest(tmp_path, "first", HOLD, end=cut, protection_state=str(state))
+    backfill = (date.fromisoformat(cut) - timedelta(days=150)).isoformat()
+    second, _ = backtest(
+        tmp_path, "second", HOLD, cash=cash, start=backfill, protection_state=str(state)
+    )
+    later = decisions_after(tmp_path / "whole.jsonl", cut)
+    assert later and later[0]["bar"] > 200
+    assert decisions_after(tmp_path / "second.jsonl", cut) == later
+    assert [f for f in second.fills if f[0] > cut] == [f for f in whole.fills if f[0] > cut]
 
 
 def test_an_order_on_a_handled_bar_is_denied_and_sent_nowhere(tmp_path: Path) -> None:
