@@ -19,8 +19,10 @@ only ever turns a denial into an approval (a *risk exit*). Two valves open:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from bt_protection.durations import ClockPoint, Duration
 from bt_protection.models import ProtectionRequest
@@ -103,6 +105,14 @@ class ExitSafety:
             if config.max_portfolio_drawdown is None
             else DrawdownWatch(config.max_portfolio_drawdown, config.resume)
         )
+
+    def state(self) -> dict[str, Any]:
+        """The entries and the portfolio watch, as plain data (see `Protection.state`)."""
+        return {"entries": self._entries, "watch": self._watch}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._entries = dict(state["entries"])
+        self._watch = state["watch"]
 
     def on_fill(self, asset: str, before: float, after: float, price: float | None) -> None:
         """Book a fill: the average entry price of what is held after it (unknown when a fill

@@ -11,6 +11,7 @@ import os
 from array import array
 from collections import deque
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
@@ -107,6 +108,7 @@ class ProtectionOrchestrator:
         self._would_block = dict(self._blocks)
         self._latency = array("q", bytes(8 * _LATENCY_SAMPLES))
         self._latency_total = 0
+        self._resume: datetime | None = None  # see `restore`: events up to it were handled
 
     @classmethod
     def from_profile(
@@ -236,6 +238,8 @@ class ProtectionOrchestrator:
         bracket parent; the systems are still evaluated for the record, and no state changes.
         """
         started = perf_counter_ns()
+        if self._resume is not None and self._handled(request.current_date):
+            return self._replayed_decision(request, started)
         now = self._advance(request.current_date, request.bar)
         decision, errors = self._decide(request, now, started, refusal)
         self._count(decision)
@@ -539,6 +543,8 @@ class ProtectionOrchestrator:
             raise ValueError(
                 f"fill of {asset} starts from {before:g}, but the fills so far left {known:g}."
             )
+        if self._resume is not None and self._handled(date):
+            return
         now = self._advance(date, bar)
         self._positions[asset] = after
         if self._safety is not None:
@@ -559,6 +565,8 @@ class ProtectionOrchestrator:
                 f"unknown regime {regime!r}; profile {self.profile.name!r} knows "
                 f"{', '.join(self._regimes)}."
             )
+        if self._resume is not None and self._handled(date):
+            return
         now = self._advance(date, bar)
         if regime != self._regime:
             if self._regime is not None:
@@ -604,6 +612,8 @@ class ProtectionOrchestrator:
         hooked = self._hooks["on_portfolio"]
         safety = self._safety
         if hooked or (safety is not None and safety.needs_portfolio):
+            if self._resume is not None and self._handled(date):
+                return
             now = self._advance(date, bar)
             for protection in hooked:
                 self._guarded(protection, "on_portfolio", now, None, now, number)
@@ -618,6 +628,8 @@ class ProtectionOrchestrator:
             if not math.isfinite(value):
                 raise ValueError(f"score of {asset} must be a finite number, not {score!r}.")
             clean[str(asset)] = value
+        if self._resume is not None and self._handled(date):
+            return
         trace = self._trace
         now = self._advance(date, bar)
         if self._trace == trace or self.trace_each_bar:  # the bar itself started one
@@ -655,6 +667,94 @@ class ProtectionOrchestrator:
         self._counts["errors"] += 1
         self._recent_errors.append(payload["error"])
         self._emit("error", now, payload)
+
+    # --- persisted state (docs/live.md) -------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything the decisions depend on, as plain data: each system's state, exit safety's,
+        positions, the regime, the counters and the last event's time and bar. Decision timings
+        (wall clock) are left out."""
+        return {
+            "now": self._now,
+            "first": self._first,
+            "trace": self._trace,
+            "regime": self._regime,
+            "volatility": self._volatility,
+            "positions": self._positions,
+            "counts": self._counts,
+            "recent_errors": list(self._recent_errors),
+            "blocks": self._blocks,
+            "would_block": self._would_block,
+            "protections": {p.key: p.state() for p in self._protections},
+            "exit_safety": None if self._safety is None else self._safety.state(),
+        }
+
+    def restore(self, state: Mapping[str, Any], handled: datetime | None = None) -> None:
+        """Take back a `state()` saved under the same profile. Events dated at or before
+        `handled` (default: the last saved event), e.g. a live feed's backfill, change nothing
+        again, and orders on them are denied."""
+        saved = state["protections"]
+        if set(saved) != set(self._by_key):
+            raise ValueError(
+                f"the saved state has systems {', '.join(sorted(saved))}, not "
+                f"{', '.join(sorted(self._by_key))} of profile {self.profile.name!r}."
+            )
+        for key, value in saved.items():
+            self._by_key[key].restore(value)
+        if self._safety is not None and state["exit_safety"] is not None:
+            self._safety.restore(state["exit_safety"])
+        self._now, self._first = state["now"], state["first"]
+        self._trace, self._regime = state["trace"], state["regime"]
+        self._volatility = state["volatility"]
+        self._adapt()  # the values in force at the saved regime and volatility
+        self._positions = dict(state["positions"])
+        self._counts.update(state["counts"])
+        self._recent_errors.extend(state["recent_errors"])
+        self._blocks.update(state["blocks"])
+        self._would_block.update(state["would_block"])
+        last = None if self._now is None else self._now.date
+        marks = [d for d in (last, handled) if d is not None]
+        self._resume = max(marks) if marks else None
+
+    def _handled(self, date: Any) -> bool:
+        """Whether an event dated `date` was handled before the restart (then it is ignored);
+        the first later event ends the replay."""
+        resume = self._resume
+        assert resume is not None
+        if to_datetime(date, "date") <= resume:
+            return True
+        self._resume = None
+        return False
+
+    def _replayed_decision(self, request: ProtectionRequest, started: int) -> ProtectionDecision:
+        """The denial of an order on a bar handled before the restart: recorded, uncounted, and
+        no state moves (the uninterrupted run decided that bar already)."""
+        resume = self._resume
+        assert resume is not None
+        when = to_datetime(request.current_date, "date")
+        refusal = (
+            f"Denied: the bar of {when.date().isoformat()} was handled before the restart "
+            f"(the state is saved through {resume.date().isoformat()}); an order on it is "
+            "never sent twice."
+        )
+        decision, _ = self._decide(request, ClockPoint(when, request.bar), started, refusal)
+        if self.audit is not None:
+            self.audit.record_decision(request, decision)
+        return decision
+
+    def reconcile(self, asset: str, size: float, date: Any, bar: int | None = None) -> bool:
+        """Adopt the broker's position `size` of `asset` when it differs from the one the
+        state holds: recorded as `state_reconciled` (both sizes), then booked as a fill at
+        (date, bar), so a holding clock starts there. True when they differed."""
+        saved = self._positions.get(asset, 0.0)
+        if math.isclose(saved, size, rel_tol=1e-9, abs_tol=1e-9):
+            return False
+        if self._resume is not None and self._handled(date):
+            raise ValueError(f"reconcile {asset} after the handled bars, not on {date}.")
+        now = self._advance(date, bar)
+        self._emit("state_reconciled", now, {"asset": asset, "saved": saved, "broker": size})
+        self.on_fill(asset, date, saved, size, bar)
+        return True
 
     # --- questions --------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, 
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
 from bt_protection.regimes import RegimeSource, regime_source
+from bt_protection.state import StateError, StateFile
 
 # Stop orders and bracket children are contingent: they may never execute. Those that only
 # reduce the position they act on are safety exits (exempt) and do not count as live orders.
@@ -157,6 +158,8 @@ class ProtectionMixin(bt.Strategy):
         ("regime_data", None),
         ("audit_path", None),
         ("run_info", None),
+        ("protection_state", None),
+        ("protection_state_reset", False),
     )
 
     protection: ProtectionOrchestrator
@@ -234,6 +237,33 @@ class ProtectionMixin(bt.Strategy):
         self._protection_prices = self.protection.uses_prices  # turnover values orders
         self._protection_listeners: list[Callable[[ProtectionDecision], None]] = []
         self._protection_hook = getattr(self, "notify_protection", None)
+        self._protection_store: StateFile | None = None
+        self._protection_resume: datetime | None = None  # the last bar handled before a restart
+        self._protection_offset = 0  # bars keep counting from the saved bar (docs/live.md)
+        if self.p.protection_state:
+            self._protection_open_state(profile)
+
+    def _protection_open_state(self, profile: Any) -> None:
+        """Open the state file, restore what it holds; reconcile at the first new bar."""
+        assets = sorted(set(self._protection_assets.values()))
+        store = StateFile.open(
+            self.p.protection_state, profile, assets, bool(self.p.protection_state_reset)
+        )
+        self._protection_store = store
+        saved = store.load()
+        self._protection_saved_bar = -1
+        if saved is not None:
+            handled, bar = saved["bar"]
+            try:
+                self.protection.restore(saved["orchestrator"], handled)
+            except (ValueError, KeyError) as error:
+                store.close()
+                raise StateError(
+                    f"state file {store.path} does not fit profile {profile.name!r}: {error}"
+                ) from None
+            self._protection_resume, self._protection_saved_bar = handled, bar
+            self._protection_attempts = saved["attempts"]
+        self._protection_reconcile = True
 
     def _feed_assets(self) -> dict[int, str]:
         """The asset of each feed (by `id`): its name; a single unnamed feed is `data0`.
@@ -359,8 +389,8 @@ class ProtectionMixin(bt.Strategy):
             number <= self._protection_dates[0]
             or not any(len(d) > n for d, n in zip(self.datas, self._dlens, strict=True))
         ):
-            return bar - 1
-        return bar
+            return bar - 1 + self._protection_offset
+        return bar + self._protection_offset
 
     def _local(self, number: float) -> datetime:
         """backtrader's date number as a naive datetime on the first feed's own calendar."""
@@ -373,8 +403,45 @@ class ProtectionMixin(bt.Strategy):
         number = self._protection_dates[0]
         clock = self._protection_bar_clock
         if clock is None or clock[0] != number:
-            clock = self._protection_bar_clock = (number, self._local(number), len(self) - 1)
+            when = self._local(number)
+            if self._protection_store is not None and self._protection_reconcile:
+                self._protection_first_bar(when)
+            bar = len(self) - 1 + self._protection_offset
+            clock = self._protection_bar_clock = (number, when, bar)
         return clock
+
+    def _protection_first_bar(self, when: datetime) -> None:
+        """At the first bar after the ones handled before a restart: bars count on from the
+        saved bar, and the broker's positions are compared with the saved ones and taken."""
+        resume = self._protection_resume
+        if resume is not None and when <= resume:
+            return
+        self._protection_reconcile = False
+        self._protection_resume = None
+        bar = len(self) - 1
+        if resume is not None:
+            self._protection_offset = self._protection_saved_bar + 1 - bar
+        bar += self._protection_offset
+        for data in self._markets_traded():
+            self.protection.reconcile(
+                self._asset_of(data), self.getposition(data).size, when, bar=bar
+            )
+
+    def _markets_traded(self) -> list[Any]:
+        return [d for d in self.datas if id(d) in self._protection_assets]
+
+    def _protection_save(self, when: datetime, bar: int) -> None:
+        """Save the orchestrator's state, handled through the bar (when, bar), in one
+        transaction."""
+        store = self._protection_store
+        assert store is not None
+        store.save(
+            {
+                "orchestrator": self.protection.state(),
+                "bar": (when, bar),
+                "attempts": self._protection_attempts,
+            }
+        )
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -496,6 +563,8 @@ class ProtectionMixin(bt.Strategy):
         self._protection_in_bar = True
         try:
             super()._next()
+            if self._protection_store is not None:
+                self._protection_end_of_bar()
         except BaseException as error:
             self._protection_catch_up()
             self.protection.fail(error)
@@ -507,6 +576,8 @@ class ProtectionMixin(bt.Strategy):
         self._protection_in_bar = True
         try:
             super()._oncepost(dt)
+            if self._protection_store is not None:
+                self._protection_end_of_bar()
         except BaseException as error:
             self._protection_catch_up()
             self.protection.fail(error)
@@ -514,12 +585,19 @@ class ProtectionMixin(bt.Strategy):
         finally:
             self._protection_in_bar = False
 
+    def _protection_end_of_bar(self) -> None:
+        _, when, bar = self._bar_clock()
+        if self._protection_resume is None:  # bars handled before a restart stay as saved
+            self._protection_save(when, bar)
+
     def _stop(self) -> None:
         try:
             super()._stop()
         finally:
             self._protection_catch_up()
             self.protection.close()
+            if self._protection_store is not None:
+                self._protection_store.close()
 
     def getwriterinfo(self) -> Any:
         """backtrader's writer summary, without the mixin's own params: a writer's output is
@@ -576,9 +654,10 @@ class ProtectionMixin(bt.Strategy):
         target = current + (abs(size) if isbuy else -abs(size))
         contingent = parent is not None or args["exectype"] in _STOP_EXECTYPES
         safety = contingent and derive_action(current, target) in _REDUCING
-        self._protection_attempts += 1
-        attempt = self._protection_attempts
         when, bar = self._order_clock()
+        if self._protection_resume is None:  # orders on bars handled before a restart: uncounted
+            self._protection_attempts += 1
+        attempt = self._protection_attempts
         request = ProtectionRequest(
             asset,
             when,
@@ -606,6 +685,8 @@ class ProtectionMixin(bt.Strategy):
         oco = args["oco"]
         if oco is not None and oco.status == bt.Order.Rejected and "protection" in oco.info:
             args["oco"] = None  # its partner was denied and never reached the broker
+        if self._protection_store is not None:  # on disk before the broker sees the order
+            self._protection_save(when, bar)
         submit = super().buy if isbuy else super().sell
         # a partly approved order sends the allowed part; the decision says what was clipped
         order = submit(data=data, size=abs(decision.approved_size), **args, **info)

@@ -124,6 +124,12 @@ def toward_current(request: ProtectionRequest, size: float) -> float:
     return float(math.floor(size) if size > current else math.ceil(size))
 
 
+# what a system derives from its profile (the values in force follow the restored regime)
+_NOT_STATE = frozenset(
+    {"config", "emit", "not_guarded", "profile_config", "in_force", "_constants"}
+)
+
+
 def _ignore_event(kind: str, when: ClockPoint, payload: dict[str, Any]) -> None:
     return None
 
@@ -196,6 +202,25 @@ class Protection:
             reason=reason,
             details=MappingProxyType({**result.details, "in_force": in_force}),
         )
+
+    # --- persisted state --------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The system's state as plain data (what `setup` created and the hooks moved): every
+        instance attribute but the config and the event sink. A state file stores it."""
+        return {k: v for k, v in vars(self).items() if k not in _NOT_STATE}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back a `state()`; attributes equal to the current ones are kept as they are."""
+        unknown = set(state) ^ set(self.state())
+        if unknown:
+            raise ValueError(
+                f"the saved state of {self.key} has other fields ({', '.join(sorted(unknown))}) "
+                "than this version's; reset the state file."
+            )
+        for name, value in state.items():
+            if getattr(self, name) != value:
+                setattr(self, name, value)
 
     # --- evaluation -------------------------------------------------------------------------
 

@@ -1,0 +1,325 @@
+"""The orchestrator's state on disk: one SQLite file (WAL), written in one transaction.
+
+The state is plain data (numbers, text, dates, containers and the protections' own small
+dataclasses) encoded as JSON with a deterministic tagged encoding, never pickle: the same state
+gives the same bytes, and a file can only rebuild classes of bt_protection or of a registered
+protection plugin. Nothing in it depends on the wall clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import json
+import os
+import sqlite3
+from collections import deque
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bt_protection.durations import ClockPoint
+from bt_protection.errors import UserError
+from bt_protection.profile import Profile, load_profile
+from bt_protection.protections.base import registry
+
+FORMAT = 1
+_PACKAGE = "bt_protection"
+
+
+class StateError(UserError):
+    """A state file that cannot be used: another profile or assets, corrupt, unwritable."""
+
+
+# --- the encoding ---------------------------------------------------------------------------
+
+
+def encode(value: Any) -> Any:
+    """`value` as JSON-ready plain data; tagged objects keep types JSON lacks."""
+    kind = type(value)
+    if kind is ClockPoint:  # the most frequent object by far: one per lot, exit, fill
+        return {"$cp": [value.date.isoformat(), value.bar]}
+    if kind is str or kind is float or kind is int:
+        return value
+    if kind is dict:
+        return {"$map": [[encode(k), encode(v)] for k, v in value.items()]}
+    if (
+        value is None
+        or isinstance(value, (bool, int, float, str))
+        and not isinstance(value, enum.Enum)
+    ):
+        return value
+    if isinstance(value, datetime):
+        return {"$dt": value.isoformat()}
+    if isinstance(value, enum.Enum):
+        return {"$enum": _class_path(type(value)), "v": value.value}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, tuple):
+        return {"$tuple": [encode(v) for v in value]}
+    if isinstance(value, deque):
+        return {"$deque": [encode(v) for v in value], "maxlen": value.maxlen}
+    if isinstance(value, (set, frozenset)):
+        items = sorted((encode(v) for v in value), key=_canonical)
+        return {"$set": items}
+    if isinstance(value, Mapping):
+        return {"$map": [[encode(k), encode(v)] for k, v in value.items()]}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"$obj": _class_path(type(value)), "f": fields}
+    if hasattr(value, "__dict__") and type(value).__module__.startswith(_PACKAGE):
+        return {"$obj": _class_path(type(value)), "a": encode(dict(vars(value)))}
+    raise TypeError(
+        f"the state holds a {type(value).__name__}, which a state file cannot store; "
+        "a protection's state must be plain data or dataclasses."
+    )
+
+
+def decode(value: Any) -> Any:
+    """The inverse of `encode`."""
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "$cp" in value:
+        when, bar = value["$cp"]
+        return ClockPoint(datetime.fromisoformat(when), bar)
+    if "$dt" in value:
+        return datetime.fromisoformat(value["$dt"])
+    if "$enum" in value:
+        return _class(value["$enum"])(value["v"])
+    if "$tuple" in value:
+        return tuple(decode(v) for v in value["$tuple"])
+    if "$deque" in value:
+        return deque((decode(v) for v in value["$deque"]), maxlen=value["maxlen"])
+    if "$set" in value:
+        return frozenset(decode(v) for v in value["$set"])
+    if "$map" in value:
+        return {decode(k): decode(v) for k, v in value["$map"]}
+    if "$obj" in value:
+        cls = _class(value["$obj"])
+        if "f" in value:
+            fields = {k: decode(v) for k, v in value["f"].items()}
+            init = {f.name for f in dataclasses.fields(cls) if f.init}
+            made = cls(**{k: v for k, v in fields.items() if k in init})
+            for k, v in fields.items():
+                if k not in init:
+                    object.__setattr__(made, k, v)
+            return made
+        made = object.__new__(cls)
+        vars(made).update(decode(value["a"]))
+        return made
+    raise ValueError(f"unknown tag in {sorted(value)}")
+
+
+def dumps(value: Any) -> str:
+    """Deterministic JSON text of `value` (encoded first)."""
+    return json.dumps(encode(value), sort_keys=True, separators=(",", ":"))
+
+
+def loads(text: str) -> Any:
+    return decode(json.loads(text))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _class(path: str) -> Any:
+    """The class `module:qualname`, only from bt_protection or a registered plugin's module."""
+    module, _, name = path.partition(":")
+    plugins = {cls.__module__ for cls in registry().values()}
+    if not (module == _PACKAGE or module.startswith(_PACKAGE + ".") or module in plugins):
+        raise ValueError(f"class {path} is neither bt_protection's nor a registered plugin's")
+    found: Any = importlib.import_module(module)
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+class StateFile:
+    """A state file of one profile and one set of assets.
+
+    `open` refuses, with a sentence, a file of another profile or other assets, a corrupt or
+    truncated file and a folder it cannot write to; it overwrites nothing when it refuses.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        profile: Profile,
+        assets: Iterable[str],
+        reset: bool = False,
+    ) -> StateFile:
+        where = Path(path)
+        profile_hash = profile.hash
+        names = sorted(set(assets))
+        db = _connect(where)
+        try:
+            meta = _read_meta(db, where)
+            if meta and not reset:
+                _check_same(where, meta, profile_hash, names)
+            with db:
+                if reset:
+                    db.execute("DELETE FROM meta")
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                    [
+                        ("format", str(FORMAT)),
+                        ("profile_hash", profile_hash),
+                        ("profile", json.dumps(profile.to_dict(), sort_keys=True)),
+                        ("assets", json.dumps(names)),
+                    ],
+                )
+        except sqlite3.Error as error:
+            db.close()
+            raise _refused(where, error) from None
+        except BaseException:
+            db.close()
+            raise
+        return cls(where, db)
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state (None when none was saved yet)."""
+        return _state_of(self._db, self.path)
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Write `state` in one transaction (the previous one stays whole if this fails)."""
+        text = dumps(state)
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('state', ?)", (text,)
+                )
+        except sqlite3.Error as error:
+            raise _refused(self.path, error) from None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """(profile hash, assets and format as saved; the saved state or None) of an existing file,
+    read only."""
+    where = Path(path)
+    if not where.is_file():
+        raise StateError(f"state file {where} does not exist.")
+    try:
+        db = sqlite3.connect(f"file:{where}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise _refused(where, error) from None
+    try:
+        meta = _read_meta(db, where, create=False)
+        return meta, _state_of(db, where)
+    except sqlite3.Error as error:
+        raise _refused(where, error) from None
+    finally:
+        db.close()
+
+
+def saved_profile(meta: Mapping[str, str], where: Path) -> Profile:
+    """The profile a state file was written under, checked against its hash."""
+    profile = load_profile(json.loads(meta["profile"]))
+    if profile.hash != meta["profile_hash"]:
+        raise StateError(
+            f"state file {where} holds profile {profile.name!r} with hash {profile.hash}, "
+            f"not the {meta['profile_hash']} it was saved under; this version reads it "
+            "otherwise, so reset it."
+        )
+    return profile
+
+
+def reset_state(path: str | os.PathLike[str]) -> None:
+    """Clear an existing state file: the next run starts anew, under any profile."""
+    where = Path(path)
+    read_state(where)  # refuses a missing, corrupt or foreign file
+    db = _connect(where)
+    try:
+        with db:
+            db.execute("DELETE FROM meta")
+    except sqlite3.Error as error:
+        raise _refused(where, error) from None
+    finally:
+        db.close()
+
+
+def _connect(where: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(where)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as error:
+        raise _refused(where, error) from None
+    return db
+
+
+def _read_meta(db: sqlite3.Connection, where: Path, create: bool = True) -> dict[str, str]:
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" not in tables:
+        if tables:
+            raise StateError(f"{where} is an SQLite file but not a bt-protection state file.")
+        if create:
+            with db:
+                db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        return {}
+    meta = {k: v for k, v in db.execute("SELECT key, value FROM meta WHERE key != 'state'")}
+    if meta and meta.get("format") != str(FORMAT):  # empty: reset, nothing saved since
+        raise StateError(
+            f"state file {where} has format {meta.get('format')!r}; this version reads "
+            f"format {FORMAT}."
+        )
+    return meta
+
+
+def _check_same(where: Path, meta: Mapping[str, str], profile_hash: str, names: list[str]) -> None:
+    if meta.get("profile_hash") != profile_hash:
+        raise StateError(
+            f"state file {where} was written under profile hash {meta.get('profile_hash')}, "
+            f"not {profile_hash} of this profile; use another file or reset it "
+            "(protection_state_reset=True, `bt-protection state reset`)."
+        )
+    saved = json.loads(meta.get("assets", "[]"))
+    if saved != names:
+        raise StateError(
+            f"state file {where} holds assets {', '.join(saved)}, not {', '.join(names)}; "
+            "use another file or reset it (protection_state_reset=True)."
+        )
+
+
+def _state_of(db: sqlite3.Connection, where: Path) -> dict[str, Any] | None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
+    if row is None:
+        return None
+    try:
+        state = loads(row[0])
+    except (ValueError, TypeError, KeyError, AttributeError, ImportError) as error:
+        raise StateError(
+            f"state file {where} holds a state that cannot be read: {error}."
+        ) from None
+    if not isinstance(state, dict):
+        raise StateError(f"state file {where} holds a {type(state).__name__}, not a state.")
+    return state
+
+
+def _refused(where: Path, error: sqlite3.Error) -> StateError:
+    text = str(error).rstrip(".")
+    if "not a database" in text or "malformed" in text:
+        return StateError(
+            f"state file {where} is corrupt or truncated ({text}); it was left as it is. "
+            "Restore a copy, or start anew with protection_state_reset=True after moving it."
+        )
+    return StateError(f"state file {where} cannot be opened or written: {text}.")
