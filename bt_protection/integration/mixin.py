@@ -478,7 +478,12 @@ class ProtectionMixin(bt.Strategy):
         if self.protection.uses_regime or self._protection_regime is not None:
             # the label the orchestrator follows, on the strategy's clock (docs/regime.md)
             source, config = self._protection_regime_source
-            self._protection_market = ClockRegime(self._regime_feeds(source), config)
+            markets = {asset_name(d): d for d in self._markets()}
+            try:
+                self._protection_market = ClockRegime(self._regime_feeds(source), config, markets)
+            except UserError as error:  # a credit feed not in the run
+                self.protection.fail(error)  # the audit says why, and frees its file
+                raise
             self.protection.trace_each_bar = True  # the label goes on change, traces count bars
         if self._protection_market is not None or self._protection_values:
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched

@@ -16,8 +16,10 @@ from typing import Any
 
 import backtrader as bt
 
+from bt_protection.errors import UserError
 from bt_protection.metrics import TRADING_DAYS
 from bt_protection.profile import RegimeConfig
+from bt_protection.regime_factors import FactorName, FactorState
 from bt_protection.regimes import REGIME_LABELS
 
 BULL, NEUTRAL, BEAR, CRISIS = range(4)
@@ -86,6 +88,7 @@ class RegimeState:
 
     __slots__ = (
         "_bars",
+        "_base",
         "code",
         "_config",
         "_median",
@@ -107,6 +110,7 @@ class RegimeState:
     def __init__(self, config: RegimeConfig) -> None:
         config.validate()
         self._config = config
+        self._base = {f.name for f in config.factors}
         self._bars = 0  # valid closes seen
         self._prev_close = math.nan
         self._fast: deque[float] = deque()
@@ -123,8 +127,12 @@ class RegimeState:
         self.vol: float | None = None
         self.vol_ratio: float | None = None
 
-    def update(self, close: float) -> int:
-        """Feed the close of the next bar; return that bar's confirmed regime code."""
+    def update(self, close: float, stressed: int = 0) -> int:
+        """Feed the close of the next bar; return that bar's confirmed regime code.
+
+        `stressed` extra factors (`FactorState`) each move the raw code one step toward crisis;
+        a base factor left out of `factors` counts as calm (docs/regime.md).
+        """
         if not close > 0.0 or math.isinf(close):
             return self.code
         config = self._config
@@ -169,10 +177,13 @@ class RegimeState:
         if n > config.fast_period:
             fast = self._fast_sum / len(self._fast)
             slow = self._slow_sum / len(self._slow)
-        drawdown = 1.0 - close / peaks[0][1]
-        self.raw = classify(
+        base = self._base
+        drawdown = 1.0 - close / peaks[0][1] if FactorName.DRAWDOWN in base else 0.0
+        if FactorName.TREND not in base:
+            fast = slow = None
+        raw = classify(
             drawdown,
-            vol,
+            vol if FactorName.VOLATILITY in base else 0.0,
             close,
             fast,
             slow,
@@ -181,6 +192,7 @@ class RegimeState:
             config.drawdown_bear,
             config.drawdown_crisis,
         )
+        self.raw = min(raw + stressed, CRISIS)
         raws = self._raws
         raws.append(self.raw)
         if len(raws) == config.confirm_bars:
@@ -349,36 +361,65 @@ class ClockRegime:
     One watched feed: that close goes to the `RegimeState`. Several: the closes move an
     `EqualWeightIndex`, whose value goes to the `RegimeState`. A bar with no new bar of any
     watched feed leaves the code as it stands: neutral before the first, the last one after
-    the feeds end.
+    the feeds end. The cross-feed factors of `config.factors` (breadth, correlation, credit)
+    read the closes of `markets` (the run's feeds by name) the same way (`FactorState`);
+    `factors` holds their latest values. A credit feed not among `markets` is a `UserError`.
     """
 
-    __slots__ = ("_closes", "_index", "_seen", "_state")
+    __slots__ = ("_closes", "_factors", "_index", "_markets", "_state")
 
     @property
     def vol_ratio(self) -> float | None:
         """The watched market's volatility over its long-run median (`RegimeState.vol_ratio`)."""
         return self._state.vol_ratio
 
-    def __init__(self, feeds: list[Any], config: RegimeConfig) -> None:
-        self._closes = [d.lines.close for d in feeds]  # a line's len is its feed's
-        self._seen = [0] * len(feeds)
+    @property
+    def factors(self) -> dict[str, float | None]:
+        """The latest value of each cross-feed factor (None while it warms up)."""
+        return dict(self._factors.values)
+
+    def __init__(
+        self, feeds: list[Any], config: RegimeConfig, markets: dict[str, Any] | None = None
+    ) -> None:
+        markets = markets or {}
+        try:
+            self._factors = FactorState(config.factors, list(markets))
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        self._closes = _NewCloses(feeds)
+        self._markets = _NewCloses(list(markets.values()) if self._factors else [])
         self._index = EqualWeightIndex(len(feeds)) if len(feeds) > 1 else None
         self._state = RegimeState(config)
 
     def update(self) -> int:
         """The code at the strategy's current bar."""
+        stressed = self._factors.update(self._markets.read()) if self._factors else 0
+        closes = self._closes.read()
+        index = self._index
+        if index is None:  # a NaN close (no new bar) leaves the state alone
+            return self._state.update(closes[0], stressed)
+        if any(c == c for c in closes):  # c == c: not NaN
+            return self._state.update(index.step(closes), stressed)
+        return self._state.code
+
+
+class _NewCloses:
+    """Each feed's close at a strategy bar where its length grew since the last `read`, else NaN."""
+
+    __slots__ = ("_lines", "_seen")
+
+    def __init__(self, feeds: list[Any]) -> None:
+        self._lines = [d.lines.close for d in feeds]  # a line's len is its feed's
+        self._seen = [0] * len(feeds)
+
+    def read(self) -> list[float]:
         seen = self._seen
         closes = []
-        for k, line in enumerate(self._closes):
+        for k, line in enumerate(self._lines):
             size = len(line)
             if size > seen[k]:
                 seen[k] = size
                 closes.append(line[0])
             else:
                 closes.append(math.nan)
-        index = self._index
-        if index is None:  # a NaN close (no new bar) leaves the state alone
-            return self._state.update(closes[0])
-        if any(c == c for c in closes):  # c == c: not NaN
-            return self._state.update(index.step(closes))
-        return self._state.code
+        return closes

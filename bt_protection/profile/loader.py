@@ -42,6 +42,7 @@ from bt_protection.profile.yaml_reader import (
     read_layer,
 )
 from bt_protection.protections.base import ProtectionConfig, registry
+from bt_protection.regime_factors import Factor
 from bt_protection.shipped import PROFILES, shipped_file
 
 TOP_LEVEL_KEYS = (
@@ -264,6 +265,8 @@ def _convert(value: Any, hint: Any, path: KeyPath) -> Any:
         return _SCALARS[hint](value, path)
     if isinstance(hint, type) and issubclass(hint, StrEnum):
         return _to_enum(hint, value, path)
+    if hint is Factor:
+        return _to_factor(value, path)
     if isinstance(hint, type) and is_dataclass(hint):
         return _build_config(hint, value, path)
     if origin in (frozenset, tuple):
@@ -271,6 +274,31 @@ def _convert(value: Any, hint: Any, path: KeyPath) -> Any:
     if origin is Mapping:
         return _to_mapping(value, args, path)
     raise TypeError(f"the profile loader cannot read fields of type {hint!r} (at {path}).")
+
+
+def _to_factor(value: Any, path: KeyPath) -> Factor:
+    """An item of `regime.factors`: a name, or a one-key mapping of a name to its parameters."""
+    if isinstance(value, Mapping) and len(value) == 1:
+        ((name, params),) = value.items()
+        if not isinstance(params, Mapping):
+            raise Problem(
+                path, f"the parameters of factor {name} must be a mapping, not {describe(params)}."
+            )
+    elif isinstance(value, str):
+        name, params = value, {}
+    else:
+        raise Problem(
+            path,
+            "a factor is a name or a one-key mapping of a name to its parameters, "
+            f"not {describe(value)}.",
+        )
+    try:
+        return Factor.of(str(name), params)
+    except ValueError as error:
+        key = getattr(error, "key", "")
+        raise Problem(
+            (*path, str(name), key) if key else path, getattr(error, "message", str(error))
+        ) from None
 
 
 def _items(value: Any, path: KeyPath) -> list[Any]:

@@ -21,6 +21,7 @@ from bt_protection.protections.base import (
     registry,
 )
 from bt_protection.protections.regime_override import RegimeOverrideConfig
+from bt_protection.regime_factors import DEFAULT_FACTORS, Factor, check_factors
 from bt_protection.regimes import REGIME_LABELS
 
 
@@ -48,9 +49,11 @@ class RegimeConfig:
     drawdown_bear: float = 0.10
     drawdown_crisis: float = 0.20
     confirm_bars: int = 8
+    factors: tuple[Factor, ...] = DEFAULT_FACTORS
 
     def validate(self) -> None:
         """Refuse settings the indicator cannot run (`ConfigError` naming the key)."""
+        check_factors(self.factors)
         for key, least in (
             ("fast_period", 1),
             ("slow_period", 2),
@@ -179,6 +182,8 @@ def to_plain(value: Any) -> Any:
         return value.canonical
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, Factor):
+        return value.to_plain()
     if is_dataclass(value) and not isinstance(value, type):
         plain = {f.name: to_plain(getattr(value, f.name)) for f in fields(value) if f.init}
         if isinstance(value, ProtectionConfig):  # adaptive keys as the profile wrote them
