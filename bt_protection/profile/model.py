@@ -153,6 +153,8 @@ class Profile:
             "regime": to_plain(self.regime),
             "audit": to_plain(self.audit),
         }
+        if self.regime.factors == DEFAULT_FACTORS:  # the same hash as before factors existed
+            del plain["regime"]["factors"]
         if self.exit_safety is not None:  # absent: the same hash as before the block existed
             plain["exit_safety"] = to_plain(self.exit_safety)
         return plain
