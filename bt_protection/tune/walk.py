@@ -1,9 +1,11 @@
-"""`walk_forward`: search protection parameters on train windows, judge them on test windows.
+"""`execute_tune` (a `TuneSpec`; `walk_forward` takes the same as keywords): search
+protection parameters on train windows, judge them on test windows.
 
-Every input is checked, and every candidate profile validated, before any trial runs. The
-output folder is built in `<out>.partial/`, which also holds the trial store (`trials.sqlite`):
-a tune killed midway resumes from it with the same inputs. At the end the folder is renamed to
-`<out>`. Files, choices and formulas: docs/tune.md.
+Every input is checked, and every candidate profile validated, before any trial runs. Each
+trial is a job (`RunSpec`) the `Engine` runs on the price data loaded once. The output folder
+is built in `<out>.partial/` (bt_protection.outfolder), which also holds the trial store
+(`trials.sqlite`): a tune killed midway resumes from it with the same inputs. At the end the
+folder is installed as `<out>`. Files, choices and formulas: docs/tune.md.
 """
 
 from __future__ import annotations
