@@ -1,21 +1,29 @@
-"""backtrader overhead of the protection layer (README "Performance", issue 8).
+"""backtrader overhead of the protection layer (README "Performance", issue 8 and 17).
 
-The same strategy (`sma_crossover`) on the first 1, 5 and all feeds of a real set, run side by
-side in one process: without the mixin, with the mixin and the `off` profile, with `balanced`,
-and with `balanced` asking again every bar after a denial (`retry_every=1`: the most decisions
-per bar a denial can cause). One more variant has no mixin but the `RegimeIndicator` that
-`balanced` needs (on the composite index beyond one feed): the part of `balanced`'s cost that
-is backtrader running the indicator, before any protection work. Times are CPU time (on a
-shared machine, wall time also counts the waits for a core). Rounds are interleaved, each
-starting with another variant, so that machine noise hits every variant alike; the best round
-of each is compared with the best plain run of the same size, and with the regime-only variant
-("above regime": the ratio minus regime only's ratio). Targets (SPEC 13): `off` at most 1.05,
-`balanced` at most 0.05 above regime only, asking every bar at most 0.10 above it.
+The same strategy (`sma_crossover`) on the first 1, 5 and all 17 feeds of a real set, run side
+by side in one process, five variants:
+
+- `without mixin`: `SmaCrossoverSignals`, plain backtrader (the base of every ratio);
+- `no mixin, regime only`: the same with the regime label `balanced` follows worked out every
+  bar, and no protection: the `ClockRegime` the mixin builds (the profile's `regime:` block, on
+  the feeds the mixin would watch, updated once a bar on the strategy's clock), nothing else;
+- `mixin, off`: `SmaCrossover` with the `off` profile;
+- `mixin, balanced`: `SmaCrossover` with `balanced` (its denials wait `retry_every=5` bars);
+- `balanced, ask every bar`: the same asking again every bar after a denial (`retry_every=1`:
+  the most decisions per bar a denial can cause).
+
+Times are CPU time (on a shared machine, wall time also counts the waits for a core). Rounds
+are interleaved, each starting with another variant, so that machine noise hits every variant
+alike; the best round of each is compared with the best plain run of the same size ("ratio"),
+and with the regime-only variant ("above regime": the ratio minus regime only's ratio: the cost
+of the protection itself). Targets (SPEC 13): `off` at most 1.05, `balanced` at most 0.05
+above regime only, asking every bar at most 0.10 above it.
 
 After the rounds, three more runs asking every bar time each `buy` / `sell` call the protection
-denies, from the call to its return (the thread's CPU time): the decision, the `Rejected` order
-and its queued notification (target: at most 15 us a denied order; the run with the lowest
-median is shown). The plain bar's cost is printed beside it: on a loaded machine both grow.
+denies, from the call to its return (the thread's CPU time): the request, the decision, the
+`Rejected` order and its queued notification (target: at most 15 us a denied order; the run
+with the lowest median is shown). The plain bar's cost is printed beside it: on a loaded
+machine both grow.
 
     python benchmarks/bench_backtest.py                 # etf17_quantfiction, 2008-2018
     python benchmarks/bench_backtest.py --rounds 7 --sizes 1 17
@@ -34,7 +42,7 @@ import pandas as pd
 
 from bt_protection.data import load_universe
 from bt_protection.integration.feeds import add_feeds
-from bt_protection.integration.regime import CompositeIndex, RegimeIndicator
+from bt_protection.integration.regime import ClockRegime
 from bt_protection.profile import load_profile
 from bt_protection.strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
 
@@ -46,12 +54,19 @@ BALANCED_REGIME = load_profile("balanced").regime
 
 
 class SignalsWithRegime(SmaCrossoverSignals):
-    """No protection; only the regime indicator `balanced` would build, on the same prices."""
+    """No protection; only the regime label `balanced` follows, worked out once a bar as the
+    mixin does it (`ClockRegime` on every feed, the composite beyond one)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        watched = self.datas[0] if len(self.datas) == 1 else CompositeIndex(*self.datas)
-        self.regime = RegimeIndicator.from_config(watched, BALANCED_REGIME)
+    def start(self) -> None:
+        markets = {d._name: d for d in self.datas}
+        self.market = ClockRegime(list(self.datas), BALANCED_REGIME, markets)
+
+    def prenext(self) -> None:
+        self.market.update()
+
+    def next(self) -> None:
+        self.market.update()
+        super().next()
 
 
 class DenialsTimed(SmaCrossover):
