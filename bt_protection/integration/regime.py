@@ -437,7 +437,8 @@ class _Preloaded:
     def update(self, config: RegimeConfig) -> int | None:
         """The code at the feed's current bar; None at the first call unless backtrader
         preloaded the feed (cerebro's `preload`, full-length lines: the closes of every bar
-        are in the line's array from the start)."""
+        are in the line's array from the start). A feed grown past the bars worked out has
+        them worked out again from its whole array."""
         size = len(self._line)
         codes = self._codes
         if codes is None or size > len(codes):
@@ -447,7 +448,7 @@ class _Preloaded:
                 and isinstance(array, ArrayType)
             ):
                 return None
-            from bt_protection.integration.regime_series import regime_series  # imports this
+            from bt_protection.integration.regime_series import regime_series  # it imports us
 
             series = regime_series(array, config)  # each code uses closes up to its bar only
             codes = self._codes = series.codes
