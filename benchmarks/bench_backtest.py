@@ -17,7 +17,10 @@ are interleaved, each starting with another variant, so that machine noise hits 
 alike; the best round of each is compared with the best plain run of the same size ("ratio"),
 and with the regime-only variant ("above regime": the ratio minus regime only's ratio: the cost
 of the protection itself). Targets (SPEC 13): `off` at most 1.05, `balanced` at most 0.05
-above regime only, asking every bar at most 0.10 above it.
+above regime only, asking every bar at most 0.10 above it. "paired" is the same difference
+taken within each round (the variant minus regime only, over that round's plain run) and
+the median over rounds: on a loaded machine the best runs of two variants may come from
+quiet and busy moments, while the runs of one round share the load of the moment.
 
 After the rounds, three more runs asking every bar time each `buy` / `sell` call the protection
 denies, from the call to its return (the thread's CPU time): the request, the decision, the
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gc
 from pathlib import Path
+from statistics import median
 from time import process_time, thread_time_ns
 from typing import Any
 
@@ -103,6 +107,16 @@ def run_once(frames: dict[str, pd.DataFrame], strategy: type, **params: object) 
     return process_time() - started, strat
 
 
+def _paired(times: dict[str, list[float]]) -> dict[str, float]:
+    """Each variant above regime only, round by round (both over the same round's plain run),
+    the median over rounds: runs of one round share the machine's load of the moment."""
+    plain, regime = times["without mixin"], times["no mixin, regime only"]
+    return {
+        name: median((t - r) / p for t, r, p in zip(runs, regime, plain, strict=True))
+        for name, runs in times.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of ticker CSVs")
@@ -126,7 +140,7 @@ def main() -> None:
     timed = {"protection": balanced, "retry_every": 1}
     bars = len(next(iter(universe.values())))
     print(f"sma_crossover on {args.data.name}, {bars} bars, best of {args.rounds} rounds")
-    head = f"{'cpu s':>8} {'ratio':>6} {'above regime':>12} {'us/bar':>7}"
+    head = f"{'cpu s':>8} {'ratio':>6} {'above regime':>12} {'us/bar':>7} {'paired':>7}"
     print(f"  {'feeds':>5}  {'variant':<24} {head}")
     for size in args.sizes:
         frames = {t: universe[t] for t in sorted(universe)[:size]}
@@ -138,11 +152,12 @@ def main() -> None:
                 times[name].append(run_once(frames, strategy, **params)[0])
         base = min(times["without mixin"])
         regime = min(times["no mixin, regime only"]) / base
+        paired = _paired(times)
         for name, runs in times.items():
             best = min(runs)
             extra = (best - base) / bars * 1e6  # added cost per bar, all feeds together
             figures = f"{best:8.3f} {best / base:6.3f} {best / base - regime:+12.3f}"
-            print(f"  {len(frames):>5}  {name:<24} {figures} {extra:+7.1f}")
+            print(f"  {len(frames):>5}  {name:<24} {figures} {extra:+7.1f} {paired[name]:+7.3f}")
         denied = min(  # the quietest of three timed runs: preemption hits single calls
             (sorted(run_once(frames, DenialsTimed, **timed)[1].denied_ns) for _ in range(3)),
             key=lambda ns: ns[len(ns) // 2],
