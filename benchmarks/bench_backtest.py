@@ -1,21 +1,32 @@
-"""backtrader overhead of the protection layer (README "Performance", issue 8).
+"""backtrader overhead of the protection layer (README "Performance", issue 8 and 17).
 
-The same strategy (`sma_crossover`) on the first 1, 5 and all feeds of a real set, run side by
-side in one process: without the mixin, with the mixin and the `off` profile, with `balanced`,
-and with `balanced` asking again every bar after a denial (`retry_every=1`: the most decisions
-per bar a denial can cause). One more variant has no mixin but the `RegimeIndicator` that
-`balanced` needs (on the composite index beyond one feed): the part of `balanced`'s cost that
-is backtrader running the indicator, before any protection work. Times are CPU time (on a
-shared machine, wall time also counts the waits for a core). Rounds are interleaved, each
-starting with another variant, so that machine noise hits every variant alike; the best round
-of each is compared with the best plain run of the same size, and with the regime-only variant
-("above regime": the ratio minus regime only's ratio). Targets (SPEC 13): `off` at most 1.05,
-`balanced` at most 0.05 above regime only, asking every bar at most 0.10 above it.
+The same strategy (`sma_crossover`) on the first 1, 5 and all 17 feeds of a real set, run side
+by side in one process, five variants:
+
+- `without mixin`: `SmaCrossoverSignals`, plain backtrader (the base of every ratio);
+- `no mixin, regime only`: the same with the regime label `balanced` follows worked out every
+  bar, and no protection: the `ClockRegime` the mixin builds (the profile's `regime:` block, on
+  the feeds the mixin would watch, updated once a bar on the strategy's clock), nothing else;
+- `mixin, off`: `SmaCrossover` with the `off` profile;
+- `mixin, balanced`: `SmaCrossover` with `balanced` (its denials wait `retry_every=5` bars);
+- `balanced, ask every bar`: the same asking again every bar after a denial (`retry_every=1`:
+  the most decisions per bar a denial can cause).
+
+Times are CPU time (on a shared machine, wall time also counts the waits for a core). Rounds
+are interleaved, each starting with another variant, so that machine noise hits every variant
+alike; the best round of each is compared with the best plain run of the same size ("ratio"),
+and with the regime-only variant ("above regime": the ratio minus regime only's ratio: the cost
+of the protection itself). Targets (SPEC 13): `off` at most 1.05, `balanced` at most 0.05
+above regime only, asking every bar at most 0.10 above it. "paired" is the same difference
+taken within each round (the variant minus regime only, over that round's plain run) and
+the median over rounds: on a loaded machine the best runs of two variants may come from
+quiet and busy moments, while the runs of one round share the load of the moment.
 
 After the rounds, three more runs asking every bar time each `buy` / `sell` call the protection
-denies, from the call to its return (the thread's CPU time): the decision, the `Rejected` order
-and its queued notification (target: at most 15 us a denied order; the run with the lowest
-median is shown). The plain bar's cost is printed beside it: on a loaded machine both grow.
+denies, from the call to its return (the thread's CPU time): the request, the decision, the
+`Rejected` order and its queued notification (target: at most 15 us a denied order; the run
+with the lowest median is shown). The plain bar's cost is printed beside it: on a loaded
+machine both grow.
 
     python benchmarks/bench_backtest.py                 # etf17_quantfiction, 2008-2018
     python benchmarks/bench_backtest.py --rounds 7 --sizes 1 17
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gc
 from pathlib import Path
+from statistics import median
 from time import process_time, thread_time_ns
 from typing import Any
 
@@ -34,7 +46,7 @@ import pandas as pd
 
 from bt_protection.data import load_universe
 from bt_protection.integration.feeds import add_feeds
-from bt_protection.integration.regime import CompositeIndex, RegimeIndicator
+from bt_protection.integration.regime import ClockRegime
 from bt_protection.profile import load_profile
 from bt_protection.strategies.sma_crossover import SmaCrossover, SmaCrossoverSignals
 
@@ -46,12 +58,19 @@ BALANCED_REGIME = load_profile("balanced").regime
 
 
 class SignalsWithRegime(SmaCrossoverSignals):
-    """No protection; only the regime indicator `balanced` would build, on the same prices."""
+    """No protection; only the regime label `balanced` follows, worked out once a bar as the
+    mixin does it (`ClockRegime` on every feed, the composite beyond one)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        watched = self.datas[0] if len(self.datas) == 1 else CompositeIndex(*self.datas)
-        self.regime = RegimeIndicator.from_config(watched, BALANCED_REGIME)
+    def start(self) -> None:
+        markets = {d._name: d for d in self.datas}
+        self.market = ClockRegime(list(self.datas), BALANCED_REGIME, markets)
+
+    def prenext(self) -> None:
+        self.market.update()
+
+    def next(self) -> None:
+        self.market.update()
+        super().next()
 
 
 class DenialsTimed(SmaCrossover):
@@ -88,6 +107,16 @@ def run_once(frames: dict[str, pd.DataFrame], strategy: type, **params: object) 
     return process_time() - started, strat
 
 
+def _paired(times: dict[str, list[float]]) -> dict[str, float]:
+    """Each variant above regime only, round by round (both over the same round's plain run),
+    the median over rounds: runs of one round share the machine's load of the moment."""
+    plain, regime = times["without mixin"], times["no mixin, regime only"]
+    return {
+        name: median((t - r) / p for t, r, p in zip(runs, regime, plain, strict=True))
+        for name, runs in times.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of ticker CSVs")
@@ -111,7 +140,7 @@ def main() -> None:
     timed = {"protection": balanced, "retry_every": 1}
     bars = len(next(iter(universe.values())))
     print(f"sma_crossover on {args.data.name}, {bars} bars, best of {args.rounds} rounds")
-    head = f"{'cpu s':>8} {'ratio':>6} {'above regime':>12} {'us/bar':>7}"
+    head = f"{'cpu s':>8} {'ratio':>6} {'above regime':>12} {'us/bar':>7} {'paired':>7}"
     print(f"  {'feeds':>5}  {'variant':<24} {head}")
     for size in args.sizes:
         frames = {t: universe[t] for t in sorted(universe)[:size]}
@@ -123,11 +152,12 @@ def main() -> None:
                 times[name].append(run_once(frames, strategy, **params)[0])
         base = min(times["without mixin"])
         regime = min(times["no mixin, regime only"]) / base
+        paired = _paired(times)
         for name, runs in times.items():
             best = min(runs)
             extra = (best - base) / bars * 1e6  # added cost per bar, all feeds together
             figures = f"{best:8.3f} {best / base:6.3f} {best / base - regime:+12.3f}"
-            print(f"  {len(frames):>5}  {name:<24} {figures} {extra:+7.1f}")
+            print(f"  {len(frames):>5}  {name:<24} {figures} {extra:+7.1f} {paired[name]:+7.3f}")
         denied = min(  # the quietest of three timed runs: preemption hits single calls
             (sorted(run_once(frames, DenialsTimed, **timed)[1].denied_ns) for _ in range(3)),
             key=lambda ns: ns[len(ns) // 2],

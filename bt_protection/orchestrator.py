@@ -62,6 +62,11 @@ class ProtectionOrchestrator:
             hook: [p for p in self._protections if hook in type(p).hooks()] for hook in HOOKS
         }
         self._adaptive = [p for p in self._protections if p.profile_config.adaptive]
+        self._uses_volatility = any(  # asked at every bar: worked out once
+            isinstance(spec, ByVolatility)
+            for p in self._adaptive
+            for spec in p.profile_config.adaptive.values()
+        )
         self._volatility: float | None = None  # the volatility ratio (on_volatility)
         self._liftable = frozenset(p.key for p in self._protections if p.can_be_overridden)
         self._entry_rules = frozenset(p.key for p in self._protections if p.judges_entries)
@@ -160,18 +165,15 @@ class ProtectionOrchestrator:
     @property
     def uses_volatility(self) -> bool:
         """Whether a system has a value scaled by volatility (`on_volatility`)."""
-        return any(
-            isinstance(spec, ByVolatility)
-            for p in self._adaptive
-            for spec in p.profile_config.adaptive.values()
-        )
+        return self._uses_volatility
 
     # --- the clock --------------------------------------------------------------------------
 
     def _advance(self, date: Any, bar: int | None) -> ClockPoint:
         """Move the clock to (date, bar); a new bar starts a new trace and flushes the audit."""
         now = self._now
-        moment = to_datetime(date, "date")  # a date or text of the same moment: same trace
+        # a date or text of the same moment: same trace
+        moment = date if type(date) is datetime else to_datetime(date, "date")
         if now is not None and now.bar == bar and now.date == moment:
             return now
         point = ClockPoint(moment, None if bar is None else int(bar))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from bt_protection.data import load_universe
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.mixin import _ORDER_DEFAULTS, ProtectionMixin
-from bt_protection.integration.rejected import RejectedOrders
+from bt_protection.integration.rejected import RejectedOrders, session_end_of_day
 from bt_protection.shipped import PROFILES, SAMPLE_DATA
 from bt_protection.strategies.sma_crossover import SmaCrossover
 
@@ -206,6 +206,21 @@ def test_fast_order_equals_backtraders(
     assert_equal(my_note, their_note)
     assert_notified(strat, mine, my_note)
     assert_notified(strat, theirs, their_note)
+
+
+@settings(max_examples=300, deadline=None)
+@given(day=st.integers(1, 3_000_000), session=st.times())
+def test_the_session_end_of_a_daily_bar_is_backtraders(day: int, session: datetime.time) -> None:
+    """The shortcut for a bar at midnight without a time zone gives what `OrderBase.__init__`
+    converts: the bar's datetime at the session's end, as `date2num` numbers it."""
+    midnight = bt.num2date(float(day))
+    session_end = midnight.replace(
+        hour=session.hour,
+        minute=session.minute,
+        second=session.second,
+        microsecond=session.microsecond,
+    )
+    assert session_end_of_day(day, session) == bt.date2num(session_end)
 
 
 def test_a_real_run_numbers_and_notifies_denied_orders_as_backtrader() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array as ArrayType
 from collections import deque
 from dataclasses import fields
 from typing import Any
@@ -364,13 +365,20 @@ class ClockRegime:
     the feeds end. The cross-feed factors of `config.factors` (breadth, correlation, credit)
     read the closes of `markets` (the run's feeds by name) the same way (`FactorState`);
     `factors` holds their latest values. A credit feed not among `markets` is a `UserError`.
+
+    One watched feed that backtrader preloaded (and no cross-feed factor): the codes of all its
+    bars are worked out at the first update (`regime_series`, equal to the `RegimeState` fed bar
+    by bar); each update then reads the code of the feed's current bar.
     """
 
-    __slots__ = ("_closes", "_factors", "_index", "_markets", "_state")
+    __slots__ = ("_closes", "_config", "_factors", "_index", "_markets", "_series", "_state")
 
     @property
     def vol_ratio(self) -> float | None:
         """The watched market's volatility over its long-run median (`RegimeState.vol_ratio`)."""
+        series = self._series
+        if series is not None:
+            return series.vol_ratio
         return self._state.vol_ratio
 
     @property
@@ -386,13 +394,23 @@ class ClockRegime:
             self._factors = FactorState(config.factors, list(markets))
         except ValueError as error:
             raise UserError(str(error)) from None
+        self._config = config
         self._closes = _NewCloses(feeds)
         self._markets = _NewCloses(list(markets.values()) if self._factors else [])
         self._index = EqualWeightIndex(len(feeds)) if len(feeds) > 1 else None
         self._state = RegimeState(config)
+        self._series = (
+            _Preloaded(feeds[0]) if len(feeds) == 1 and not self._factors else None
+        )
 
     def update(self) -> int:
         """The code at the strategy's current bar."""
+        series = self._series
+        if series is not None:
+            code = series.update(self._config)
+            if code is not None:
+                return code
+            self._series = None  # not preloaded: bar by bar from here (nothing was read yet)
         stressed = self._factors.update(self._markets.read()) if self._factors else 0
         closes = self._closes.read()
         index = self._index
@@ -401,6 +419,43 @@ class ClockRegime:
         if any(c == c for c in closes):  # c == c: not NaN
             return self._state.update(index.step(closes), stressed)
         return self._state.code
+
+
+class _Preloaded:
+    """The regime of one preloaded feed, read by its length from `regime_series`."""
+
+    __slots__ = ("_codes", "_feed", "_line", "_ratios", "code", "vol_ratio")
+
+    def __init__(self, feed: Any) -> None:
+        self._feed = feed
+        self._line = feed.lines.close
+        self._codes: list[int] | None = None
+        self._ratios: list[float | None] = []
+        self.code = NEUTRAL
+        self.vol_ratio: float | None = None
+
+    def update(self, config: RegimeConfig) -> int | None:
+        """The code at the feed's current bar; None at the first call unless backtrader
+        preloaded the feed (cerebro's `preload`, full-length lines: the closes of every bar
+        are in the line's array from the start). A feed grown past the bars worked out has
+        them worked out again from its whole array."""
+        size = len(self._line)
+        codes = self._codes
+        if codes is None or size > len(codes):
+            array = self._line.array
+            if codes is None and not (
+                getattr(getattr(self._feed, "_env", None), "_dopreload", False)
+                and isinstance(array, ArrayType)
+            ):
+                return None
+            from bt_protection.integration.regime_series import regime_series  # it imports us
+
+            series = regime_series(array, config)  # each code uses closes up to its bar only
+            codes = self._codes = series.codes
+            self._ratios = series.vol_ratios
+        if size:
+            self.code, self.vol_ratio = codes[size - 1], self._ratios[size - 1]
+        return self.code
 
 
 class _NewCloses:

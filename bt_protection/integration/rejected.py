@@ -11,11 +11,19 @@ tests/test_rejected_order.py proves both equal, field by field, to what backtrad
 from __future__ import annotations
 
 import datetime
+import math
+from collections import deque
 from typing import Any
 
 import backtrader as bt
 from backtrader.order import OrderData
 from backtrader.utils import AutoOrderedDict
+from backtrader.utils.dateintern import (
+    HOURS_PER_DAY,
+    MINUTES_PER_DAY,
+    MUSECONDS_PER_DAY,
+    SECONDS_PER_DAY,
+)
 
 _TRAILING = (bt.Order.StopTrail, bt.Order.StopTrailLimit)
 _NOTIFY = bt.brokers.BackBroker.notify
@@ -27,6 +35,55 @@ def _copy(obj: Any) -> Any:
     twin = object.__new__(type(obj))
     twin.__dict__.update(obj.__dict__)
     return twin
+
+
+def _order_data(
+    dt: float,
+    size: float = 0,
+    price: float | None = 0.0,
+    pricelimit: float | None = 0.0,
+    remsize: float = 0,
+    pclose: float = 0.0,
+    trailamount: float | None = 0.0,
+    trailpercent: float | None = 0.0,
+) -> Any:
+    """`OrderData(...)`: the same fields set in the order `OrderData.__init__` sets them."""
+    record = object.__new__(OrderData)
+    record.__dict__.update(
+        pclose=pclose,
+        exbits=deque(),
+        p1=0,
+        p2=0,
+        dt=dt,
+        size=size,
+        remsize=remsize,
+        price=pricelimit if pricelimit and not price else price,
+        pricelimit=pricelimit if pricelimit else price,
+        trailamount=trailamount,
+        trailpercent=trailpercent,
+        _plimit=pricelimit,
+        value=0.0,
+        comm=0.0,
+        margin=None,
+        pnl=0.0,
+        psize=0,
+        pprice=0,
+    )
+    return record
+
+
+def session_end_of_day(day: int, session: datetime.time) -> float:
+    """`date2num` of the datetime `session` on the day numbered `day` (no time zone): the
+    provisional end of session of an order created at that day's midnight."""
+    return math.fsum(
+        (
+            float(day),
+            session.hour / HOURS_PER_DAY,
+            session.minute / MINUTES_PER_DAY,
+            session.second / SECONDS_PER_DAY,
+            session.microsecond / MUSECONDS_PER_DAY,
+        )
+    )
 
 
 class RejectedOrders:
@@ -105,9 +162,10 @@ class RejectedOrders:
             fields["exectype"] = exectype = bt.Order.Market
         if cls.ordtype == bt.Order.Sell:
             fields["size"] = size = -size
-        pclose = data.close[0]
-        now = data.datetime[0]
-        created = OrderData(
+        lines = data.lines
+        pclose = lines.close[0]
+        now = lines.datetime[0]
+        created = _order_data(
             dt=now,
             size=size,
             price=pclose if not price and not pricelimit else price,
@@ -124,7 +182,7 @@ class RejectedOrders:
             order.trailadjust(start)
         else:
             fields["_limitoffset"] = 0.0
-        fields["executed"] = OrderData(dt=now, remsize=size)
+        fields["executed"] = _order_data(dt=now, remsize=size)
         fields["position"] = 0
         fields["dteos"] = self._session_end(data, now)
         return order
@@ -134,17 +192,21 @@ class RejectedOrders:
         known = self._sessions.get(id(data))
         if known is not None and known[0] == now:
             return known[1]
-        dtime = data.datetime.datetime(0)
-        session = data.p.sessionend
-        dteos = dtime.replace(
-            hour=session.hour,
-            minute=session.minute,
-            second=session.second,
-            microsecond=session.microsecond,
-        )
-        if dteos < dtime:  # the session ended before now: the next day's end
-            dteos += datetime.timedelta(days=1)
-        end = data.date2num(dteos)
+        day = int(now)
+        if now == day and data._tz is None:  # a daily bar at midnight: that day's session end
+            end = session_end_of_day(day, data.p.sessionend)
+        else:
+            dtime = data.datetime.datetime(0)
+            session = data.p.sessionend
+            dteos = dtime.replace(
+                hour=session.hour,
+                minute=session.minute,
+                second=session.second,
+                microsecond=session.microsecond,
+            )
+            if dteos < dtime:  # the session ended before now: the next day's end
+                dteos += datetime.timedelta(days=1)
+            end = data.date2num(dteos)
         self._sessions[id(data)] = (now, end)
         return end
 
