@@ -26,6 +26,7 @@ CORE = (
     "bt_protection.profile",
     "bt_protection.audit",
     "bt_protection.demo",
+    "bt_protection.integration.gate",
 )
 
 

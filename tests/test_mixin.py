@@ -400,18 +400,18 @@ class TimerBuyer(Scripted):
 
 
 def test_order_arguments_bind_like_backtrader() -> None:
-    from bt_protection.integration.mixin import _order_arguments
+    from bt_protection.integration.gate import order_arguments
 
     keywords = {"exectype": bt.Order.Limit, "protection_reason": "why"}
-    bound = _order_arguments((101.5,), keywords)
+    bound = order_arguments((101.5,), keywords)
     assert bound["price"] == 101.5
     assert bound["exectype"] == bt.Order.Limit
     assert bound["transmit"] is True and bound["tradeid"] == 0
     assert keywords == {"protection_reason": "why"}  # what backtrader keeps as order info
     with pytest.raises(TypeError, match="multiple values for argument 'price'"):
-        _order_arguments((1.0,), {"price": 2.0})
+        order_arguments((1.0,), {"price": 2.0})
     with pytest.raises(TypeError, match="at most 12 positional"):
-        _order_arguments(tuple(range(11)), {})
+        order_arguments(tuple(range(11)), {})
 
 
 @given(

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from bt_protection.data import load_universe
 from bt_protection.integration.feeds import add_feeds
-from bt_protection.integration.mixin import _ORDER_DEFAULTS, ProtectionMixin
+from bt_protection.integration.gate import ORDER_DEFAULTS
+from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.integration.rejected import RejectedOrders, session_end_of_day
 from bt_protection.shipped import PROFILES, SAMPLE_DATA
 from bt_protection.strategies.sma_crossover import SmaCrossover
@@ -69,7 +70,7 @@ def builder(strat: Any) -> RejectedOrders:
 
 def fast(strat: Any, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: Any) -> Any:
     orders = builder(strat)  # one per strategy, as the mixin has: its end-of-session cache used
-    order = orders.build(isbuy, data, size, dict(_ORDER_DEFAULTS, **args), dict(info))
+    order = orders.build(isbuy, data, size, dict(ORDER_DEFAULTS, **args), dict(info))
     orders.notify(strat.broker, order)
     return order
 
@@ -271,7 +272,7 @@ def test_in_a_real_run_each_denied_order_equals_backtraders() -> None:
         def _rejected(self, isbuy: bool, data: Any, size: float, args: Any, info: Any) -> Any:
             mine = super()._rejected(isbuy, data, size, args, info)
             my_note = self.broker.notifs[-1]
-            given = {k: v for k, v in args.items() if v is not _ORDER_DEFAULTS[k]}
+            given = {k: v for k, v in args.items() if v is not ORDER_DEFAULTS[k]}
             theirs = reference(self, isbuy, data, size, given, info)
             pairs.append((mine, my_note, theirs, self.broker.notifs.pop()))
             return mine

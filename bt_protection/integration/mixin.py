@@ -23,6 +23,13 @@ import backtrader as bt
 from bt_protection.errors import UserError
 from bt_protection.fingerprint import run_fingerprint
 from bt_protection.integration.audit_path import audit_file, claim, params_text
+from bt_protection.integration.gate import (
+    ORDER_EXTRAS,
+    OrderGate,
+    RefusedParent,
+    order_arguments,
+    size_to_send,
+)
 from bt_protection.integration.regime import (
     ClockRegime,
     CompositeIndex,
@@ -30,51 +37,11 @@ from bt_protection.integration.regime import (
     label_of,
 )
 from bt_protection.integration.rejected import RejectedOrders
-from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
+from bt_protection.models import ProtectionDecision
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
 from bt_protection.regimes import RegimeSource, regime_source
 from bt_protection.state import StateError, StateFile
-
-# Stop orders and bracket children are contingent: they may never execute. Those that only
-# reduce the position they act on are safety exits (exempt) and do not count as live orders.
-_STOP_EXECTYPES = frozenset(
-    {bt.Order.Stop, bt.Order.StopLimit, bt.Order.StopTrail, bt.Order.StopTrailLimit}
-)
-_REDUCING = frozenset({Action.CLOSE, Action.DECREASE})
-_ORDER_EXTRAS = ("protection_exempt", "protection_reason", "protection_score")
-
-
-# The arguments of bt.Strategy.buy/sell after `data` and `size`, in order, with their defaults.
-_ORDER_DEFAULTS: dict[str, Any] = {
-    "price": None,
-    "plimit": None,
-    "exectype": None,
-    "valid": None,
-    "tradeid": 0,
-    "oco": None,
-    "trailamount": None,
-    "trailpercent": None,
-    "parent": None,
-    "transmit": True,
-}
-
-
-def _order_arguments(positional: tuple[Any, ...], keywords: dict[str, Any]) -> dict[str, Any]:
-    """Bind backtrader's order arguments as `Strategy.buy` would; they leave `keywords`."""
-    if len(positional) > len(_ORDER_DEFAULTS):
-        raise TypeError(
-            f"buy/sell take at most {len(_ORDER_DEFAULTS) + 2} positional arguments after self."
-        )
-    bound = dict(_ORDER_DEFAULTS)
-    for name, value in zip(_ORDER_DEFAULTS, positional, strict=False):
-        if name in keywords:
-            raise TypeError(f"buy/sell got multiple values for argument {name!r}.")
-        bound[name] = value
-    for name in _ORDER_DEFAULTS:
-        if name in keywords:
-            bound[name] = keywords.pop(name)
-    return bound
 
 
 def bar_datetime(number: float) -> datetime:
@@ -105,13 +72,16 @@ def _unique_lines(cls: Any) -> None:
         )
 
 
-def _orphan_reason(parent: Any) -> str:
+def _refused(parent: Any) -> RefusedParent | None:
+    """A bracket parent the protection denied, as the gate reads it (None: no such parent)."""
+    if parent is None or parent.status != bt.Order.Rejected:
+        return None
     decision = parent.info.get("protection")
-    why = f": {decision.reason}" if decision is not None else "."
-    side = "buy" if parent.isbuy() else "sell"
-    return (
-        f"Rejected with its bracket parent: the parent {side} (attempt "
-        f"{parent.info.get('protection_attempt')}) was denied{why}"
+    return RefusedParent(
+        parent.size,
+        parent.isbuy(),
+        parent.info.get("protection_attempt"),
+        decision.reason if decision is not None else None,
     )
 
 
@@ -233,7 +203,7 @@ class ProtectionMixin(bt.Strategy):
         self._protection_code = -1  # the regime code last reported (none yet)
         self._protection_in_bar = False  # inside _next/_oncepost: the strategy moved already
         self._protection_attempts = 0
-        self._protection_live: dict[str, list[Any]] = {}
+        self._protection_gate = OrderGate()  # the position orders act on, live ones in
         self._protection_prices = self.protection.uses_prices  # turnover values orders
         self._protection_listeners: list[Callable[[ProtectionDecision], None]] = []
         self._protection_hook = getattr(self, "notify_protection", None)
@@ -618,20 +588,11 @@ class ProtectionMixin(bt.Strategy):
 
     def buy(self, data: Any = None, size: float | None = None, *args: Any, **kwargs: Any) -> Any:
         """`bt.Strategy.buy`, asking the orchestrator first (same arguments)."""
-        return self._protected_order(True, data, size, _order_arguments(args, kwargs), kwargs)
+        return self._protected_order(True, data, size, order_arguments(args, kwargs), kwargs)
 
     def sell(self, data: Any = None, size: float | None = None, *args: Any, **kwargs: Any) -> Any:
         """`bt.Strategy.sell`, asking the orchestrator first (same arguments)."""
-        return self._protected_order(False, data, size, _order_arguments(args, kwargs), kwargs)
-
-    def _live_size(self, asset: str) -> float:
-        """What the strategy's live orders on `asset` (approved, not yet completed, cancelled,
-        rejected or expired) still add to its position."""
-        live = self._protection_live.get(asset)
-        if not live:
-            return 0.0
-        live[:] = [o for o in live if o.alive()]
-        return float(sum(o.size - o.executed.size for o in live))
+        return self._protected_order(False, data, size, order_arguments(args, kwargs), kwargs)
 
     def _protected_order(
         self,
@@ -647,36 +608,32 @@ class ProtectionMixin(bt.Strategy):
         size = size if size is not None else self.getsizing(data, isbuy=isbuy)
         if not size:
             return None  # as bt.Strategy does: nothing to order
-        exempt, reason, score = (extra.pop(k, None) for k in _ORDER_EXTRAS)
+        exempt, reason, score = (extra.pop(k, None) for k in ORDER_EXTRAS)
         asset = self._asset_of(data)
         parent = args["parent"]
-        current = self.getposition(data).size + self._live_size(asset)
-        refusal = None
-        if parent is not None and parent.status == bt.Order.Rejected:
-            # the child of a refused parent: judged on the position the parent would leave
-            current += parent.size
-            refusal = _orphan_reason(parent)
-        target = current + (abs(size) if isbuy else -abs(size))
-        contingent = parent is not None or args["exectype"] in _STOP_EXECTYPES
-        safety = contingent and derive_action(current, target) in _REDUCING
+        position = self.getposition(data).size
         when, bar = self._order_clock()
         if self._protection_resume is None:  # orders on bars handled before a restart: uncounted
             self._protection_attempts += 1
         attempt = self._protection_attempts
-        request = ProtectionRequest(
+        gated = self._protection_gate.request(
             asset,
             when,
-            current,
-            target,
-            reason=reason or "",
+            bar,
+            isbuy,
+            size,
+            position,
+            exectype=args["exectype"],
+            has_parent=parent is not None,
+            refused_parent=_refused(parent),
+            exempt=exempt,
+            reason=reason,
             score=score,
-            bar=bar,
-            exempt=refusal is None and (bool(exempt) or safety),
             metadata={"attempt": attempt, "price": data.close[0]}
             if self._protection_prices
             else {"attempt": attempt},
         )
-        decision = self.protection.can_execute_action(request, refusal)
+        decision = self.protection.can_execute_action(gated.request, gated.refusal)
         audit = self.protection.audit
         if audit is not None:  # on disk before anything else runs: a crash anywhere keeps it
             audit.flush()  # (timers and the broker run outside next, where no flush follows)
@@ -685,7 +642,8 @@ class ProtectionMixin(bt.Strategy):
         for listener in self._protection_listeners:
             listener(decision)
         info = dict(extra, protection=decision, protection_attempt=attempt)
-        if not decision.approved:
+        send = size_to_send(decision)
+        if send is None:
             return self._rejected(isbuy, data, abs(size), args, info)
         oco = args["oco"]
         if oco is not None and oco.status == bt.Order.Rejected and "protection" in oco.info:
@@ -694,9 +652,8 @@ class ProtectionMixin(bt.Strategy):
             self._protection_save(when, bar)
         submit = super().buy if isbuy else super().sell
         # a partly approved order sends the allowed part; the decision says what was clipped
-        order = submit(data=data, size=abs(decision.approved_size), **args, **info)
-        if order is not None and not (contingent and request.exempt):
-            self._protection_live.setdefault(asset, []).append(order)
+        order = submit(data=data, size=send, **args, **info)
+        self._protection_gate.sent(gated, order)
         return order
 
     def _rejected(
