@@ -44,6 +44,25 @@ def test_the_core_never_imports_backtrader():
     assert done.stdout.strip() == "False"
 
 
+def _imported(module: str) -> set[str]:
+    """The bt_protection modules `module` imports, lazily or not."""
+    path = Path(__file__).resolve().parents[1] / (module.replace(".", "/") + ".py")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("bt_protection")}
+
+
+def test_the_mixin_and_the_rebalancer_form_no_import_cycle() -> None:
+    mixin, rebalancer = "bt_protection.integration.mixin", "bt_protection.integration.rebalancer"
+    assert rebalancer in _imported(mixin)
+    assert mixin not in _imported(rebalancer)
+    assert mixin not in _imported("bt_protection.integration.gate")
+
+
 # --------------------------------------------------------------------------- the library's manners
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bt_protection"

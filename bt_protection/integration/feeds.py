@@ -1,8 +1,10 @@
-"""Turn loaded price frames into named backtrader feeds (the asset is the feed's name)."""
+"""Feeds and assets: the asset a feed trades is its name; loaded price frames become named
+backtrader feeds."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import backtrader as bt
 import pandas as pd
@@ -20,3 +22,8 @@ def add_feeds(cerebro: bt.Cerebro, frames: Mapping[str, pd.DataFrame]) -> list[b
         cerebro.adddata(feed, name=ticker)
         feeds.append(feed)
     return feeds
+
+
+def asset_name(data: Any) -> str:
+    """The asset a feed trades: its name (a single unnamed feed is `data0`)."""
+    return data._name or "data0"

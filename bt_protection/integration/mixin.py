@@ -23,6 +23,7 @@ import backtrader as bt
 from bt_protection.errors import UserError
 from bt_protection.fingerprint import run_fingerprint
 from bt_protection.integration.audit_path import audit_file, claim, params_text
+from bt_protection.integration.feeds import asset_name
 from bt_protection.integration.gate import (
     ORDER_EXTRAS,
     OrderGate,
@@ -30,6 +31,7 @@ from bt_protection.integration.gate import (
     order_arguments,
     size_to_send,
 )
+from bt_protection.integration.rebalancer import ProtectionAwareRebalancer
 from bt_protection.integration.regime import (
     ClockRegime,
     CompositeIndex,
@@ -83,11 +85,6 @@ def _refused(parent: Any) -> RefusedParent | None:
         parent.info.get("protection_attempt"),
         decision.reason if decision is not None else None,
     )
-
-
-def asset_name(data: Any) -> str:
-    """The asset a feed trades: its name (a single unnamed feed is `data0`)."""
-    return data._name or "data0"
 
 
 def _derived(data: Any) -> bool:
@@ -433,8 +430,6 @@ class ProtectionMixin(bt.Strategy):
         """
         rebalancer = self.__dict__.get("_protection_rebalancer")
         if rebalancer is None:
-            from bt_protection.integration.rebalancer import ProtectionAwareRebalancer
-
             rebalancer = self._protection_rebalancer = ProtectionAwareRebalancer(self)
         return rebalancer.rebalance(targets, reason=reason, scores=scores)
 

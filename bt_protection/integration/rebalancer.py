@@ -5,11 +5,31 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bt_protection.errors import UserError
-from bt_protection.integration.mixin import ProtectionMixin, asset_name
+from bt_protection.integration.feeds import asset_name
 from bt_protection.models import ProtectionDecision
+from bt_protection.orchestrator import ProtectionOrchestrator
+
+
+class ProtectedStrategy(Protocol):
+    """What the rebalancer uses of a `ProtectionMixin` strategy (typed here, so the
+    rebalancer needs no import of the mixin, which imports it)."""
+
+    protection: ProtectionOrchestrator
+    datas: list[Any]
+    broker: Any
+
+    @property
+    def protection_date(self) -> Any: ...
+
+    @property
+    def protection_bar(self) -> int: ...
+
+    def getposition(self, data: Any) -> Any: ...
+
+    def order_target_percent(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -53,8 +73,9 @@ class ProtectionAwareRebalancer:
     `buffer` (in weight) are skipped, except a target of 0 for a held asset.
     """
 
-    def __init__(self, strategy: ProtectionMixin, buffer: float = 0.0) -> None:
-        if not isinstance(strategy, ProtectionMixin):
+    def __init__(self, strategy: ProtectedStrategy, buffer: float = 0.0) -> None:
+        # a ProtectionMixin strategy: the one kind that carries an orchestrator
+        if not isinstance(getattr(strategy, "protection", None), ProtectionOrchestrator):
             raise UserError(
                 f"ProtectionAwareRebalancer needs a ProtectionMixin strategy, "
                 f"not {type(strategy).__name__}."

@@ -13,7 +13,7 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 
-from bt_protection.integration.mixin import asset_name
+from bt_protection.integration.feeds import asset_name
 
 ORDER_COLUMNS = (
     "attempt",

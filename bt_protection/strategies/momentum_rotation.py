@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 import backtrader as bt
 
-from bt_protection.integration.mixin import ProtectionMixin, asset_name
+from bt_protection.integration.feeds import asset_name
+from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.integration.rebalancer import ProtectionAwareRebalancer
 from bt_protection.integration.regime import label_of
 
