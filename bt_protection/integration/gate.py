@@ -58,15 +58,19 @@ def order_arguments(positional: tuple[Any, ...], keywords: dict[str, Any]) -> di
 
 
 class _Executed(Protocol):
-    size: float
+    @property
+    def size(self) -> float: ...
 
 
 class LiveOrder(Protocol):
     """What the gate reads of a sent order: its signed size, the size executed so far and
     whether it is still alive (not completed, cancelled, rejected or expired)."""
 
-    size: float
-    executed: _Executed
+    @property
+    def size(self) -> float: ...
+
+    @property
+    def executed(self) -> _Executed: ...
 
     def alive(self) -> bool: ...
 
