@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
 
@@ -95,8 +95,7 @@ class RefusedParent:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class GatedOrder:
+class GatedOrder(NamedTuple):  # a tuple, not a frozen dataclass: built for every order
     """An order put to the orchestrator: the `request`, the `refusal` it must get whatever
     the rules say (the child of a denied parent; None otherwise) and whether, once sent, it
     counts as a live order (`tracked`: all but the contingent safety exits)."""
