@@ -53,13 +53,13 @@ def ask(
     return gate.request("AAPL", WHEN, 5, isbuy, size, position, metadata={"attempt": 1}, **more)
 
 
-def sizes(gated: GatedOrder) -> tuple[float, float, Action]:
-    request = gated.request
-    return request.current_size, request.target_size, derive_action(*sizes_of(gated))
-
-
 def sizes_of(gated: GatedOrder) -> tuple[float, float]:
     return gated.request.current_size, gated.request.target_size
+
+
+def sizes(gated: GatedOrder) -> tuple[float, float, Action]:
+    """The request's current and target sizes, and the action between them."""
+    return (*sizes_of(gated), derive_action(*sizes_of(gated)))
 
 
 def test_the_exectypes_are_backtraders() -> None:
