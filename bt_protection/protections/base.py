@@ -126,7 +126,7 @@ def toward_current(request: ProtectionRequest, size: float) -> float:
 
 # what a system derives from its profile (the values in force follow the restored regime)
 _NOT_STATE = frozenset(
-    {"config", "emit", "not_guarded", "profile_config", "in_force", "_constants"}
+    {"config", "emit", "not_guarded", "profile_config", "in_force", "_constants", "positions"}
 )
 
 
@@ -149,6 +149,9 @@ class Protection:
     judges_entries: ClassVar[bool] = False
     """True for entry rules: on a `reverse` they judge its open leg, the others its close leg."""
     guards: frozenset[Action] = frozenset()
+    positions: Mapping[str, float] = MappingProxyType({})
+    """The orchestrator's position ledger, read-only (set when the orchestrator builds the
+    system): positions as the fills reported them."""
 
     def __init__(self, config: ProtectionConfig, emit: EventSink = _ignore_event) -> None:
         self.profile_config = config
