@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from bt_protection.adaptive import Adaptive, InForce, amount
-from bt_protection.audit import remember_constant
+from bt_protection.audit import cache_json
 from bt_protection.config_types import unreadable_fields
 from bt_protection.durations import ClockPoint, Duration
 from bt_protection.errors import PluginError
@@ -238,14 +238,13 @@ class Protection:
         return ProtectionResult(self.key, self.priority, True, reason, MappingProxyType(details))
 
     def constant(self, reason: str, **details: Any) -> ProtectionResult:
-        """An allowing result made once and reused; its JSON is cached for the audit. The same
-        reason and details give the same object, kept as long as the protection (so a system
-        that remakes its constants in `reconfigure` never frees one whose id the audit knows)."""
+        """An allowing result made once and reused; it carries its audit JSON. The same reason
+        and details give the same object."""
         key = (reason, repr(sorted(details.items())))
         result = self._constants.get(key)
         if result is None:
             result = self._constants[key] = self.allow(reason, **details)
-            remember_constant(self, result)
+            cache_json(result)
         return result
 
     def deny(self, reason: str, **details: Any) -> ProtectionResult:
