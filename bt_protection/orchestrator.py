@@ -8,7 +8,6 @@ decision pipeline, the observers (metrics, audit) and the read-only queries.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from datetime import datetime
@@ -23,6 +22,7 @@ from bt_protection.fingerprint import run_fingerprint
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, to_datetime
 from bt_protection.orchestration import queries
 from bt_protection.orchestration.clock import Clock
+from bt_protection.orchestration.events import EventRouter
 from bt_protection.orchestration.ledger import PositionLedger
 from bt_protection.orchestration.observers import AuditTrail, Metrics
 from bt_protection.orchestration.persisted import PersistedState, replay_refusal
@@ -56,6 +56,9 @@ class ProtectionOrchestrator:
         self._safety = None if safety is None else ExitSafety(safety, self._trail.emit)
         systems = self._systems.all
         self._pipeline = DecisionPipeline(self.profile, systems, self._safety, self._clock)
+        self._events = EventRouter(
+            self.profile, self._clock, self._ledger, self._systems, self._safety, self._trail
+        )
         self._saved = PersistedState(
             self.profile.name, self._clock, self._ledger, self._metrics, self._systems, self._safety
         )
@@ -103,10 +106,7 @@ class ProtectionOrchestrator:
     def uses_portfolio(self) -> bool:
         """Whether an enabled system (or exit safety's drawdown valve) follows the portfolio's
         value (`on_portfolio`)."""
-        safety = self._safety
-        return bool(self._systems.hooks["on_portfolio"]) or (
-            safety is not None and safety.needs_portfolio
-        )
+        return self._events.uses_portfolio
 
     @property
     def uses_prices(self) -> bool:
@@ -131,10 +131,6 @@ class ProtectionOrchestrator:
         regime only on change calls it where a record may follow: a failure, the run's end)."""
         self._clock.advance(date, bar)
 
-    def _replaying(self, date: Any) -> bool:
-        """Whether an event dated `date` was handled before a restart (`restore`)."""
-        return self._clock.resume is not None and self._clock.handled(date)
-
     # --- decisions and events ---------------------------------------------------------------
 
     def can_execute_action(
@@ -147,20 +143,21 @@ class ProtectionOrchestrator:
         bracket parent; the systems are still evaluated for the record, and no state changes.
         """
         started = perf_counter_ns()
-        if self._replaying(request.current_date):  # recorded, uncounted, no state moves
+        clock = self._clock
+        if clock.resume is not None and clock.replaying(request.current_date):  # recorded only
             when = to_datetime(request.current_date, "date")
-            refusal = replay_refusal(when, self._clock.resume)  # type: ignore[arg-type]
+            refusal = replay_refusal(when, clock.resume)
             now = ClockPoint(when, request.bar)
             decision = self._pipeline.decide(request, now, started, self.regime, refusal)[0]
             self._trail.decision(request, decision)
             return decision
-        now = self._clock.advance(request.current_date, request.bar)
+        now = clock.advance(request.current_date, request.bar)
         decision, errors = self._pipeline.decide(request, now, started, self.regime, refusal)
         self._metrics.count(decision)
         self._trail.decision(request, decision)
         if not (request.exempt or refusal):
             errors += self._systems.after_decision(request, decision, now)
-            self.regime_each_bar = self._systems.wants_each_bar(self._clock.last_point())
+            self.regime_each_bar = self._systems.wants_each_bar(clock.last_point())
         for text in errors:
             self._systems.record_error(now, {"asset": request.asset, "error": text})
         return decision
@@ -176,74 +173,26 @@ class ProtectionOrchestrator:
     ) -> None:
         """An execution moved the position of `asset` from `size_before` to `size_after`
         (at `price`, when given: what turnover budgets count)."""
-        before, after = self._ledger.check_fill(asset, size_before, size_after)
-        if self._replaying(date):
-            return
-        now = self._clock.advance(date, bar)
-        self._ledger.book(asset, after)
-        if self._safety is not None:
-            self._safety.on_fill(asset, before, after, price)
-        self._systems.fan_out("on_fill", now, asset, asset, now, before, after)
-        if price is not None:
-            self._systems.fan_out("on_trade", now, asset, asset, now, abs(after - before), price)
-        self._trail.emit("fill", now, {"asset": asset, "size_before": before, "size_after": after})
+        self._events.fill(asset, date, size_before, size_after, bar, price)
 
     def on_regime(self, date: Any, regime: str, bar: int | None = None) -> None:
         """The confirmed regime label at the bar of `date`: at the first bar, then when it
         changes, and at every bar while `regime_each_bar` is true; between calls it stands."""
-        if regime not in self.profile.regimes:
-            raise ValueError(
-                f"unknown regime {regime!r}; profile {self.profile.name!r} knows "
-                f"{', '.join(self.profile.regimes)}."
-            )
-        if self._replaying(date):
-            return
-        now = self._clock.advance(date, bar)
-        systems = self._systems
-        if regime != systems.regime:
-            if systems.regime is not None:
-                self._trail.emit("regime_change", now, {"from": systems.regime, "to": regime})
-            systems.regime = regime
-        systems.adapt()
-        systems.fan_out("on_regime", now, None, now, regime)
-        self.regime_each_bar = systems.wants_each_bar(self._clock.last_point())
+        if self._events.regime(date, regime, bar):
+            self.regime_each_bar = self._systems.wants_each_bar(self._clock.last_point())
 
     def on_volatility(self, date: Any, ratio: float | None, bar: int | None = None) -> None:
         """The watched market's realised volatility over its long-run median at the bar of
         `date` (None while it warms up): what volatility-scaled values follow."""
-        if ratio is not None and not (math.isfinite(ratio) and ratio >= 0):
-            raise ValueError(f"volatility ratio must be a finite number >= 0, not {ratio!r}.")
-        self._clock.advance(date, bar)
-        self._systems.volatility = ratio
-        self._systems.adapt()
+        self._events.volatility(date, ratio, bar)
 
     def on_portfolio(self, date: Any, value: float, bar: int | None = None) -> None:
         """The portfolio's value (the broker's, cash included) at the bar of `date`."""
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"portfolio value must be a finite number, not {value!r}.")
-        if self.uses_portfolio and not self._replaying(date):
-            now = self._clock.advance(date, bar)
-            self._systems.fan_out("on_portfolio", now, None, now, number)
-            if self._safety is not None:
-                self._safety.on_portfolio(now, number)
+        self._events.portfolio(date, value, bar)
 
     def on_scores(self, date: Any, scores: Mapping[str, float], bar: int | None = None) -> None:
         """A score report (one per rebalance); it starts a new trace."""
-        clean: dict[str, float] = {}
-        for asset, score in scores.items():
-            clean[str(asset)] = number = float(score)
-            if not math.isfinite(number):
-                raise ValueError(f"score of {asset} must be a finite number, not {score!r}.")
-        if self._replaying(date):
-            return
-        clock = self._clock
-        trace = clock.trace
-        now = clock.advance(date, bar)
-        if clock.trace == trace or clock.trace_each_bar:  # the bar itself started one
-            clock.new_trace()
-        self._trail.emit("scores", now, {"scores": dict(sorted(clean.items()))})
-        self._systems.fan_out("on_scores", now, None, now, clean)
+        self._events.scores(date, scores, bar)
 
     def report_error(self, asset: str | None, text: str) -> None:
         """Count and audit a failure of the integration around the orchestrator (the run goes
@@ -254,15 +203,7 @@ class ProtectionOrchestrator:
         """Adopt the broker's position `size` of `asset` when it differs from the one the
         state holds: recorded as `state_reconciled` (both sizes), then booked as a fill at
         (date, bar), so a holding clock starts there. True when they differed."""
-        saved = self._ledger.get(asset)
-        if math.isclose(saved, size, rel_tol=1e-9, abs_tol=1e-9):
-            return False
-        if self._replaying(date):
-            raise ValueError(f"reconcile {asset} after the handled bars, not on {date}.")
-        now = self._clock.advance(date, bar)
-        self._trail.emit("state_reconciled", now, {"asset": asset, "saved": saved, "broker": size})
-        self.on_fill(asset, date, saved, size, bar)
-        return True
+        return self._events.reconcile(asset, size, date, bar)
 
     # --- persisted state (docs/live.md) -------------------------------------------------------
 

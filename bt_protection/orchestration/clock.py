@@ -23,7 +23,7 @@ class Clock:
         self.first: ClockPoint | None = None
         self.trace = 0
         self.trace_text: str | None = None  # the trace id, formatted when first needed
-        self.resume: datetime | None = None  # see `handled`: events up to it were handled
+        self.resume: datetime | None = None  # see `replaying`: events up to it were handled
 
     def advance(self, date: Any, bar: int | None) -> ClockPoint:
         """Move the clock to (date, bar); a new bar starts a new trace and flushes the audit."""
@@ -79,11 +79,12 @@ class Clock:
         """The clock of the last event (the epoch before any): where run-level records go."""
         return self.now or ClockPoint(to_datetime("1970-01-01"))
 
-    def handled(self, date: Any) -> bool:
-        """Whether an event dated `date` was handled before the restart (then it is ignored);
-        the first later event ends the replay. Call it only while `resume` is set."""
+    def replaying(self, date: Any) -> bool:
+        """Whether an event dated `date` was handled before a restart (then it is ignored);
+        the first later event ends the replay."""
         resume = self.resume
-        assert resume is not None
+        if resume is None:
+            return False
         if to_datetime(date, "date") <= resume:
             return True
         self.resume = None
