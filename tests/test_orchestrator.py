@@ -502,3 +502,12 @@ def test_shipped_profiles_drive_an_orchestrator(name):
 def test_unwritable_audit_path_fails_at_construction(tmp_path):
     with pytest.raises(OSError, match="cannot write the audit log"):
         ProtectionOrchestrator(profile(holding_period={}), audit=tmp_path)
+
+
+def test_every_system_reads_the_one_position_ledger_and_saves_no_copy():
+    c = full()
+    held(c)
+    c.fill("AAA", 1, 100, 40)
+    for protection in c.orch._systems.all:
+        assert dict(protection.positions) == {"AAA": 40.0} == c.orch.positions
+        assert "positions" not in protection.state() and "_sizes" not in protection.state()
