@@ -144,7 +144,7 @@ class ProtectionOrchestrator:
         """
         started = perf_counter_ns()
         clock = self._clock
-        if clock.resume is not None and clock.replaying(request.current_date):  # recorded only
+        if clock.resume is not None and clock.replaying(request.current_date):  # audited, uncounted
             when = to_datetime(request.current_date, "date")
             refusal = replay_refusal(when, clock.resume)
             now = ClockPoint(when, request.bar)
