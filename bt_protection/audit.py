@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -31,17 +30,9 @@ class AuditWriteError(UserError, OSError):
     """The audit file could not be opened or written: the run stops rather than lose records."""
 
 
-# JSON of the results protections keep as constants ("Not in grace."), by id. An entry lives
-# exactly as long as the protection holding the result (see `remember_constant`), so an id is
-# never looked up after its object died.
-_CONSTANT_JSON: dict[int, orjson.Fragment] = {}
-
-
-def remember_constant(owner: object, result: ProtectionResult) -> None:
-    """Serialise `result` once; it stays in the table while `owner` (its protection) lives."""
-    key = id(result)
-    _CONSTANT_JSON[key] = orjson.Fragment(dumps(_result_fields(result)))
-    weakref.finalize(owner, _CONSTANT_JSON.pop, key, None)
+def cache_json(result: ProtectionResult) -> None:
+    """Serialise `result` once, onto itself (`audit_json`): for results made once and reused."""
+    object.__setattr__(result, "audit_json", dumps(_result_fields(result)).decode())
 
 
 def _result_fields(value: ProtectionResult) -> dict[str, Any]:
@@ -58,9 +49,9 @@ def _result_fields(value: ProtectionResult) -> dict[str, Any]:
 
 def _default(value: Any) -> Any:
     if type(value) is ProtectionResult:  # the common case first: one per enabled system
-        constant = _CONSTANT_JSON.get(id(value))
-        if constant is not None:
-            return constant
+        cached = value.audit_json
+        if cached is not None:
+            return orjson.Fragment(cached)
         return _result_fields(value)
     if type(value) is MappingProxyType:
         return value.copy()

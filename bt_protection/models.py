@@ -144,6 +144,9 @@ class ProtectionResult:
     reason: str
     details: Mapping[str, Any] = field(default_factory=lambda: _NO_DETAILS)
     allowed_target: float | None = None
+    audit_json: str | None = field(default=None, init=False, repr=False, compare=False)
+    """The audit's JSON of this result, cached on a result made once and reused (see
+    `Protection.constant`); not part of its value."""
 
     def __post_init__(self) -> None:
         if type(self.details) is not MappingProxyType:  # read-only, so decisions stay immutable

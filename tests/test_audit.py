@@ -289,3 +289,21 @@ def test_closing_the_orchestrator_records_the_run_end_with_its_range_and_counts(
     assert end["kind"] == "run_end"
     assert (end["first"], end["last"]) == (day(0).isoformat(), day(4).isoformat())
     assert (end["decisions"], end["approved"], end["denied"], end["errors"]) == (2, 1, 1, 0)
+
+
+def test_a_constant_result_carries_its_audit_json_and_a_changed_copy_does_not(tmp_path):
+    from dataclasses import replace
+
+    from bt_protection.audit import dumps
+    from bt_protection.protections.grace_period import GracePeriod
+
+    grace = GracePeriod(profile().protections["grace_period"])
+    constant = grace.constant("Not in grace.")
+    assert constant.audit_json is not None and "audit_json" not in repr(constant)
+    assert constant == grace.allow("Not in grace.")  # the cache is not part of the value
+    changed = replace(constant, reason="Another reason.")  # what `annotate` does
+    assert changed.audit_json is None
+    assert orjson.loads(dumps({"r": changed}))["r"]["reason"] == "Another reason."
+    assert orjson.loads(dumps({"r": constant})) == {
+        "r": {"system": "grace_period", "allowed": True, "reason": "Not in grace.", "details": {}}
+    }

@@ -99,7 +99,7 @@ def test_shadow_and_enforce_agree_on_what_would_block():
 
 def break_once(c: Clock, system: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make `system`'s next check raise once, on this orchestrator only."""
-    protection = next(p for p in c.orch._protections if p.key == system)
+    protection = next(p for p in c.orch._systems.all if p.key == system)
     original = protection.check
 
     def boom(request, now):
@@ -145,7 +145,7 @@ def test_a_protection_that_raises_follows_on_error_and_the_run_goes_on(
 def test_a_failing_event_hook_is_counted_and_logged_and_the_run_goes_on(monkeypatch, tmp_path):
     path = tmp_path / "audit.jsonl"
     c = full(audit=AuditLog(path))
-    holding = next(p for p in c.orch._protections if p.key == "holding_period")
+    holding = next(p for p in c.orch._systems.all if p.key == "holding_period")
 
     def boom(*args):
         raise KeyError("state")
@@ -171,7 +171,7 @@ def test_regime_each_bar_follows_the_window_and_a_failing_answer_asks_every_bar(
     for at in range(2, 7):
         c.regime(at, "crisis")
     assert c.orch.regime_each_bar is False  # closed at bar 6, 5 bars after it opened
-    override = next(p for p in c.orch._protections if p.key == "regime_override")
+    override = next(p for p in c.orch._systems.all if p.key == "regime_override")
 
     def boom() -> bool:
         raise KeyError("window")
@@ -502,3 +502,12 @@ def test_shipped_profiles_drive_an_orchestrator(name):
 def test_unwritable_audit_path_fails_at_construction(tmp_path):
     with pytest.raises(OSError, match="cannot write the audit log"):
         ProtectionOrchestrator(profile(holding_period={}), audit=tmp_path)
+
+
+def test_every_system_reads_the_one_position_ledger_and_saves_no_copy():
+    c = full()
+    held(c)
+    c.fill("AAA", 1, 100, 40)
+    for protection in c.orch._systems.all:
+        assert dict(protection.positions) == {"AAA": 40.0} == c.orch.positions
+        assert "positions" not in protection.state() and "_sizes" not in protection.state()

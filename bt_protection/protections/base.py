@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from bt_protection.adaptive import Adaptive, InForce, amount
-from bt_protection.audit import remember_constant
+from bt_protection.audit import cache_json
 from bt_protection.config_types import unreadable_fields
 from bt_protection.durations import ClockPoint, Duration
 from bt_protection.errors import PluginError
@@ -126,7 +126,7 @@ def toward_current(request: ProtectionRequest, size: float) -> float:
 
 # what a system derives from its profile (the values in force follow the restored regime)
 _NOT_STATE = frozenset(
-    {"config", "emit", "not_guarded", "profile_config", "in_force", "_constants"}
+    {"config", "emit", "not_guarded", "profile_config", "in_force", "_constants", "positions"}
 )
 
 
@@ -149,6 +149,9 @@ class Protection:
     judges_entries: ClassVar[bool] = False
     """True for entry rules: on a `reverse` they judge its open leg, the others its close leg."""
     guards: frozenset[Action] = frozenset()
+    positions: Mapping[str, float] = MappingProxyType({})
+    """The orchestrator's position ledger, read-only (set when the orchestrator builds the
+    system): positions as the fills reported them."""
 
     def __init__(self, config: ProtectionConfig, emit: EventSink = _ignore_event) -> None:
         self.profile_config = config
@@ -235,14 +238,13 @@ class Protection:
         return ProtectionResult(self.key, self.priority, True, reason, MappingProxyType(details))
 
     def constant(self, reason: str, **details: Any) -> ProtectionResult:
-        """An allowing result made once and reused; its JSON is cached for the audit. The same
-        reason and details give the same object, kept as long as the protection (so a system
-        that remakes its constants in `reconfigure` never frees one whose id the audit knows)."""
+        """An allowing result made once and reused; it carries its audit JSON. The same reason
+        and details give the same object."""
         key = (reason, repr(sorted(details.items())))
         result = self._constants.get(key)
         if result is None:
             result = self._constants[key] = self.allow(reason, **details)
-            remember_constant(self, result)
+            cache_json(result)
         return result
 
     def deny(self, reason: str, **details: Any) -> ProtectionResult:

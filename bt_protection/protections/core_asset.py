@@ -77,7 +77,6 @@ class CoreAssetImmunity(Protection):
         self._streaks: dict[str, int] = {}
         # asset -> the last report at which it qualified; promotion lasts `duration` from there
         self._promoted: dict[str, ClockPoint] = {}
-        self._sizes: dict[str, float] = {}  # positions from the fills
         self._peaks: dict[str, float] = {}  # largest |position| since the asset became core
 
     def _promotion(self, asset: str, now: ClockPoint) -> ClockPoint | None:
@@ -131,7 +130,6 @@ class CoreAssetImmunity(Protection):
         )
 
     def on_fill(self, asset: str, now: ClockPoint, size_before: float, size_after: float) -> None:
-        self._sizes[asset] = size_after
         if asset in self.config.assets or self._promotion(asset, now) is not None:
             self._peaks[asset] = max(self._peaks.get(asset, 0.0), abs(size_after))
 
@@ -150,7 +148,7 @@ class CoreAssetImmunity(Protection):
         kept = candidates[: dynamic.max_core]
         promoted = {a: (now if a in qualifying else self._promoted[a]) for a in kept}
         for asset in sorted(set(promoted) - current):
-            self._peaks[asset] = abs(self._sizes.get(asset, 0.0))
+            self._peaks[asset] = abs(self.positions.get(asset, 0.0))  # the ledger
             self.emit("core_promoted", now, {"asset": asset, "rank": rank[asset] + 1})
         for asset in sorted(current - set(promoted)):
             self._peaks.pop(asset, None)
