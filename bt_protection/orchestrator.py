@@ -739,7 +739,7 @@ class ProtectionOrchestrator:
         )
         decision, _ = self._decide(request, ClockPoint(when, request.bar), started, refusal)
         if self.audit is not None:
-            self.audit.record_decision(request, decision)
+            self.audit.record_decision(request, decision, restart=True)
         return decision
 
     def reconcile(self, asset: str, size: float, date: Any, bar: int | None = None) -> bool:

@@ -27,6 +27,8 @@ from bt_protection.protections.base import registry
 
 FORMAT = 1
 _PACKAGE = "bt_protection"
+# what a caller saves beside the state in the same transaction (a paper broker, order rows)
+_RECORDS = "CREATE TABLE records(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
 class StateError(UserError):
@@ -156,6 +158,7 @@ class StateFile:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
+        self._last: str | None = None  # the state text last written
 
     @classmethod
     def open(
@@ -175,7 +178,7 @@ class StateFile:
                 _check_same(where, meta, profile_hash, names)
             with db:
                 if reset:
-                    db.execute("DELETE FROM meta")
+                    _clear(db)
                 db.executemany(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                     [
@@ -197,16 +200,35 @@ class StateFile:
         """The saved state (None when none was saved yet)."""
         return _state_of(self._db, self.path)
 
-    def save(self, state: Mapping[str, Any]) -> None:
-        """Write `state` in one transaction (the previous one stays whole if this fails)."""
+    def records(self, prefix: str) -> dict[str, str]:
+        """The records saved beside the state whose key starts with `prefix` (by key)."""
+        try:
+            rows = self._db.execute(
+                "SELECT key, value FROM records WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, prefix + "\uffff"),
+            )
+            return dict(rows.fetchall())
+        except sqlite3.Error as error:
+            raise _refused(self.path, error) from None
+
+    def save(self, state: Mapping[str, Any], records: Iterable[tuple[str, str]] = ()) -> None:
+        """Write `state` and `records` (key, text: e.g. a paper broker's) in one transaction;
+        the previous ones stay whole if this fails. A state equal to the last one written is
+        not written again."""
         text = dumps(state)
         try:
             with self._db:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('state', ?)", (text,)
+                if text != self._last:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('state', ?)", (text,)
+                    )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO records(key, value) VALUES (?, ?)", records
                 )
         except sqlite3.Error as error:
+            self._last = None
             raise _refused(self.path, error) from None
+        self._last = text
 
     def close(self) -> None:
         self._db.close()
@@ -249,12 +271,18 @@ def reset_state(path: str | os.PathLike[str]) -> None:
     read_state(where)  # refuses a missing, corrupt or foreign file
     db = _connect(where)
     try:
+        _read_meta(db, where)  # a file of an earlier version gets its records table
         with db:
-            db.execute("DELETE FROM meta")
+            _clear(db)
     except sqlite3.Error as error:
         raise _refused(where, error) from None
     finally:
         db.close()
+
+
+def _clear(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM meta")
+    db.execute("DELETE FROM records")
 
 
 def _connect(where: Path) -> sqlite3.Connection:
@@ -275,7 +303,11 @@ def _read_meta(db: sqlite3.Connection, where: Path, create: bool = True) -> dict
         if create:
             with db:
                 db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                db.execute(_RECORDS)
         return {}
+    if "records" not in tables and create:  # a file of an earlier version
+        with db:
+            db.execute(_RECORDS)
     meta = {k: v for k, v in db.execute("SELECT key, value FROM meta WHERE key != 'state'")}
     if meta and meta.get("format") != str(FORMAT):  # empty: reset, nothing saved since
         raise StateError(

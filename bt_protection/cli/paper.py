@@ -1,0 +1,61 @@
+"""`bt-protection paper`: run or resume a strategy on replayed data with a saved paper broker."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bt_protection.cli.options import (
+    add_backtest_arguments,
+    add_strategy_arguments,
+    backtest_keywords,
+    strategy_keywords,
+)
+from bt_protection.paper import run_paper
+from bt_protection.runner import RunSpec
+from bt_protection.strategies_registry import strategy_name
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_strategy_arguments(parser, default=None)
+    parser.add_argument(
+        "--profile",
+        required=True,
+        metavar="FILE",
+        help="profile YAML file, or the name of a shipped profile (balanced, ...)",
+    )
+    add_backtest_arguments(
+        parser,
+        "folder of <TICKER>.csv files replayed as a live feed, or "
+        "`sample` (default: the shipped sample)",
+    )
+    parser.add_argument(
+        "--state",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the protection_state file: created on the first start, resumed after",
+    )
+    parser.add_argument(
+        "--until", metavar="DATE", help="stop after the bar of this day (YYYY-MM-DD)"
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="folder (default: runs/paper-<strategy>-<profile>)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = RunSpec(profile=args.profile, **strategy_keywords(args), **backtest_keywords(args))
+    name = f"paper-{strategy_name(spec.strategy)}-{Path(args.profile).stem}"
+    out = args.out or Path("runs") / name
+    result = run_paper(spec, args.state, out, args.until)
+    if result.last is None:
+        print(
+            f"{result.out}: nothing to run; the state file {args.state} is saved through "
+            f"{result.resumed_after}{' (the end of the data)' if result.done else ''}."
+        )
+        return 0
+    start = "started" if result.resumed_after is None else f"resumed after {result.resumed_after}"
+    end = "the end of the data" if result.done else str(result.last)
+    print(f"{result.out}: {start}, ran through {end}; {result.orders} orders in orders.csv.")
+    return 0
