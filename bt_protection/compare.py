@@ -213,7 +213,9 @@ def run_comparison(
             }
         )
     compared = {e.name: runs[e.name] for e in entries if e.cost_bps is None and e.name in runs}
-    table, found, summary = _write_outputs(partial, compared, plan.frames, allow_mixed_data, priced)
+    table, found, summary = _write_outputs(
+        partial, compared, plan.frames, allow_mixed_data, priced
+    )
     write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
     install_folder(partial, folder)
     moved = {name: replace(run, path=out / name) for name, run in compared.items()}

@@ -91,7 +91,7 @@ def _last_day_through(days: pd.Index, until: str) -> date:
     before = days[days <= limit]
     if not len(before):
         raise UserError(f"`until` {until} is before the data's first day {days[0].date()}.")
-    return before[-1].date()
+    return pd.Timestamp(before[-1]).date()
 
 
 def _saved(
