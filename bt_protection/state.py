@@ -176,6 +176,8 @@ class StateFile:
             meta = _read_meta(db, where)
             if meta and not reset:
                 _check_same(where, meta, profile_hash, names)
+            if meta and not reset:  # the file fits: open it without writing anything
+                return cls(where, db)
             with db:
                 if reset:
                     _clear(db)

@@ -210,11 +210,11 @@ class PaperOrders(OrderRecorder):
 def broker_record(strategy: Any) -> dict[str, Any]:
     """The paper broker as plain data: cash, positions, open orders and the next order ref."""
     broker = strategy.broker
-    positions = {
-        asset_name(data): [pos.size, pos.price, pos.adjbase]
+    # every entry, in the broker's order: its value is a float sum in that order
+    positions = [
+        [asset_name(data), pos.size, pos.price, pos.adjbase]
         for data, pos in broker.positions.items()
-        if pos.size
-    }
+    ]
     waiting = [o for o in itertools.chain(broker.submitted, broker.pending) if o is not None]
     orders = [_order_record(strategy, o) for o in waiting if o.alive()]
     ref = next(bt.OrderBase.refbasis)  # peeked: the counter is put back at once
@@ -274,7 +274,7 @@ def restore_broker(strategy: Any, record: Mapping[str, Any]) -> None:
     feeds = {asset_name(d): d for d in strategy.datas}
     broker.cash = record["cash"]
     broker.positions.clear()
-    for asset, (size, price, adjbase) in record["positions"].items():
+    for asset, size, price, adjbase in record["positions"]:
         position = broker.positions[feeds[asset]] = bt.Position(size, price)
         position.adjbase = adjbase
     for queue in (broker.submitted, broker.pending, broker.notifs, broker._pchildren):
