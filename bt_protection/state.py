@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import importlib
 import json
+import math
 import os
 import sqlite3
 from collections import deque
@@ -22,6 +23,7 @@ from typing import Any
 
 from bt_protection.durations import ClockPoint
 from bt_protection.errors import UserError
+from bt_protection.models import ProtectionResult
 from bt_protection.profile import Profile, load_profile
 from bt_protection.protections.base import registry
 
@@ -117,8 +119,97 @@ def decode(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Deterministic JSON text of `value` (encoded first)."""
-    return json.dumps(encode(value), sort_keys=True, separators=(",", ":"))
+    """Deterministic JSON text of `value`: `json.dumps(encode(value), sort_keys=True,
+    separators=(",", ":"))`, written directly (a save runs it every bar). Immutable objects
+    that stay in the state from bar to bar (clock points, results, enums, frozensets) are
+    written once and their text reused."""
+    text = _text(value)
+    if len(_MEMO) > _MEMO_LIMIT:
+        _MEMO.clear()
+    return text
+
+
+# id -> (the object, kept alive so that its id is not reused; its text)
+_MEMO: dict[int, tuple[Any, str]] = {}
+_MEMO_LIMIT = 200_000
+_FIELDS: dict[type, list[tuple[str, str]]] = {}  # a dataclass's fields: (name, '"name":')
+_string = json.encoder.encode_basestring_ascii
+
+
+def _text(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return str(_string(value))
+    if kind is float:
+        return _float(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is dict:
+        return _map(value)
+    if kind is list:
+        return "[" + ",".join([_text(v) for v in value]) + "]"
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    hit = _MEMO.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    if kind is ClockPoint:
+        text = '{"$cp":[' + _text(value.date.isoformat()) + "," + _text(value.bar) + "]}"
+        _MEMO[id(value)] = (value, text)
+        return text
+    if isinstance(value, enum.Enum):
+        text = '{"$enum":' + _text(_class_path(kind)) + ',"v":' + _text(value.value) + "}"
+        _MEMO[id(value)] = (value, text)
+        return text
+    if isinstance(value, (bool, int, float, str)):  # their subclasses, as JSON writes them
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return '{"$dt":' + _text(value.isoformat()) + "}"
+    if isinstance(value, tuple):
+        return '{"$tuple":[' + ",".join([_text(v) for v in value]) + "]}"
+    if isinstance(value, deque):
+        items = ",".join([_text(v) for v in value])
+        return '{"$deque":[' + items + '],"maxlen":' + _text(value.maxlen) + "}"
+    if isinstance(value, (set, frozenset)):
+        text = '{"$set":[' + ",".join(sorted(_text(v) for v in value)) + "]}"
+        if kind is frozenset:
+            _MEMO[id(value)] = (value, text)
+        return text
+    if isinstance(value, list):
+        return "[" + ",".join([_text(v) for v in value]) + "]"
+    if isinstance(value, Mapping):
+        return _map(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = _FIELDS.get(kind)
+        if fields is None:
+            names = sorted(f.name for f in dataclasses.fields(value))
+            fields = _FIELDS[kind] = [(n, _text(n) + ":") for n in names]
+        body = ",".join([key + _text(getattr(value, name)) for name, key in fields])
+        text = '{"$obj":' + _text(_class_path(kind)) + ',"f":{' + body + "}}"
+        if kind is ProtectionResult:  # frozen; the constants protections keep recur each bar
+            _MEMO[id(value)] = (value, text)
+        return text
+    if hasattr(value, "__dict__") and kind.__module__.startswith(_PACKAGE):
+        return '{"$obj":' + _text(_class_path(kind)) + ',"a":' + _map(dict(vars(value))) + "}"
+    raise TypeError(
+        f"the state holds a {kind.__name__}, which a state file cannot store; "
+        "a protection's state must be plain data or dataclasses."
+    )
+
+
+def _map(value: Mapping[Any, Any]) -> str:
+    pairs = ",".join(["[" + _text(k) + "," + _text(v) + "]" for k, v in value.items()])
+    return '{"$map":[' + pairs + "]}"
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
 
 
 def loads(text: str) -> Any:

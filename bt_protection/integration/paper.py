@@ -38,11 +38,34 @@ KILL_VARIABLE = "BT_PROTECTION_PAPER_KILL"
 KILL_POINTS = ("bar", "order", "save")
 
 
-class LiveReplay(bt.feeds.PandasData):
-    """A price frame replayed as a live feed: backtrader loads it bar by bar (no preload, no
-    vectorised indicators), as it does a live store's feed."""
+class LiveReplay(bt.feed.DataBase):
+    """A price frame (`dataname`: a DatetimeIndex and open/high/low/close/volume columns)
+    replayed as a live feed: backtrader loads it bar by bar, without preload or vectorised
+    indicators, as it does a live store's feed. The bars are those `PandasData` gives."""
 
     def islive(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        super().start()
+        frame = self.p.dataname
+        dates = [bt.date2num(t.to_pydatetime()) for t in frame.index]
+        columns = [frame[c].tolist() for c in ("open", "high", "low", "close", "volume")]
+        self._bars = iter(zip(dates, *columns, strict=True))
+
+    def _load(self) -> bool:
+        bar = next(self._bars, None)
+        if bar is None:
+            return False
+        lines = self.lines
+        (
+            lines.datetime[0],
+            lines.open[0],
+            lines.high[0],
+            lines.low[0],
+            lines.close[0],
+            lines.volume[0],
+        ) = bar
         return True
 
 
