@@ -136,6 +136,17 @@ def test_stopped_at_until_then_resumed_equals_an_uninterrupted_run(tmp_path: Pat
     )
 
 
+def test_a_paper_run_decides_as_the_backtest(tmp_path: Path) -> None:
+    # the live feed, the paper broker and the saves change nothing the strategy does
+    argv = paper_argv("momentum_rotation", "portfolio_guard", tmp_path / "s.db", tmp_path / "p")
+    assert main(argv) == 0
+    run = ["run", *argv[1 : argv.index("--state")], "--out", str(tmp_path / "run")]
+    assert main(run) == 0
+    paper = (tmp_path / "p" / "orders.csv").read_text()
+    assert paper.count("\n") > 10
+    assert paper == (tmp_path / "run" / "orders.csv").read_text()
+
+
 @pytest.fixture
 def started(tmp_path: Path) -> tuple[Path, Path]:
     """A paper run stopped after its first months: (state file, out folder)."""

@@ -23,7 +23,7 @@ from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
 from bt_protection.shipped import SAMPLE_DATA
-from bt_protection.state import StateFile, dumps, loads, read_state
+from bt_protection.state import StateFile, dumps, encode, loads, read_state
 from bt_protection.strategies.sma_crossover import SmaCrossover
 
 TICKERS = ["AAPL", "NVDA"]
@@ -152,6 +152,9 @@ def test_the_state_round_trips_through_its_encoding(tmp_path: Path, profile: str
     state = first.protection.state()
     text = dumps(state)
     assert dumps(loads(text)) == text  # deterministic and complete
+    # the direct writer gives the bytes of the plain encoding, JSON-dumped with sorted keys
+    assert text == json.dumps(encode(state), sort_keys=True, separators=(",", ":"))
+    assert dumps(state) == text  # again, with the texts of immutable objects reused
     fresh = ProtectionOrchestrator(profile)
     fresh.restore(loads(text))
     assert dumps(fresh.state()) == text
