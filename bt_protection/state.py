@@ -132,6 +132,7 @@ def dumps(value: Any) -> str:
 # id -> (the object, kept alive so that its id is not reused; its text)
 _MEMO: dict[int, tuple[Any, str]] = {}
 _MEMO_LIMIT = 200_000
+_IMMUTABLE = frozenset({str, float, int, bool, type(None), ClockPoint, datetime})
 _FIELDS: dict[type, list[tuple[str, str]]] = {}  # a dataclass's fields: (name, '"name":')
 _string = json.encoder.encode_basestring_ascii
 
@@ -168,7 +169,10 @@ def _text(value: Any) -> str:
     if isinstance(value, datetime):
         return '{"$dt":' + _text(value.isoformat()) + "}"
     if isinstance(value, tuple):
-        return '{"$tuple":[' + ",".join([_text(v) for v in value]) + "]}"
+        text = '{"$tuple":[' + ",".join([_text(v) for v in value]) + "]}"
+        if all(type(v) in _IMMUTABLE for v in value):  # e.g. (clock point, value) in a window
+            _MEMO[id(value)] = (value, text)
+        return text
     if isinstance(value, deque):
         items = ",".join([_text(v) for v in value])
         return '{"$deque":[' + items + '],"maxlen":' + _text(value.maxlen) + "}"
