@@ -13,6 +13,7 @@ import enum
 import importlib
 import json
 import math
+import operator
 import os
 import sqlite3
 from collections import deque
@@ -121,17 +122,23 @@ def decode(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Deterministic JSON text of `value`: `json.dumps(encode(value), sort_keys=True,
     separators=(",", ":"))`, written directly (a save runs it every bar). Immutable objects
-    that stay in the state from bar to bar (clock points, results, enums, frozensets) are
-    written once and their text reused."""
+    that stay in the state from bar to bar (clock points, results, enums, frozensets, tuples
+    and frozen dataclasses of plain values) are written once and their text reused, as is
+    that of a large dict or a deque of such objects while it holds the same ones."""
     text = _text(value)
-    if len(_MEMO) > _MEMO_LIMIT:
-        _MEMO.clear()
+    if len(_MEMO) + len(_DICTS) + len(_DEQUES) > _MEMO_LIMIT:
+        for memo in (_MEMO, _DICTS, _DEQUES):
+            memo.clear()
     return text
 
 
 # id -> (the object, kept alive so that its id is not reused; its text)
 _MEMO: dict[int, tuple[Any, str]] = {}
 _MEMO_LIMIT = 200_000
+# id -> (a dict, its keys, its values, its text): see `_map`
+_DICTS: dict[int, tuple[Mapping[Any, Any], list[Any], list[Any], str]] = {}
+_LARGE = 32
+_DEQUES: dict[int, tuple[deque[Any], list[Any], str]] = {}  # id -> (a deque, its items, text)
 _IMMUTABLE = frozenset({str, float, int, bool, type(None), ClockPoint, datetime})
 _FIELDS: dict[type, list[tuple[str, str]]] = {}  # a dataclass's fields: (name, '"name":')
 _string = json.encoder.encode_basestring_ascii
@@ -174,8 +181,7 @@ def _text(value: Any) -> str:
             _MEMO[id(value)] = (value, text)
         return text
     if isinstance(value, deque):
-        items = ",".join([_text(v) for v in value])
-        return '{"$deque":[' + items + '],"maxlen":' + _text(value.maxlen) + "}"
+        return _deque(value)
     if isinstance(value, (set, frozenset)):
         text = '{"$set":[' + ",".join(sorted(_text(v) for v in value)) + "]}"
         if kind is frozenset:
@@ -190,9 +196,13 @@ def _text(value: Any) -> str:
         if fields is None:
             names = sorted(f.name for f in dataclasses.fields(value))
             fields = _FIELDS[kind] = [(n, _text(n) + ":") for n in names]
-        body = ",".join([key + _text(getattr(value, name)) for name, key in fields])
+        values = [getattr(value, name) for name, _ in fields]
+        body = ",".join([key + _text(v) for (_, key), v in zip(fields, values, strict=True)])
         text = '{"$obj":' + _text(_class_path(kind)) + ',"f":{' + body + "}}"
-        if kind is ProtectionResult:  # frozen; the constants protections keep recur each bar
+        # the constant results protections keep, frozen records of plain values
+        if kind is ProtectionResult or (
+            kind.__dataclass_params__.frozen and all(type(v) in _IMMUTABLE for v in values)
+        ):
             _MEMO[id(value)] = (value, text)
         return text
     if hasattr(value, "__dict__") and kind.__module__.startswith(_PACKAGE):
@@ -204,8 +214,50 @@ def _text(value: Any) -> str:
 
 
 def _map(value: Mapping[Any, Any]) -> str:
+    """A mapping's text. A large dict of immutable keys and values (per asset: a clock point,
+    a size) keeps its text while it holds the same objects."""
+    large = type(value) is dict and len(value) >= _LARGE
+    if large:
+        hit = _DICTS.get(id(value))
+        if (
+            hit is not None
+            and hit[0] is value
+            and len(hit[1]) == len(value)
+            and all(map(operator.is_, hit[1], value))
+            and all(map(operator.is_, hit[2], value.values()))
+        ):
+            return hit[3]
     pairs = ",".join(["[" + _text(k) + "," + _text(v) + "]" for k, v in value.items()])
-    return '{"$map":[' + pairs + "]}"
+    text = '{"$map":[' + pairs + "]}"
+    if large and all(map(_immutable, value)) and all(map(_immutable, value.values())):
+        _DICTS[id(value)] = (value, list(value), list(value.values()), text)
+    return text
+
+
+def _deque(value: deque[Any]) -> str:
+    """A deque's text; a deque of immutable items (a window of clock points and values) keeps
+    its text while it holds the same objects."""
+    hit = _DEQUES.get(id(value))
+    if (
+        hit is not None
+        and hit[0] is value
+        and len(hit[1]) == len(value)
+        and all(map(operator.is_, hit[1], value))
+    ):
+        return hit[2]
+    items = ",".join([_text(v) for v in value])
+    text = '{"$deque":[' + items + '],"maxlen":' + _text(value.maxlen) + "}"
+    if all(map(_immutable, value)):
+        _DEQUES[id(value)] = (value, list(value), text)
+    return text
+
+
+def _immutable(value: Any) -> bool:
+    """Whether `value`'s text cannot change: a plain value or an object written once."""
+    if type(value) in _IMMUTABLE:
+        return True
+    hit = _MEMO.get(id(value))
+    return hit is not None and hit[0] is value
 
 
 def _float(value: float) -> str:
