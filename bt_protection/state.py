@@ -137,7 +137,7 @@ _MEMO: dict[int, tuple[Any, str]] = {}
 _MEMO_LIMIT = 200_000
 # id -> (a dict, its keys, its values, its text): see `_map`
 _DICTS: dict[int, tuple[Mapping[Any, Any], list[Any], list[Any], str]] = {}
-_LARGE = 32
+_LARGE = 2
 _DEQUES: dict[int, tuple[deque[Any], list[Any], str]] = {}  # id -> (a deque, its items, text)
 _IMMUTABLE = frozenset({str, float, int, bool, type(None), ClockPoint, datetime})
 _FIELDS: dict[type, list[tuple[str, str]]] = {}  # a dataclass's fields: (name, '"name":')
@@ -214,7 +214,7 @@ def _text(value: Any) -> str:
 
 
 def _map(value: Mapping[Any, Any]) -> str:
-    """A mapping's text. A large dict of immutable keys and values (per asset: a clock point,
+    """A mapping's text. A dict of immutable keys and values (per asset: a clock point,
     a size) keeps its text while it holds the same objects."""
     large = type(value) is dict and len(value) >= _LARGE
     if large:
