@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import itertools
 import json
 import math
 import operator
@@ -126,19 +127,18 @@ def dumps(value: Any) -> str:
     and frozen dataclasses of plain values) are written once and their text reused, as is
     that of a large dict or a deque of such objects while it holds the same ones."""
     text = _text(value)
-    if len(_MEMO) + len(_DICTS) + len(_DEQUES) > _MEMO_LIMIT:
-        for memo in (_MEMO, _DICTS, _DEQUES):
-            memo.clear()
+    if len(_MEMO) + len(_KEPT) > _MEMO_LIMIT:
+        _MEMO.clear()
+        _KEPT.clear()
     return text
 
 
 # id -> (the object, kept alive so that its id is not reused; its text)
 _MEMO: dict[int, tuple[Any, str]] = {}
 _MEMO_LIMIT = 200_000
-# id -> (a dict, its keys, its values, its text): see `_map`
-_DICTS: dict[int, tuple[Mapping[Any, Any], list[Any], list[Any], str]] = {}
+# id -> (a dict, deque or dataclass, the children its text was built from, its text)
+_KEPT: dict[int, tuple[Any, list[Any], str]] = {}
 _LARGE = 2
-_DEQUES: dict[int, tuple[deque[Any], list[Any], str]] = {}  # id -> (a deque, its items, text)
 _IMMUTABLE = frozenset({str, float, int, bool, type(None), ClockPoint, datetime})
 _FIELDS: dict[type, list[tuple[str, str]]] = {}  # a dataclass's fields: (name, '"name":')
 _string = json.encoder.encode_basestring_ascii
@@ -197,12 +197,17 @@ def _text(value: Any) -> str:
             names = sorted(f.name for f in dataclasses.fields(value))
             fields = _FIELDS[kind] = [(n, _text(n) + ":") for n in names]
         values = [getattr(value, name) for name, _ in fields]
+        frozen = kind.__dataclass_params__.frozen
+        if not frozen:
+            kept = _reused(value, values)  # e.g. a lot: its size and fill time
+            if kept is not None:
+                return kept
         body = ",".join([key + _text(v) for (_, key), v in zip(fields, values, strict=True)])
         text = '{"$obj":' + _text(_class_path(kind)) + ',"f":{' + body + "}}"
+        if not frozen:
+            return _keep(value, values, text)
         # the constant results protections keep, frozen records of plain values
-        if kind is ProtectionResult or (
-            kind.__dataclass_params__.frozen and all(type(v) in _IMMUTABLE for v in values)
-        ):
+        if kind is ProtectionResult or all(type(v) in _IMMUTABLE for v in values):
             _MEMO[id(value)] = (value, text)
         return text
     if hasattr(value, "__dict__") and kind.__module__.startswith(_PACKAGE):
@@ -216,39 +221,47 @@ def _text(value: Any) -> str:
 def _map(value: Mapping[Any, Any]) -> str:
     """A mapping's text. A dict of immutable keys and values (per asset: a clock point,
     a size) keeps its text while it holds the same objects."""
-    large = type(value) is dict and len(value) >= _LARGE
-    if large:
-        hit = _DICTS.get(id(value))
-        if (
-            hit is not None
-            and hit[0] is value
-            and len(hit[1]) == len(value)
-            and all(map(operator.is_, hit[1], value))
-            and all(map(operator.is_, hit[2], value.values()))
-        ):
-            return hit[3]
+    kept = type(value) is dict and len(value) >= _LARGE
+    if kept:
+        children = list(itertools.chain.from_iterable(value.items()))
+        text = _reused(value, children)
+        if text is not None:
+            return text
     pairs = ",".join(["[" + _text(k) + "," + _text(v) + "]" for k, v in value.items()])
     text = '{"$map":[' + pairs + "]}"
-    if large and all(map(_immutable, value)) and all(map(_immutable, value.values())):
-        _DICTS[id(value)] = (value, list(value), list(value.values()), text)
-    return text
+    return _keep(value, children, text) if kept else text
 
 
 def _deque(value: deque[Any]) -> str:
     """A deque's text; a deque of immutable items (a window of clock points and values) keeps
     its text while it holds the same objects."""
-    hit = _DEQUES.get(id(value))
+    children = list(value)
+    text = _reused(value, children)
+    if text is None:
+        items = ",".join([_text(v) for v in children])
+        text = _keep(
+            value, children, '{"$deque":[' + items + '],"maxlen":' + _text(value.maxlen) + "}"
+        )
+    return text
+
+
+def _reused(value: Any, children: list[Any]) -> str | None:
+    """The text kept for `value` if it still holds the same `children` (by identity)."""
+    hit = _KEPT.get(id(value))
     if (
         hit is not None
         and hit[0] is value
-        and len(hit[1]) == len(value)
-        and all(map(operator.is_, hit[1], value))
+        and len(hit[1]) == len(children)
+        and all(map(operator.is_, hit[1], children))
     ):
         return hit[2]
-    items = ",".join([_text(v) for v in value])
-    text = '{"$deque":[' + items + '],"maxlen":' + _text(value.maxlen) + "}"
-    if all(map(_immutable, value)):
-        _DEQUES[id(value)] = (value, list(value), text)
+    return None
+
+
+def _keep(value: Any, children: list[Any], text: str) -> str:
+    """Keep `text` for `value` when it depends only on which immutable `children` it holds."""
+    if all(map(_immutable, children)):
+        _KEPT[id(value)] = (value, children, text)
     return text
 
 

@@ -5,26 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bt_protection.cli.options import (
-    add_backtest_arguments,
-    add_strategy_arguments,
-    backtest_keywords,
-    strategy_keywords,
-)
+from bt_protection.cli.options import add_run_arguments, backtest_keywords, strategy_keywords
 from bt_protection.paper import run_paper
 from bt_protection.runner import RunSpec
 from bt_protection.strategies_registry import strategy_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_strategy_arguments(parser, default=None)
-    parser.add_argument(
-        "--profile",
-        required=True,
-        metavar="FILE",
-        help="profile YAML file, or the name of a shipped profile (balanced, ...)",
-    )
-    add_backtest_arguments(
+    add_run_arguments(
         parser,
         "folder of <TICKER>.csv files replayed as a live feed, or "
         "`sample` (default: the shipped sample)",
