@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import backtrader as bt
 import pandas as pd
 
+from bt_protection.audit import read_audit
 from bt_protection.data import parse_date
 from bt_protection.errors import UserError
 from bt_protection.integration.paper import (
@@ -71,6 +72,8 @@ def run_paper(
             f"state file {state} was saved with the audit log {folder / 'audit.jsonl'}, which "
             "is gone; resume with the same `out`, or reset the state file."
         )
+    if saved is not None:
+        _check_same_inputs(folder / "audit.jsonl", plan, saved.time)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "status.json", {"status": "running"})
     session = PaperSession(str(state), saved, stop)
@@ -92,6 +95,25 @@ def _last_day_through(days: pd.Index, until: str) -> date:
     if not len(before):
         raise UserError(f"`until` {until} is before the data's first day {days[0].date()}.")
     return pd.Timestamp(before[-1]).date()
+
+
+def _check_same_inputs(audit: Path, plan: RunPlan, saved: datetime) -> None:
+    """A resume runs on the inputs of the first start (the data may go on further): the
+    audit's header names them, and the saved bar must be a bar of the data."""
+    header = next(read_audit(audit), {})
+    for key, value in plan.fingerprint.items():
+        if key != "end" and json.loads(json.dumps(value)) != header.get(key):
+            raise UserError(
+                f"the paper run in {audit.parent} was started with {key} "
+                f"{header.get(key)!r}, not {value!r}; resume it with the same inputs, or start "
+                "anew with another `out` and state file."
+            )
+    days = next(iter(plan.frames.values())).index
+    if pd.Timestamp(saved) not in days:
+        raise UserError(
+            f"the paper run in {audit.parent} is saved through {saved.date()}, which is not a "
+            "day of the data; resume it on the same data."
+        )
 
 
 def _saved(

@@ -215,6 +215,21 @@ def test_a_state_file_of_no_paper_run_is_refused(
     _refused(capsys, argv, "no paper broker: it was not written by bt-protection paper", [state])
 
 
+@pytest.mark.parametrize(
+    ("extra", "sentence"),
+    [
+        (["--param", "fast=10"], "was started with strategy_params"),
+        (["--cash", "50000"], "was started with cash 100000.0, not 50000.0"),
+    ],
+)
+def test_a_resume_on_other_inputs_is_refused(
+    started: tuple[Path, Path], capsys: pytest.CaptureFixture[str], extra: list[str], sentence: str
+) -> None:
+    state, out = started
+    argv = paper_argv("sma_crossover", "balanced", state, out, *extra)
+    _refused(capsys, argv, sentence, [state, out / "orders.csv", out / "audit.jsonl"])
+
+
 def test_a_lost_audit_log_is_refused(
     started: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -146,9 +146,13 @@ class PaperHooks(ProtectionMixin):
     def _protection_setup(self) -> None:
         super()._protection_setup()
         kill = self.paper.kill
-        if kill.point == "order":
+        if kill.point == "order":  # a decision of this session, not of the backfill
             self.add_protection_listener(
-                lambda decision: kill.reached("order") if decision.approved else None
+                lambda decision: (
+                    kill.reached("order")
+                    if decision.approved and self._protection_store is not None
+                    else None
+                )
             )
 
     def _next(self) -> None:  # a live feed: bar by bar, never `_oncepost`
