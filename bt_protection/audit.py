@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
@@ -24,6 +25,23 @@ from bt_protection.models import ProtectionDecision, ProtectionRequest, Protecti
 
 _BUFFER = 1 << 20
 _LINE_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE
+
+
+# Records a restart adds (the `restart` record, denials on bars handled before it) carry
+# `"restart": true` and the `seq` of the record before them: without them, the file of a run
+# stopped and resumed equals that of an uninterrupted run, `seq` included.
+RESTART = "restart"
+
+
+@dataclass(frozen=True)
+class AuditResume:
+    """Where a resumed audit log goes on: the file's size and last `seq` at the last save, and
+    the time and bar of that save."""
+
+    offset: int
+    seq: int
+    time: Any = None
+    bar: int | None = None
 
 
 class AuditWriteError(UserError, OSError):
@@ -83,7 +101,12 @@ class AuditLog:
     The file is opened at once, so a path that cannot be written fails before the run starts.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fingerprint: Mapping[str, Any] | None = None,
+        resume: AuditResume | None = None,
+    ):
         self.path = Path(path)
         self.fingerprint = dict(fingerprint or {})
         self.session_id = session_id_for(self.fingerprint)
@@ -91,16 +114,44 @@ class AuditLog:
         self._file: IO[bytes] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb", buffering=_BUFFER)  # noqa: SIM115 - see close()
+            mode = "wb" if resume is None else "r+b"
+            self._file = open(self.path, mode, buffering=_BUFFER)  # noqa: SIM115 - see close()
         except OSError as error:
             reason = error.strerror or str(error)
             if isinstance(error, FileExistsError):  # mkdir met a file where a folder must be
                 reason = f"{error.filename} is a file, not a folder"
             raise AuditWriteError(f"cannot write the audit log {self.path}: {reason}.") from None
-        self._write(
-            _line({"seq": 0, "kind": "header", "session_id": self.session_id, **self.fingerprint})
-        )
+        if resume is None:
+            header = {"seq": 0, "kind": "header", "session_id": self.session_id}
+            self._write(_line({**header, **self.fingerprint}))
+        else:
+            self._resume_at(resume)
         self.flush()
+
+    def _resume_at(self, resume: AuditResume) -> None:
+        """Cut the file back to the last saved record and go on from there, after a `restart`
+        record (it takes no `seq` of its own: see `RESTART`)."""
+        assert self._file is not None
+        size = self._file.seek(0, os.SEEK_END)
+        if size < resume.offset:
+            self.close()
+            raise AuditWriteError(
+                f"the audit log {self.path} has {size} bytes, fewer than the {resume.offset} "
+                "the state file saved with it; it was changed since, so resume with another "
+                "out folder and a reset state file."
+            )
+        self._file.seek(resume.offset)
+        self._file.truncate()
+        self._seq = resume.seq
+        line = {"seq": self._seq, "kind": "restart", RESTART: True, "session_id": self.session_id}
+        line.update(trace_id=None, time=resume.time, bar=resume.bar, offset=resume.offset)
+        self._write(_line(line))
+
+    def position(self) -> AuditResume:
+        """Where the file stands once flushed: its size and last `seq` (`time`, `bar` unset)."""
+        self.flush()
+        assert self._file is not None
+        return AuditResume(self._file.tell(), self._seq)
 
     def _write(self, line: bytes) -> None:
         # written at once, not kept: holding thousands of fresh bytes objects until a flush
@@ -144,9 +195,14 @@ class AuditLog:
             line["wall"] = wall
         self._write(_line(line))
 
-    def record_decision(self, request: ProtectionRequest, decision: ProtectionDecision) -> None:
-        """Write the record of one decision (the hot path: one dict, one dump)."""
-        self._seq += 1
+    def record_decision(
+        self, request: ProtectionRequest, decision: ProtectionDecision, restart: bool = False
+    ) -> None:
+        """Write the record of one decision (the hot path: one dict, one dump). `restart`: a
+        denial on a bar handled before a restart, marked `restart` and given no `seq` of its
+        own (see `RESTART`)."""
+        if not restart:
+            self._seq += 1
         record = {
             "seq": self._seq,
             "kind": "decision",
@@ -174,6 +230,8 @@ class AuditLog:
             "results": decision.results,
             "wall": {"decision_time_us": decision.decision_time_us},
         }
+        if restart:
+            record[RESTART] = True
         if decision.risk_exit:  # written only when true: other records stay as they were
             record["risk_exit"] = True
             record["lifted_systems"] = decision.lifted_systems

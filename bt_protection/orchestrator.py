@@ -149,7 +149,7 @@ class ProtectionOrchestrator:
             refusal = replay_refusal(when, clock.resume)
             now = ClockPoint(when, request.bar)
             decision = self._pipeline.decide(request, now, started, self.regime, refusal)[0]
-            self._trail.decision(request, decision)
+            self._trail.decision(request, decision, restart=True)
             return decision
         now = clock.advance(request.current_date, request.bar)
         decision, errors = self._pipeline.decide(request, now, started, self.regime, refusal)

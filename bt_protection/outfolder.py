@@ -31,6 +31,7 @@ class Kind(StrEnum):
     RUN = "run"
     COMPARE = "compare"
     TUNE = "tune"
+    PAPER = "paper"
 
 
 # each kind's marker file, how errors describe it, and what the folder is called in them
@@ -38,14 +39,16 @@ _MARKERS = {
     Kind.RUN: ("status.json", "status.json", "run"),
     Kind.COMPARE: ("comparison.json", "readable comparison.json", "comparison"),
     Kind.TUNE: ("fingerprint.json", "fingerprint.json of a tune", "tune"),
+    Kind.PAPER: ("status.json", "status.json", "paper run"),
 }
 
 
 def default_out(kind: Kind, strategy: StrategySource, qualifier: str | None = None) -> Path:
-    """`runs/[<kind>-]<strategy>[-<qualifier>]`: a run is qualified by its profile's name
-    (`runs/sma_crossover-balanced`), a comparison or tune by the name of the data folder it
-    was given (`runs/compare-sma_crossover-etf17`; none: `runs/tune-sma_crossover`). A
-    strategy given as a class or spec is named by its class name."""
+    """`runs/[<kind>-]<strategy>[-<qualifier>]`: a run or paper run is qualified by its
+    profile's name (`runs/sma_crossover-balanced`, `runs/paper-sma_crossover-balanced`), a
+    comparison or tune by the name of the data folder it was given
+    (`runs/compare-sma_crossover-etf17`; none: `runs/tune-sma_crossover`). A strategy
+    given as a class or spec is named by its class name."""
     parts = [] if kind is Kind.RUN else [kind.value]
     parts.append(strategy_name(strategy))
     if qualifier:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import itertools
 import json
+import math
+import operator
 import os
 import sqlite3
 from collections import deque
@@ -22,11 +25,14 @@ from typing import Any
 
 from bt_protection.durations import ClockPoint
 from bt_protection.errors import UserError
+from bt_protection.models import ProtectionResult
 from bt_protection.profile import Profile, load_profile
 from bt_protection.protections.base import registry
 
 FORMAT = 1
 _PACKAGE = "bt_protection"
+# what a caller saves beside the state in the same transaction (a paper broker, order rows)
+_RECORDS = "CREATE TABLE records(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
 class StateError(UserError):
@@ -115,8 +121,164 @@ def decode(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Deterministic JSON text of `value` (encoded first)."""
-    return json.dumps(encode(value), sort_keys=True, separators=(",", ":"))
+    """Deterministic JSON text of `value`: `json.dumps(encode(value), sort_keys=True,
+    separators=(",", ":"))`, written directly (a save runs it every bar). Immutable objects
+    that stay in the state from bar to bar (clock points, results, enums, frozensets, tuples
+    and frozen dataclasses of plain values) are written once and their text reused, as is
+    that of a large dict or a deque of such objects while it holds the same ones."""
+    text = _text(value)
+    if len(_MEMO) + len(_KEPT) > _MEMO_LIMIT:
+        _MEMO.clear()
+        _KEPT.clear()
+    return text
+
+
+# id -> (the object, kept alive so that its id is not reused; its text)
+_MEMO: dict[int, tuple[Any, str]] = {}
+_MEMO_LIMIT = 200_000
+# id -> (a dict, deque or dataclass, the children its text was built from, its text)
+_KEPT: dict[int, tuple[Any, list[Any], str]] = {}
+_LARGE = 2
+_IMMUTABLE = frozenset({str, float, int, bool, type(None), ClockPoint, datetime})
+_FIELDS: dict[type, list[tuple[str, str]]] = {}  # a dataclass's fields: (name, '"name":')
+_string = json.encoder.encode_basestring_ascii
+
+
+def _text(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return str(_string(value))
+    if kind is float:
+        return _float(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is dict:
+        return _map(value)
+    if kind is list:
+        return "[" + ",".join([_text(v) for v in value]) + "]"
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    hit = _MEMO.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    if kind is ClockPoint:
+        text = '{"$cp":[' + _text(value.date.isoformat()) + "," + _text(value.bar) + "]}"
+        _MEMO[id(value)] = (value, text)
+        return text
+    if isinstance(value, enum.Enum):
+        text = '{"$enum":' + _text(_class_path(kind)) + ',"v":' + _text(value.value) + "}"
+        _MEMO[id(value)] = (value, text)
+        return text
+    if isinstance(value, (bool, int, float, str)):  # their subclasses, as JSON writes them
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return '{"$dt":' + _text(value.isoformat()) + "}"
+    if isinstance(value, tuple):
+        text = '{"$tuple":[' + ",".join([_text(v) for v in value]) + "]}"
+        if all(type(v) in _IMMUTABLE for v in value):  # e.g. (clock point, value) in a window
+            _MEMO[id(value)] = (value, text)
+        return text
+    if isinstance(value, deque):
+        return _deque(value)
+    if isinstance(value, (set, frozenset)):
+        text = '{"$set":[' + ",".join(sorted(_text(v) for v in value)) + "]}"
+        if kind is frozenset:
+            _MEMO[id(value)] = (value, text)
+        return text
+    if isinstance(value, list):
+        return "[" + ",".join([_text(v) for v in value]) + "]"
+    if isinstance(value, Mapping):
+        return _map(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = _FIELDS.get(kind)
+        if fields is None:
+            names = sorted(f.name for f in dataclasses.fields(value))
+            fields = _FIELDS[kind] = [(n, _text(n) + ":") for n in names]
+        values = [getattr(value, name) for name, _ in fields]
+        frozen = kind.__dataclass_params__.frozen
+        if not frozen:
+            kept = _reused(value, values)  # e.g. a lot: its size and fill time
+            if kept is not None:
+                return kept
+        body = ",".join([key + _text(v) for (_, key), v in zip(fields, values, strict=True)])
+        text = '{"$obj":' + _text(_class_path(kind)) + ',"f":{' + body + "}}"
+        if not frozen:
+            return _keep(value, values, text)
+        # the constant results protections keep, frozen records of plain values
+        if kind is ProtectionResult or all(type(v) in _IMMUTABLE for v in values):
+            _MEMO[id(value)] = (value, text)
+        return text
+    if hasattr(value, "__dict__") and kind.__module__.startswith(_PACKAGE):
+        return '{"$obj":' + _text(_class_path(kind)) + ',"a":' + _map(dict(vars(value))) + "}"
+    raise TypeError(
+        f"the state holds a {kind.__name__}, which a state file cannot store; "
+        "a protection's state must be plain data or dataclasses."
+    )
+
+
+def _map(value: Mapping[Any, Any]) -> str:
+    """A mapping's text. A dict of immutable keys and values (per asset: a clock point,
+    a size) keeps its text while it holds the same objects."""
+    kept = type(value) is dict and len(value) >= _LARGE
+    if kept:
+        children = list(itertools.chain.from_iterable(value.items()))
+        text = _reused(value, children)
+        if text is not None:
+            return text
+    pairs = ",".join(["[" + _text(k) + "," + _text(v) + "]" for k, v in value.items()])
+    text = '{"$map":[' + pairs + "]}"
+    return _keep(value, children, text) if kept else text
+
+
+def _deque(value: deque[Any]) -> str:
+    """A deque's text; a deque of immutable items (a window of clock points and values) keeps
+    its text while it holds the same objects."""
+    children = list(value)
+    text = _reused(value, children)
+    if text is None:
+        items = ",".join([_text(v) for v in children])
+        text = _keep(
+            value, children, '{"$deque":[' + items + '],"maxlen":' + _text(value.maxlen) + "}"
+        )
+    return text
+
+
+def _reused(value: Any, children: list[Any]) -> str | None:
+    """The text kept for `value` if it still holds the same `children` (by identity)."""
+    hit = _KEPT.get(id(value))
+    if (
+        hit is not None
+        and hit[0] is value
+        and len(hit[1]) == len(children)
+        and all(map(operator.is_, hit[1], children))
+    ):
+        return hit[2]
+    return None
+
+
+def _keep(value: Any, children: list[Any], text: str) -> str:
+    """Keep `text` for `value` when it depends only on which immutable `children` it holds."""
+    if all(map(_immutable, children)):
+        _KEPT[id(value)] = (value, children, text)
+    return text
+
+
+def _immutable(value: Any) -> bool:
+    """Whether `value`'s text cannot change: a plain value or an object written once."""
+    if type(value) in _IMMUTABLE:
+        return True
+    hit = _MEMO.get(id(value))
+    return hit is not None and hit[0] is value
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
 
 
 def loads(text: str) -> Any:
@@ -156,6 +318,7 @@ class StateFile:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
+        self._last: str | None = None  # the state text last written
 
     @classmethod
     def open(
@@ -173,9 +336,11 @@ class StateFile:
             meta = _read_meta(db, where)
             if meta and not reset:
                 _check_same(where, meta, profile_hash, names)
+            if meta and not reset:  # the file fits: open it without writing anything
+                return cls(where, db)
             with db:
                 if reset:
-                    db.execute("DELETE FROM meta")
+                    _clear(db)
                 db.executemany(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                     [
@@ -197,16 +362,35 @@ class StateFile:
         """The saved state (None when none was saved yet)."""
         return _state_of(self._db, self.path)
 
-    def save(self, state: Mapping[str, Any]) -> None:
-        """Write `state` in one transaction (the previous one stays whole if this fails)."""
+    def records(self, prefix: str) -> dict[str, str]:
+        """The records saved beside the state whose key starts with `prefix` (by key)."""
+        try:
+            rows = self._db.execute(
+                "SELECT key, value FROM records WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, prefix + "\uffff"),
+            )
+            return dict(rows.fetchall())
+        except sqlite3.Error as error:
+            raise _refused(self.path, error) from None
+
+    def save(self, state: Mapping[str, Any], records: Iterable[tuple[str, str]] = ()) -> None:
+        """Write `state` and `records` (key, text: e.g. a paper broker's) in one transaction;
+        the previous ones stay whole if this fails. A state equal to the last one written is
+        not written again."""
         text = dumps(state)
         try:
             with self._db:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('state', ?)", (text,)
+                if text != self._last:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('state', ?)", (text,)
+                    )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO records(key, value) VALUES (?, ?)", records
                 )
         except sqlite3.Error as error:
+            self._last = None
             raise _refused(self.path, error) from None
+        self._last = text
 
     def close(self) -> None:
         self._db.close()
@@ -249,12 +433,18 @@ def reset_state(path: str | os.PathLike[str]) -> None:
     read_state(where)  # refuses a missing, corrupt or foreign file
     db = _connect(where)
     try:
+        _read_meta(db, where)  # a file of an earlier version gets its records table
         with db:
-            db.execute("DELETE FROM meta")
+            _clear(db)
     except sqlite3.Error as error:
         raise _refused(where, error) from None
     finally:
         db.close()
+
+
+def _clear(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM meta")
+    db.execute("DELETE FROM records")
 
 
 def _connect(where: Path) -> sqlite3.Connection:
@@ -275,7 +465,11 @@ def _read_meta(db: sqlite3.Connection, where: Path, create: bool = True) -> dict
         if create:
             with db:
                 db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                db.execute(_RECORDS)
         return {}
+    if "records" not in tables and create:  # a file of an earlier version
+        with db:
+            db.execute(_RECORDS)
     meta = {k: v for k, v in db.execute("SELECT key, value FROM meta WHERE key != 'state'")}
     if meta and meta.get("format") != str(FORMAT):  # empty: reset, nothing saved since
         raise StateError(

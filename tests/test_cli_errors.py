@@ -36,7 +36,7 @@ COUNTS_END = "<!-- end of counts -->"
 REQUIRED = "required: Date, Open, High, Low, Close (optional: Adj Close, Volume)"
 ARGPARSE_CHOICES = (
     "'validate', 'demo', 'fetch', 'run', 'compare', 'systems', 'strategies', 'tune', 'report', "
-    "'state'"
+    "'paper', 'state'"
 )
 
 
@@ -707,6 +707,31 @@ CASES: list[Bad] = [
         "bt-protection state: error: argument action: invalid choice: 'drop' "
         "(choose from 'show', 'reset').",
     ),
+    Bad(
+        "paper-no-state",
+        "no state file",
+        ("paper", "--strategy", "sma_crossover", "--profile", "balanced"),
+        2,
+        "bt-protection paper: error: the following arguments are required: --state.",
+    ),
+    Bad(
+        "paper-until",
+        "a stop day before the data",
+        (
+            "paper",
+            "--strategy",
+            "sma_crossover",
+            "--profile",
+            "balanced",
+            "--state",
+            "{d}/state.db",
+            "--until",
+            "2001-01-01",
+        ),
+        2,
+        "bt-protection paper: error: --until 2001-01-01 is before the data's first day "
+        "2013-01-02.",
+    ),
 ]
 
 
@@ -785,7 +810,7 @@ def test_every_command_has_bad_input_cases() -> None:
     commands = {c.command for c in CASES}
     assert commands == {
         "(none)", "backtest", "demo", "validate", "run", "fetch", "compare", "systems",
-        "strategies", "report", "state",
+        "strategies", "report", "state", "paper",
     }
     assert {c.command for c in PROCESS_CASES} == {
         "(none)", "validate", "run", "fetch", "compare", "report"

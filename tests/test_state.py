@@ -7,7 +7,8 @@ import contextlib
 import json
 import os
 import sqlite3
-from datetime import date, timedelta
+from collections import deque
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,14 @@ import pytest
 from bt_protection.audit import read_audit
 from bt_protection.cli import main
 from bt_protection.data import load_universe
+from bt_protection.durations import ClockPoint
 from bt_protection.errors import UserError
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
 from bt_protection.shipped import SAMPLE_DATA
-from bt_protection.state import StateFile, dumps, loads, read_state
+from bt_protection.state import StateFile, dumps, encode, loads, read_state
 from bt_protection.strategies.sma_crossover import SmaCrossover
 
 TICKERS = ["AAPL", "NVDA"]
@@ -152,6 +154,9 @@ def test_the_state_round_trips_through_its_encoding(tmp_path: Path, profile: str
     state = first.protection.state()
     text = dumps(state)
     assert dumps(loads(text)) == text  # deterministic and complete
+    # the direct writer gives the bytes of the plain encoding, JSON-dumped with sorted keys
+    assert text == json.dumps(encode(state), sort_keys=True, separators=(",", ":"))
+    assert dumps(state) == text  # again, with the texts of immutable objects reused
     fresh = ProtectionOrchestrator(profile)
     fresh.restore(loads(text))
     assert dumps(fresh.state()) == text
@@ -160,6 +165,30 @@ def test_the_state_round_trips_through_its_encoding(tmp_path: Path, profile: str
         assert fresh.get_protection_status(asset, day) == first.protection.get_protection_status(
             asset, day
         )
+
+
+def test_a_reused_text_follows_every_change_of_its_container() -> None:
+    start = datetime(2020, 1, 1)
+    points = {f"A{i:03d}": ClockPoint(start + timedelta(days=i), i) for i in range(40)}
+    window = deque((ClockPoint(start, i), float(i)) for i in range(40))
+    state = {"points": points, "window": window, "sizes": dict.fromkeys(points, 1.0)}
+
+    def plain() -> str:
+        return json.dumps(encode(state), sort_keys=True, separators=(",", ":"))
+
+    for change in (
+        lambda: None,
+        lambda: points.__setitem__("A003", ClockPoint(start, 99)),  # a new value
+        lambda: points.__setitem__("A999", ClockPoint(start, 1)),  # a new key
+        lambda: points.pop("A000"),
+        lambda: window.append((ClockPoint(start, 41), 41.0)),
+        lambda: window.popleft(),
+        lambda: state["sizes"].__setitem__("A001", 1),  # an int where a float was: "1"
+        lambda: state["sizes"].__setitem__("A001", True),
+    ):
+        change()
+        assert dumps(state) == plain()
+        assert dumps(state) == plain()  # the reused text
 
 
 def test_a_file_of_another_profile_or_other_assets_is_refused(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "strategies": ("strategies", "List the registered strategy names."),
     "tune": ("tune", "Walk-forward tuning of protection parameters, judged out of sample."),
     "report": ("report", "Write report.html for a run, comparison or tune folder."),
+    "paper": ("paper", "Run or resume a strategy on replayed data with a saved paper broker."),
     "state": ("state", "Show or clear a protection_state file (live and paper runs)."),
 }
 

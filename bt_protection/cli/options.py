@@ -70,6 +70,18 @@ def parse_param_args(items: list[str] | None) -> dict[str, str]:
     return found
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, data_help: str) -> None:
+    """What one run needs: `--strategy`, `--param`, `--profile` and the backtest's options."""
+    add_strategy_arguments(parser, default=None)
+    parser.add_argument(
+        "--profile",
+        required=True,
+        metavar="FILE",
+        help="profile YAML file, or the name of a shipped profile (balanced, ...)",
+    )
+    add_backtest_arguments(parser, data_help)
+
+
 def add_backtest_arguments(parser: argparse.ArgumentParser, data_help: str) -> None:
     """`--data --regime-data --start --end --cash --commission --slippage`, defaults from
     `RunSpec`."""

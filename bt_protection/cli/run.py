@@ -6,19 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from bt_protection.cli.options import add_backtest_arguments, add_strategy_arguments, job_of
+from bt_protection.cli.options import add_run_arguments, job_of
 from bt_protection.runner import default_run_out, execute_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_strategy_arguments(parser, default=None)
-    parser.add_argument(
-        "--profile",
-        required=True,
-        metavar="FILE",
-        help="profile YAML file, or the name of a shipped profile (balanced, ...)",
-    )
-    add_backtest_arguments(
+    add_run_arguments(
         parser,
         "folder of <TICKER>.csv files, or `sample` (default: the shipped sample, or the fetch "
         "cache data/cache/ when --tickers is given)",

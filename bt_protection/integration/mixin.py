@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -130,6 +130,9 @@ class ProtectionMixin(bt.Strategy):
     )
 
     protection: ProtectionOrchestrator
+    # Save the state before an approved order reaches the broker (a live broker acts on it at
+    # once). A paper broker saved with the state in one transaction needs only the end of bar.
+    _protection_save_before_order = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # No metaclass of our own (it would clash with bt.SignalStrategy's): each subclass's
@@ -170,8 +173,6 @@ class ProtectionMixin(bt.Strategy):
         )
         audit = None
         if self.p.audit_path or profile.audit.path:
-            from bt_protection.audit import AuditLog
-
             strategy = type(self).__name__
             values = {
                 "profile": profile.name,
@@ -186,7 +187,7 @@ class ProtectionMixin(bt.Strategy):
                 **(self.p.run_info or {}),
                 "regime_data": source.label,
             }
-            audit = AuditLog(path, run_fingerprint(profile, **details))
+            audit = self._protection_audit_log(path, run_fingerprint(profile, **details))
         self.protection = ProtectionOrchestrator(profile, audit)
         self._protection_regime: RegimeIndicator | None = None
         self._protection_regime_source = (source, profile.regime)
@@ -208,14 +209,12 @@ class ProtectionMixin(bt.Strategy):
         self._protection_resume: datetime | None = None  # the last bar handled before a restart
         self._protection_offset = 0  # bars keep counting from the saved bar (docs/live.md)
         if self.p.protection_state:
-            self._protection_open_state(profile)
+            self._protection_open_state(profile, self.p.protection_state)
 
-    def _protection_open_state(self, profile: Any) -> None:
-        """Open the state file, restore what it holds; reconcile at the first new bar."""
+    def _protection_open_state(self, profile: Any, path: Any) -> None:
+        """Open the state file `path`, restore what it holds; reconcile at the first new bar."""
         assets = sorted(set(self._protection_assets.values()))
-        store = StateFile.open(
-            self.p.protection_state, profile, assets, bool(self.p.protection_state_reset)
-        )
+        store = StateFile.open(path, profile, assets, bool(self.p.protection_state_reset))
         self._protection_store = store
         saved = store.load()
         self._protection_saved_bar = -1
@@ -231,6 +230,12 @@ class ProtectionMixin(bt.Strategy):
             self._protection_resume, self._protection_saved_bar = handled, bar
             self._protection_attempts = saved["attempts"]
         self._protection_reconcile = True
+
+    def _protection_audit_log(self, path: str, fingerprint: dict[str, Any]) -> Any:
+        """The run's `AuditLog` (a hook: `bt-protection paper` appends to its own on resume)."""
+        from bt_protection.audit import AuditLog
+
+        return AuditLog(path, fingerprint)
 
     def _feed_assets(self) -> dict[int, str]:
         """The asset of each feed (by `id`): its name; a single unnamed feed is `data0`.
@@ -407,8 +412,14 @@ class ProtectionMixin(bt.Strategy):
                 "orchestrator": self.protection.state(),
                 "bar": (when, bar),
                 "attempts": self._protection_attempts,
-            }
+            },
+            self._protection_records(),
         )
+
+    def _protection_records(self) -> Iterable[tuple[str, str]]:
+        """What else to save in the same transaction as the state, as (key, text) records (a
+        hook: `bt-protection paper` saves its paper broker)."""
+        return ()
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -643,8 +654,8 @@ class ProtectionMixin(bt.Strategy):
         oco = args["oco"]
         if oco is not None and oco.status == bt.Order.Rejected and "protection" in oco.info:
             args["oco"] = None  # its partner was denied and never reached the broker
-        if self._protection_store is not None:  # on disk before the broker sees the order
-            self._protection_save(when, bar)
+        if self._protection_store is not None and self._protection_save_before_order:
+            self._protection_save(when, bar)  # on disk before the broker sees the order
         submit = super().buy if isbuy else super().sell
         # a partly approved order sends the allowed part; the decision says what was clipped
         order = submit(data=data, size=send, **args, **info)

@@ -98,12 +98,17 @@ class OrderRecorder(bt.Analyzer):
         return [self.rows[attempt] for attempt in sorted(self.rows)]
 
     def to_frame(self) -> pd.DataFrame:
-        """The rows as a DataFrame; `ref` counts from 1 at the run's first order (backtrader's
-        own refs count per process, so they would differ between two identical runs)."""
-        frame = pd.DataFrame(self.get_analysis(), columns=list(ORDER_COLUMNS))
-        if len(frame):
-            frame["ref"] -= frame["ref"].min() - 1
-        return frame
+        return orders_frame(self.get_analysis())
+
+
+def orders_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """orders.csv rows as a DataFrame; `ref` counts from 1 at the run's first order
+    (backtrader's own refs count per process, so they would differ between two identical
+    runs)."""
+    frame = pd.DataFrame(rows, columns=list(ORDER_COLUMNS))
+    if len(frame):
+        frame["ref"] -= frame["ref"].min() - 1
+    return frame
 
 
 class EquityRecorder(bt.Analyzer):

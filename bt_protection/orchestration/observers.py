@@ -111,9 +111,11 @@ class AuditTrail:
         if self.audit is not None:
             self.audit.record(kind, when.date, when.bar, self._clock.trace_id(), payload)
 
-    def decision(self, request: ProtectionRequest, decision: ProtectionDecision) -> None:
+    def decision(
+        self, request: ProtectionRequest, decision: ProtectionDecision, restart: bool = False
+    ) -> None:
         if self.audit is not None:
-            self.audit.record_decision(request, decision)
+            self.audit.record_decision(request, decision, restart)
 
     def fail(self, error: BaseException) -> None:
         """The run stopped with `error`: record it and close the audit, keeping every record."""
