@@ -175,6 +175,14 @@ class OrderGate:
         )
         return GatedOrder(request, refusal, not (contingent and request.exempt))
 
+    def is_live(self, asset: str, order: LiveOrder) -> bool:
+        """Whether `order` counts among the live orders of `asset` (a paper save keeps this)."""
+        return any(o is order for o in self._live.get(asset, ()))
+
+    def restore_live(self, live: dict[str, list[LiveOrder]]) -> None:
+        """Replace the live orders with `live` (a paper broker restored at its saved bar)."""
+        self._live = {asset: list(orders) for asset, orders in live.items()}
+
     def sent(self, gated: GatedOrder, order: LiveOrder | None) -> None:
         """Count an order sent to the broker as live, when it is one that counts."""
         if order is not None and gated.tracked:

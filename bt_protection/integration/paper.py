@@ -264,7 +264,6 @@ def _order_record(strategy: Any, order: Any) -> dict[str, Any]:
         )
     created = order.created
     asset = asset_name(order.data)
-    live = strategy._protection_live.get(asset, ())
     return {
         "ref": order.ref,
         "asset": asset,
@@ -280,7 +279,7 @@ def _order_record(strategy: Any, order: Any) -> dict[str, Any]:
         "submitted": order.status == bt.Order.Submitted,
         "created": [created.dt, created.size, created.price, created.pricelimit, created.pclose],
         "info": _info_text(order),
-        "live": any(o is order for o in live),
+        "live": strategy._protection_gate.is_live(asset, order),
     }
 
 
@@ -308,7 +307,7 @@ def restore_broker(strategy: Any, record: Mapping[str, Any]) -> None:
         queue.clear()
     broker._ocos.clear()
     broker._ocol.clear()
-    strategy._protection_live.clear()
+    live: dict[str, list[Any]] = {}
     for saved in record["orders"]:
         order = _rebuilt(strategy, feeds[saved["asset"]], saved)
         strategy.paper.restored.add(order.ref)
@@ -324,7 +323,8 @@ def restore_broker(strategy: Any, record: Mapping[str, Any]) -> None:
             broker.orders.append(order)
             broker.pending.append(order)
         if saved["live"]:
-            strategy._protection_live.setdefault(saved["asset"], []).append(order)
+            live.setdefault(saved["asset"], []).append(order)
+    strategy._protection_gate.restore_live(live)
     bt.OrderBase.refbasis = itertools.count(record["next_ref"])
 
 
