@@ -347,7 +347,10 @@ class ProtectionMixin(bt.Strategy):
 
     def _build_regime(self) -> RegimeIndicator:
         source, config = self._protection_regime_source
-        return RegimeIndicator.from_config(self._regime_feed(source), config)
+        try:
+            return RegimeIndicator.from_config(self._regime_feed(source), config, self._markets())
+        except ValueError as error:  # a credit feed not in the run
+            raise UserError(str(error)) from None
 
     @property
     def protection_date(self) -> Any:
