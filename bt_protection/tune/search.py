@@ -29,6 +29,7 @@ class TuneSettings:
     sampler: str = "grid"
     trials: int = 20
     seed: int = 0
+    timing_shifts: int = 20  # circular shifts of the timing test (bt_protection.tune.timing)
 
 
 @dataclass(frozen=True)

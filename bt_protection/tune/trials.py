@@ -71,9 +71,12 @@ def trial_key(identity: dict[str, Any], window: Window, profile_hash: str, phase
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def run_trial(trial: Trial, frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+def run_trial(
+    trial: Trial, frames: dict[str, pd.DataFrame], strategy: type | None = None
+) -> dict[str, Any]:
     """Run one trial; `{"metrics", "equity", "error"}` in JSON types. A trial whose backtest
-    raises returns its error (and no metrics) instead of raising."""
+    raises returns its error (and no metrics) instead of raising. `strategy`: the protected
+    class to run instead of the trial's (the timing test's, `bt_protection.tune.timing`)."""
     window = trial.window
     cut = {name: frame.loc[window.warmup : window.last] for name, frame in frames.items()}
     cash, commission, slippage = trial.broker
@@ -87,13 +90,13 @@ def run_trial(trial: Trial, frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
         trade_start=window.first,
     )
     profile = load_profile(trial.profile)
-    strategy = with_protection(resolve_strategy(trial.strategy))
-    plan = RunPlan(spec, strategy, dict(trial.params), profile, cut, {})
+    protected = strategy or with_protection(resolve_strategy(trial.strategy))
+    plan = RunPlan(spec, protected, dict(trial.params), profile, cut, {})
     try:
-        strategy = backtest(plan)
+        ran = backtest(plan)
     except Exception as error:  # recorded with the trial and left out of the search
         return {"metrics": None, "equity": None, "error": f"{type(error).__name__}: {error}"}
-    analyzers = strategy.analyzers
+    analyzers = ran.analyzers
     equity = analyzers.equity.to_frame()
     equity = equity[equity.index >= pd.Timestamp(window.first)]
     orders = analyzers.orders.to_frame()

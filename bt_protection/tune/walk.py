@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from bt_protection import __version__
 from bt_protection.engine import Engine
 from bt_protection.errors import UserError
 from bt_protection.profile import Profile, load_profile
+from bt_protection.regime_factors import FactorState
 from bt_protection.runner import RunSpec, install_folder, plan_run
 from bt_protection.strategies_registry import (
     resolve_strategy,
@@ -38,6 +39,7 @@ from bt_protection.tune.result import WalkForward, write_outputs
 from bt_protection.tune.search import Search, TuneSettings, choose, profile_of
 from bt_protection.tune.space import check_candidates, load_space
 from bt_protection.tune.store import STORE_NAME, TrialStore
+from bt_protection.tune.timing import TimingTask, run_timing, timing_permutation
 from bt_protection.tune.tpe import run_tpe
 from bt_protection.tune.trials import Objective, Trial, run_trial
 
@@ -74,6 +76,7 @@ def walk_forward(
     sampler: str = "grid",
     trials: int = TuneSettings.trials,
     seed: int = 0,
+    timing_shifts: int = TuneSettings.timing_shifts,
     jobs: int | None = None,
     scheduler: str | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -86,8 +89,9 @@ def walk_forward(
     `strategy`: a registered name, `package.module:Class`, `path/to/file.py:Class` or a class
     (one defined in a notebook cell runs in this process); `params`: its params.
     `jobs`: local worker processes (default one per CPU; 1 runs in this process);
-    `scheduler`: a Dask scheduler address instead. Raises UserError, writing nothing, for bad
-    input.
+    `scheduler`: a Dask scheduler address instead. `timing_shifts`: the circular shifts of
+    the regime series in the timing test (0: no test; `bt_protection.tune.timing`). Raises
+    UserError, writing nothing, for bad input.
     """
     settings = TuneSettings(
         train,
@@ -99,9 +103,12 @@ def walk_forward(
         _sampler(sampler),
         trials,
         seed,
+        timing_shifts,
     )
     if trials < 1:
         raise UserError(f"`trials` must be 1 or more, not {trials}.")
+    if timing_shifts < 0:
+        raise UserError(f"`timing_shifts` must be 0 (no timing test) or more, not {timing_shifts}.")
     out = Path(out) if out is not None else default_out(strategy)
     folder = out.resolve()
     partial = folder.with_name(folder.name + ".partial")
@@ -127,10 +134,10 @@ def walk_forward(
             shutil.copyfile(folder / STORE_NAME, partial / STORE_NAME)  # a rerun reuses all
         store = TrialStore(partial / STORE_NAME)
         try:
-            results, chosen = _run_all(search, engine, store, progress)
+            results, chosen, timing = _run_all(search, engine, store, progress)
         finally:
             store.close()
-    walk = write_outputs(search, results, chosen, partial)
+    walk = write_outputs(search, results, chosen, partial, timing)
     (partial / FINGERPRINT).write_text(
         json.dumps(_fingerprint(search), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
@@ -185,6 +192,7 @@ def _search(
             )
         base, off = (_with_regime(p, regime_data) for p in (base, off))
     profiles = check_candidates(space, base, candidates)
+    _check_factors([base, *profiles], list(plan.frames))
     folds = make_folds(
         pd.DatetimeIndex(next(iter(plan.frames.values())).index),
         settings.train,
@@ -216,6 +224,16 @@ def _search(
         settings,
         (spec.cash, spec.commission, spec.slippage),
     )
+
+
+def _check_factors(profiles: list[Profile], tickers: list[str]) -> None:
+    """Refuse, before any backtest, a regime factor the data cannot feed (a credit feed that
+    is not a ticker, correlation on one ticker): every trial would fail at its start."""
+    for profile in profiles:
+        try:
+            FactorState(profile.regime.factors, tickers)
+        except ValueError as error:
+            raise UserError(f"profile {profile.name}: {error}") from None
 
 
 def _with_regime(profile: Profile, ticker: str) -> Profile:
@@ -272,10 +290,10 @@ def _fingerprint(search: Search) -> dict[str, Any]:
 
 def _run_all(
     search: Search, engine: Engine, store: TrialStore, progress: bool
-) -> tuple[dict[str, dict[str, Any]], dict[int, int | None]]:
+) -> tuple[dict[str, dict[str, Any]], dict[int, int | None], dict[str, Any] | None]:
     """Every trial's result: base and off on each train and test window and the candidates
     on each train window (grid and random: one batch; tpe: in rounds), then each fold's chosen
-    candidate on its test window."""
+    candidate on its test window; then the timing test (None with no shifts)."""
     settings = search.settings
     first: list[Trial] = []
     for fold in search.folds:
@@ -301,6 +319,14 @@ def _run_all(
         reused += _run_batch(trials, engine, store, bar, results)
         return results
 
+    timed: dict[str, dict[str, Any]] = {}
+
+    def timing_batch(tasks: list[TimingTask]) -> dict[str, dict[str, Any]]:
+        nonlocal reused
+        bar.total += len(tasks)
+        reused += _run_batch(tasks, engine, store, bar, timed, run_timing)
+        return timed
+
     with bar:
         batch(first)
         if settings.sampler == "tpe":
@@ -313,17 +339,21 @@ def _run_all(
             ]
         )
         bar.total = bar.n  # proposals that repeated earlier ones ran once
+        timing = None
+        if settings.timing_shifts:
+            timing = timing_permutation(search, chosen, results, timing_batch)
     if reused:  # the CLI shows it; a notebook sees it where it sends this logger's records
         _log.info("reused %d of %d trial results stored in %s.", reused, bar.n, store.path)
-    return results, chosen
+    return results, chosen, timing
 
 
 def _run_batch(
-    trials: list[Trial],
+    trials: Sequence[Trial | TimingTask],
     engine: Engine,
     store: TrialStore,
     bar: tqdm,
     results: dict[str, dict[str, Any]],
+    run: Callable[[Any, Any], dict[str, Any]] = run_trial,
 ) -> int:
     """Add the results of `trials` not yet in `results`: stored ones are reused, the others
     run and stored as they finish. Returns how many were reused."""
@@ -332,7 +362,7 @@ def _run_batch(
     results |= stored
     bar.update(len(stored))
     pending = [t for t in unique if t.key not in stored]
-    for trial, result in engine.map(run_trial, pending, [f"trial-{t.key}" for t in pending]):
+    for trial, result in engine.map(run, pending, [f"trial-{t.key}" for t in pending]):
         results[trial.key] = store.put(trial.key, result)
         bar.update()
     return len(stored)
