@@ -76,6 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of sampler and bootstrap")
     parser.add_argument(
+        "--timing-shifts",
+        type=int,
+        default=TuneSettings.timing_shifts,
+        metavar="N",
+        help="circular shifts of the regime series in the timing permutation test "
+        f"(default {TuneSettings.timing_shifts}; 0: no test; docs/tune.md)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         metavar="N",
@@ -142,6 +150,7 @@ def _walk(args: argparse.Namespace) -> WalkForward:
         sampler=args.sampler,
         trials=args.trials,
         seed=args.seed,
+        timing_shifts=args.timing_shifts,
         jobs=args.jobs,
         scheduler=args.scheduler,
         out=args.out,
