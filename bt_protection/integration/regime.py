@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -278,51 +278,51 @@ class RegimeIndicator(bt.Indicator):
         self._factors = FactorState(config.factors, names)  # ValueError: a feed not given
         self._new = _NewCloses(self._markets)
         self._listed = [f.name.value for f in config.factors]
-        self._values: dict[str, float] = {}
+        self._readers = {name: self._reader(name) for name in self._listed}
         self._seen = 0  # len(data) at the last update
 
     def label(self, ago: int = 0) -> str:
         """The regime label `ago` bars back (0 = current bar)."""
         return label_of(self.lines.regime[-ago])
 
-    def _step(self, close: float, closes: list[float]) -> dict[str, float]:
-        """Update with the watched close and the markets' new closes; the values of the bar."""
-        state = self._state
-        stressed = self._factors.update(closes) if self._factors else 0
-        state.update(close, stressed)
-        values = {
-            FactorName.TREND.value: state.trend,
-            FactorName.VOLATILITY.value: state.vol,
-            FactorName.DRAWDOWN.value: state.drawdown,
-            **self._factors.values,
-        }
-        return {
-            name: math.nan if values.get(name) is None else float(values[name])  # type: ignore[arg-type]
-            for name in self._listed
-        }
+    def _reader(self, name: str) -> Callable[[], float | None]:
+        """What gives the value of factor `name` after an update."""
+        state, cross = self._state, self._factors.values  # `values` is updated in place
+        if name == FactorName.TREND:
+            return lambda: state.trend
+        if name == FactorName.VOLATILITY:
+            return lambda: state.vol
+        if name == FactorName.DRAWDOWN:
+            return lambda: state.drawdown
+        return lambda: cross[name]
 
     def next(self) -> None:
         # Several feeds on different calendars: backtrader calls next again without a new bar.
         if len(self.data) != self._seen:
             self._seen = len(self.data)
-            self._values = self._step(self.data.close[0], self._new.read())
+            factors = self._factors  # the cross-feed ones move with the regime's bars
+            stressed = factors.update(self._new.read()) if factors else 0
+            self._state.update(self.data.close[0], stressed)
         lines = self.lines
         lines.regime[0] = float(self._state.code)
         lines.raw[0] = float(self._state.raw)
-        for name, value in self._values.items():
-            getattr(lines, name)[0] = value
+        for name in self._listed:
+            value = self._readers[name]()
+            getattr(lines, name)[0] = math.nan if value is None else value
 
     def once(self, start: int, end: int) -> None:
+        state, factors = self._state, self._factors
         closes = self.data.close.array
         regime, raw = self.lines.regime.array, self.lines.raw.array
-        factors = [(name, getattr(self.lines, name).array) for name in self._listed]
+        outs = [(self._readers[n], getattr(self.lines, n).array) for n in self._listed]
         markets = _DatedCloses(_dates(self.data).array, self._markets)
         for i in range(start, end):
-            values = self._step(closes[i], markets.read(i))
-            regime[i] = float(self._state.code)
-            raw[i] = float(self._state.raw)
-            for name, out in factors:
-                out[i] = values[name]
+            state.update(closes[i], factors.update(markets.read(i)) if factors else 0)
+            regime[i] = float(state.code)
+            raw[i] = float(state.raw)
+            for read, out in outs:
+                value = read()
+                out[i] = math.nan if value is None else value
 
 
 def _dates(data: Any) -> Any:
