@@ -1,23 +1,20 @@
 """Compare one strategy under several profiles: run each, then tabulate, plot and attribute.
 
-`run_comparison` is what `bt-protection compare` calls. Every input is checked before any run
-starts (nothing is written for bad input). The comparison is built in `<out>.partial/`: one run
-folder per profile (written by `execute_run`, in parallel worker processes), ablated profiles
-under `profiles/`, then the tables, the plot and `comparison.json`; the folder is renamed to
-`<out>` at the end. A run that fails is reported on stderr and kept as `<name>.failed/`; the
-others finish. Files and columns: docs/compare.md.
+`execute_comparison` (a `CompareSpec`) is what `bt-protection compare` calls; `run_comparison`
+takes the same settings as keywords. Every input is checked before any run starts (nothing is
+written for bad input). The price data is loaded once and the runs go to one `Engine` (this
+process, worker processes or a Dask cluster). The comparison is built in `<out>.partial/`: one
+run folder per profile (opened and closed as `run` does, bt_protection.runner), ablated
+profiles under `profiles/`, then the tables, the plot and `comparison.json`; the folder is
+installed as `<out>` at the end. A run that fails is reported on stderr and kept as
+`<name>.failed/`; the others finish. Files and columns: docs/compare.md.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,36 +27,29 @@ from tqdm import tqdm
 from bt_protection import __version__
 from bt_protection.attribution import attribute, closes, summarize
 from bt_protection.costs import breakeven, check_baseline, cost_fraction, cost_table, run_name
-from bt_protection.engine import Engine, pool_context
+from bt_protection.engine import Engine, Execution, Task, progress_bar
 from bt_protection.errors import UserError
-from bt_protection.plots import plot_comparison
-from bt_protection.profile import Profile, load_profile
-from bt_protection.runner import (
-    CSV_FLOAT,
-    RunSpec,
-    data_folder,
-    execute_run,
-    install_folder,
-    keep_failed,
-    plan_run,
+from bt_protection.job import RunSpec
+from bt_protection.outfolder import (
+    Kind,
+    OutputFolder,
+    data_qualifier,
+    default_out,
+    read_json,
     write_json,
 )
+from bt_protection.plots import plot_comparison
+from bt_protection.profile import Profile, load_profile
+from bt_protection.runner import CSV_FLOAT, close_run, open_run, plan_run
 from bt_protection.runs import ABLATION_MARK, Run, compare_runs, load_run
 from bt_protection.shipped import PROFILES, shipped_file
-from bt_protection.strategies_registry import (
-    StrategySource,
-    strategy_name,
-    worker_reference,
-)
+from bt_protection.strategies_registry import StrategySource
 
 DEFAULT_STRATEGY = "momentum_rotation"
 DEFAULT_PROFILES = ("off", "conservative", "balanced", "aggressive", "portfolio_guard")
 PROFILES_FOLDER = "profiles"
 # what makes two comparisons the same one
 IDENTITY = ("strategy", "strategy_params", "data", "start", "end")
-# Imported once by the forkserver, so its workers start with them. This module is among them:
-# each worker re-runs the main script, which usually imports it (with pandas and matplotlib).
-WORKER_PRELOAD = (__name__, "bt_protection.integration.rebalancer")
 PERCENT_COLUMNS = (
     "total_return",
     "cagr",
@@ -95,11 +85,32 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class CompareSpec:
+    """What `execute_comparison` runs: `job` (the strategy, its params, data, dates, broker
+    and `regime_data` every run shares; its `profile` is not used) under each of `profiles`
+    (files or shipped names; None: the five shipped `DEFAULT_PROFILES`); with `ablate`, also
+    each profile with one enabled protection switched off; with `costs` (basis points per
+    trade), each profile at each cost, for costs.csv and the break-even columns
+    (bt_protection.costs). `out` None: `runs/compare-<strategy>[-<data folder>]`.
+    `execution`: where the runs run (`jobs` None: one per run, at most one per CPU)."""
+
+    job: RunSpec
+    profiles: tuple[str | os.PathLike[str], ...] | None = None
+    ablate: bool = False
+    costs: tuple[float, ...] | None = None
+    allow_mixed_data: bool = False
+    out: Path | None = None
+    execution: Execution = Execution()
+
+
+@dataclass(frozen=True)
 class _Entry:
-    """One run of the comparison: its folder name, spec, loaded profile and, for an ablation,
-    (the run it ablates, the system switched off); for a `--costs` run, its cost in bps."""
+    """One run of the comparison: its folder name, the file its profile came from (for
+    messages), its job, its loaded profile and, for an ablation, (the run it ablates, the
+    system switched off); for a `--costs` run, its cost in bps."""
 
     name: str
+    source: Path
     spec: RunSpec
     profile: Profile
     ablation: tuple[str, str] | None = None
@@ -110,14 +121,6 @@ def default_profiles() -> list[Path]:
     """The shipped profiles of `DEFAULT_PROFILES` (off, conservative, balanced, aggressive and
     portfolio_guard), as files."""
     return [PROFILES / f"{name}.yaml" for name in DEFAULT_PROFILES]
-
-
-def default_out(strategy: StrategySource, data: str | os.PathLike[str] | None = None) -> Path:
-    """`runs/compare-<strategy>` (a strategy given as a class or spec: its class name), with
-    `-<data folder name>` when `data` names a folder, so comparisons on other data do not
-    meet in one folder."""
-    suffix = f"-{Path(data).resolve().name}" if data is not None else ""
-    return Path("runs") / f"compare-{strategy_name(strategy)}{suffix}"
 
 
 def run_comparison(
@@ -140,30 +143,12 @@ def run_comparison(
     costs: Sequence[float] | None = None,
     progress: bool = True,
 ) -> Comparison:
-    """Run `strategy` under each profile (and, with `ablate`, under each profile with one
-    enabled protection switched off) into `out` and write the comparison files there.
-
-    `strategy`: a registered name, `package.module:Class`, `path/to/file.py:Class` or a
-    `bt.Strategy` subclass; `params`: its params. `profiles`: files or shipped names (None:
-    the five shipped `DEFAULT_PROFILES`). `regime_data`: the ticker every run's regime
-    indicator watches (`RunSpec.regime_data`). `jobs`: worker processes (default: one per
-    run, at most one per CPU; 1 runs in this process). A class that only this process has
-    (defined in a notebook cell, a script's `__main__` or a function) runs in this process
-    whatever `jobs` says (docs/extending.md). `scheduler`: a Dask scheduler address to run the
-    runs on instead (its workers read the data folder at the same path). `costs`: basis
-    points per trade; each profile also runs at each of them (under `costs/`, in the same
-    pool), for costs.csv and the break-even columns (bt_protection.costs). Raises UserError,
-    with nothing written, for bad input.
-    """
-    if jobs is not None and jobs < 1:
-        raise UserError(f"`jobs` must be 1 or more, not {jobs}.")
-    if costs is not None and (not costs or min(costs) < 0):
-        raise UserError(f"`costs` must be one or more basis points of 0 or more, not {costs}.")
-    out = Path(out) if out is not None else default_out(strategy, data)
-    folder = out.resolve()  # `--out .` has no name to put `.partial` after
-    partial = folder.with_name(folder.name + ".partial")
-    loaded = _load_profiles(default_profiles() if profiles is None else profiles)
-    base = RunSpec(
+    """`execute_comparison` with its settings as keywords (for notebooks): see `CompareSpec`
+    and `RunSpec` for each. A class that only this process has (defined in a notebook cell, a
+    script's `__main__` or a function) runs in this process whatever `jobs` says
+    (docs/extending.md). Raises UserError, with nothing written, for bad input."""
+    execution = Execution(jobs, scheduler, progress)
+    job = RunSpec(
         strategy,
         "",
         data=data,
@@ -175,33 +160,43 @@ def run_comparison(
         regime_data=regime_data,
         params=params or (),
     )
-    plan = plan_run(replace(base, profile=loaded[0][0]), partial / loaded[0][1].name)
-    base = replace(base, data=data_folder(base).resolve())  # workers may have another cwd
+    return execute_comparison(
+        CompareSpec(
+            job,
+            None if profiles is None else tuple(profiles),
+            ablate,
+            None if costs is None else tuple(costs),
+            allow_mixed_data,
+            None if out is None else Path(out),
+            execution,
+        )
+    )
+
+
+def execute_comparison(spec: CompareSpec) -> Comparison:
+    """Run `spec.job` under each profile into the comparison folder and write the comparison
+    files there. Raises UserError, with nothing written, for bad input."""
+    costs = spec.costs
+    if costs is not None and (not costs or min(costs) < 0):
+        raise UserError(f"`costs` must be one or more basis points of 0 or more, not {costs}.")
+    job = spec.job
+    out = spec.out or default_out(Kind.COMPARE, job.strategy, data_qualifier(job.data))
+    target = OutputFolder(out, Kind.COMPARE)
+    loaded = _load_profiles(default_profiles() if spec.profiles is None else spec.profiles)
+    plan = plan_run(replace(job, profile=loaded[0][0]))
     identity = {key: plan.fingerprint[key] for key in IDENTITY}
-    entries = _entries(base, loaded, ablate, partial / PROFILES_FOLDER)
+    entries = _entries(job, loaded, spec.ablate)
     if costs is not None:
         check_baseline([profile.name for _, profile in loaded])
-        entries += _cost_entries(base, loaded, costs)
-    _check_out(out, identity)
-    workers = min(jobs or os.cpu_count() or 1, len(entries))
-    reference = worker_reference(strategy, scheduler)
-    if reference is None:
-        workers = 1  # another process cannot import the class: run here
-    else:
-        entries = [replace(e, spec=replace(e.spec, strategy=reference)) for e in entries]
-
-    shutil.rmtree(partial, ignore_errors=True)
-    if scheduler is not None:
-        with Engine(None, scheduler=scheduler) as engine:  # reach the cluster before writing
-            partial.mkdir(parents=True)
-            if ablate:
-                _write_ablated(entries, partial / PROFILES_FOLDER)
-            failed = _execute_on(engine, entries, partial, out, progress)
-    else:
-        partial.mkdir(parents=True)
-        if ablate:
+        entries += _cost_entries(job, loaded, costs)
+    _check_out(target, identity)
+    execution = spec.execution
+    workers = min(execution.jobs or os.cpu_count() or 1, len(entries))
+    with Engine(plan.frames, replace(execution, jobs=workers), job.strategy) as engine:
+        partial = target.begin()  # the cluster, if any, was reached first
+        if spec.ablate:
             _write_ablated(entries, partial / PROFILES_FOLDER)
-        failed = _execute(entries, partial, out, workers, progress)
+        failed = _execute(engine, entries, partial, out, execution.progress)
     runs = {e.name: load_run(partial / e.name) for e in entries if e.name not in failed}
     priced = pd.DataFrame()
     if costs is not None:
@@ -214,10 +209,10 @@ def run_comparison(
         )
     compared = {e.name: runs[e.name] for e in entries if e.cost_bps is None and e.name in runs}
     table, found, summary = _write_outputs(
-        partial, compared, plan.frames, allow_mixed_data, priced
+        partial, compared, plan.frames, spec.allow_mixed_data, priced
     )
-    write_json(partial / "comparison.json", _manifest(identity, base, entries, runs, failed))
-    install_folder(partial, folder)
+    write_json(partial / "comparison.json", _manifest(identity, job, entries, runs, failed))
+    target.install()
     moved = {name: replace(run, path=out / name) for name, run in compared.items()}
     return Comparison(out, table, moved, found, summary, failed, priced)
 
@@ -234,28 +229,41 @@ def _load_profiles(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, 
     ]
 
 
-def _entries(
-    base: RunSpec, loaded: list[tuple[Path, Profile]], ablate: bool, ablated_folder: Path
-) -> list[_Entry]:
-    """The runs in table order: each profile, then its ablations; names must be unique."""
+def _entries(job: RunSpec, loaded: list[tuple[Path, Profile]], ablate: bool) -> list[_Entry]:
+    """The runs in table order: each profile, then its ablations; names must be unique. Each
+    job carries its profile as a mapping: workers read no profile file."""
     entries = []
     for path, profile in loaded:
-        entries.append(_Entry(profile.name, replace(base, profile=path), profile))
+        entries.append(_entry(profile.name, path, job, profile))
         for system in profile.enabled_systems if ablate else ():
             ablated = ablated_profile(profile, system)
-            spec = replace(base, profile=ablated_folder / f"{ablated.name}.yaml")
-            entries.append(_Entry(ablated.name, spec, ablated, (profile.name, system)))
+            source = Path(PROFILES_FOLDER) / f"{ablated.name}.yaml"
+            entries.append(_entry(ablated.name, source, job, ablated, (profile.name, system)))
     seen: dict[str, _Entry] = {}
     for entry in entries:
-        _check_name(entry.name, entry.spec.profile)  # type: ignore[arg-type]  # a file here
+        _check_name(entry.name, entry.source)
         if entry.name in seen:
             raise UserError(
-                f"two runs would be named {entry.name!r} ({seen[entry.name].spec.profile} and "
-                f"{entry.spec.profile}); run folders are named after the profile's `name:`, "
+                f"two runs would be named {entry.name!r} ({seen[entry.name].source} and "
+                f"{entry.source}); run folders are named after the profile's `name:`, "
                 "so give each profile its own name."
             )
         seen[entry.name] = entry
     return entries
+
+
+def _entry(
+    name: str,
+    source: Path,
+    job: RunSpec,
+    profile: Profile,
+    ablation: tuple[str, str] | None = None,
+    cost_bps: float | None = None,
+) -> _Entry:
+    if cost_bps is not None:
+        job = replace(job, commission=cost_fraction(cost_bps), slippage=0.0)
+    spec = replace(job, profile=profile.to_dict())
+    return _Entry(name, source, spec, profile, ablation, cost_bps)
 
 
 def _check_name(name: str, profile: str | os.PathLike[str]) -> None:
@@ -266,23 +274,11 @@ def _check_name(name: str, profile: str | os.PathLike[str]) -> None:
         )
 
 
-def _check_out(out: Path, identity: dict[str, Any]) -> None:
+def _check_out(target: OutputFolder, identity: dict[str, Any]) -> None:
     """`out` must be absent, empty, or hold the same comparison (which is then replaced)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"`out` {out} is a file; choose a folder for the comparison.")
-    manifest = out / "comparison.json"
-    try:
-        old = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        old = None
-    if not isinstance(old, dict):
-        if any(out.iterdir()):
-            raise UserError(
-                f"`out` {out} exists and is not a comparison folder (no readable "
-                "comparison.json); choose another folder or remove it."
-            )
+    target.check()
+    old = read_json(target.out / "comparison.json")
+    if old is None:
         return
     # a comparison made before strategy params existed had none
     previous = {key: old.get(key) for key in IDENTITY} | {
@@ -290,7 +286,7 @@ def _check_out(out: Path, identity: dict[str, Any]) -> None:
     }
     if previous != identity:
         raise UserError(
-            f"`out` {out} already holds another comparison ({_describe(previous)}), not "
+            f"`out` {target.out} already holds another comparison ({_describe(previous)}), not "
             f"{_describe(identity)}; choose another folder or remove it."
         )
 
@@ -303,16 +299,11 @@ def _describe(identity: dict[str, Any]) -> str:
 
 
 def _cost_entries(
-    base: RunSpec, loaded: list[tuple[Path, Profile]], costs: Sequence[float]
+    job: RunSpec, loaded: list[tuple[Path, Profile]], costs: Sequence[float]
 ) -> list[_Entry]:
     """Each profile at each cost: that many bps of traded value, no commission or slippage."""
     return [
-        _Entry(
-            run_name(profile.name, bps),
-            replace(base, profile=path, commission=cost_fraction(bps), slippage=0.0),
-            profile,
-            cost_bps=bps,
-        )
+        _entry(run_name(profile.name, bps), path, job, profile, cost_bps=bps)
         for path, profile in loaded
         for bps in costs
     ]
@@ -331,131 +322,43 @@ def ablated_profile(profile: Profile, system: str) -> Profile:
 
 
 def _write_ablated(entries: list[_Entry], folder: Path) -> None:
-    """The profile file of each ablation entry, in `folder`, where its spec reads it."""
+    """The profile file of each ablation entry, in `folder` (what was run, for the reader)."""
     folder.mkdir()
     for entry in entries:
         if entry.ablation is not None:
             text = yaml.safe_dump(entry.profile.to_dict(), sort_keys=False)
-            Path(entry.spec.profile).write_text(text, encoding="utf-8")  # type: ignore[arg-type]
+            (folder / entry.source.name).write_text(text, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- running
 
 
-def _attempt(entry: _Entry, folder: Path) -> BaseException | None:
-    """Run `entry` in this process; the exception if it failed."""
-    try:
-        execute_run(entry.spec, folder / entry.name)
-    except Exception as error:  # a failing run is reported, the comparison goes on
-        return error
-    return None
-
-
-def _bar(total: int, progress: bool) -> tqdm:
-    """The progress bar over the runs, on stderr (shown when stderr is a terminal)."""
-    return tqdm(
-        total=total,
-        desc="compare",
-        unit="run",
-        file=sys.stderr,
-        disable=None if progress else True,
-    )
-
-
 def _execute(
-    entries: list[_Entry], folder: Path, out: Path, workers: int, progress: bool
-) -> dict[str, str]:
-    """Run every entry into `folder` (in this process when `workers` is 1) with a progress
-    bar; returns the failed runs' errors by name, in table order."""
-    failed: dict[str, str] = {}
-    bar = _bar(len(entries), progress)
-
-    def finished(entry: _Entry, error: BaseException | None) -> None:
-        if error is not None:
-            kept = folder / f"{entry.name}.failed"
-            failed[entry.name] = _failure(kept, error)
-            where = f" (kept as {out / kept.name}/)" if kept.is_dir() else ""
-            tqdm.write(f"run {entry.name} failed{where}: {failed[entry.name]}", file=sys.stderr)
-        bar.update()
-
-    with bar:
-        if workers == 1:
-            for entry in entries:
-                finished(entry, _attempt(entry, folder))
-        else:
-            context = pool_context(WORKER_PRELOAD)
-            lost: list[_Entry] = []
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = {pool.submit(execute_run, e.spec, folder / e.name): e for e in entries}
-                for future in as_completed(futures):
-                    error = future.exception()
-                    if isinstance(error, BrokenProcessPool):
-                        lost.append(futures[future])  # a worker died and the pool with it
-                    else:
-                        finished(futures[future], error)
-            for entry in lost:  # each alone in a fresh worker: only the run that dies fails
-                with ProcessPoolExecutor(1, mp_context=context) as pool:
-                    error = pool.submit(execute_run, entry.spec, folder / entry.name).exception()
-                if isinstance(error, BrokenProcessPool):
-                    error = _died(folder / entry.name)
-                finished(entry, error)
-    return {e.name: failed[e.name] for e in entries if e.name in failed}
-
-
-def run_packed(spec: RunSpec, _shared: Any = None) -> tuple[Exception | None, dict[str, bytes]]:
-    """Run `spec` in a temporary folder of the machine this runs on; the error (None if the
-    run completed) and the files of its run folder (or failed folder) by relative path."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        error: Exception | None = None
-        try:
-            execute_run(spec, out)
-        except Exception as caught:  # a failing run is reported, the comparison goes on
-            error, out = caught, out.with_name("run.failed")
-        files = {str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()}
-    return error, files
-
-
-def _execute_on(
     engine: Engine, entries: list[_Entry], folder: Path, out: Path, progress: bool
 ) -> dict[str, str]:
-    """Run every entry on the engine's Dask cluster; each run's files come back and are
-    written under `folder`. Returns the failed runs' errors by name, in table order."""
+    """Run every entry on the engine, each into its run folder under `folder`, with a
+    progress bar; returns the failed runs' errors by name, in table order."""
+    by_key: dict[str, _Entry] = {}
+    tasks = []
+    for entry in entries:
+        task = Task(
+            f"run-{entry.name}-{entry.profile.hash}",
+            replace(entry.spec, strategy=engine.strategy),
+            open_run(OutputFolder(folder / entry.name, Kind.RUN), entry.profile),
+        )
+        by_key[task.key] = entry
+        tasks.append(task)
     failed: dict[str, str] = {}
-    specs = [replace(e.spec, profile=e.profile.to_dict()) for e in entries]  # no local paths
-    keys = [f"run-{e.name}-{e.profile.hash}" for e in entries]
-    by_spec = {id(spec): entry for spec, entry in zip(specs, entries, strict=True)}
-    bar = _bar(len(entries), progress)
-    with bar:
-        for spec, (error, files) in engine.map(run_packed, specs, keys):
-            entry = by_spec[id(spec)]
-            target = folder / (entry.name if error is None else f"{entry.name}.failed")
-            for name, data in files.items():
-                (target / name).parent.mkdir(parents=True, exist_ok=True)
-                (target / name).write_bytes(data)
+    with progress_bar("compare", "run", len(entries), progress) as bar:
+        for task, result in engine.run(tasks):
+            entry = by_key[task.key]
+            error = close_run(OutputFolder(folder / entry.name, Kind.RUN), result)
             if error is not None:
-                failed[entry.name] = _failure(target, error)
-                tqdm.write(f"run {entry.name} failed: {failed[entry.name]}", file=sys.stderr)
+                failed[entry.name] = error
+                kept = f" (kept as {out / entry.name}.failed/)"
+                tqdm.write(f"run {entry.name} failed{kept}: {error}", file=sys.stderr)
             bar.update()
     return {e.name: failed[e.name] for e in entries if e.name in failed}
-
-
-def _died(run: Path) -> ChildProcessError:
-    """The error of a run whose worker process died (a signal, the out-of-memory killer); what
-    it wrote is kept as `<run>.failed/` with a status.json that says so."""
-    error = ChildProcessError("its worker process died (killed by a signal or out of memory)")
-    partial = run.with_name(run.name + ".partial")
-    if partial.is_dir():
-        keep_failed(partial, run, error)
-    return error
-
-
-def _failure(kept: Path, error: BaseException) -> str:
-    """The error as the failed run's status.json names it, else the exception's text."""
-    try:
-        return str(json.loads((kept / "status.json").read_text(encoding="utf-8"))["error"])
-    except (OSError, ValueError, KeyError):
-        return f"{type(error).__name__}: {error}"
 
 
 # --------------------------------------------------------------------------- outputs
@@ -490,7 +393,7 @@ def _write_outputs(
 
 def _manifest(
     identity: dict[str, Any],
-    base: RunSpec,
+    job: RunSpec,
     entries: list[_Entry],
     runs: dict[str, Run],
     failed: dict[str, str],
@@ -512,7 +415,7 @@ def _manifest(
         else:
             record |= {"status": "failed", "error": failed[entry.name]}
         records.append(record)
-    settings = {"cash": base.cash, "commission": base.commission, "slippage": base.slippage}
+    settings = {"cash": job.cash, "commission": job.commission, "slippage": job.slippage}
     return {**identity, "package_version": __version__, **settings, "runs": records}
 
 

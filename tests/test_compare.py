@@ -359,8 +359,18 @@ def test_library_call_returns_path_table_and_runs(ablated: Path) -> None:
 
 
 def test_a_comparison_on_other_data_gets_a_folder_of_its_own() -> None:
-    from bt_protection.compare import default_out
+    from bt_protection.outfolder import Kind, data_qualifier, default_out
 
-    assert default_out("momentum_rotation") == Path("runs/compare-momentum_rotation")
-    assert default_out("sma_crossover", "data/etf17") == Path("runs/compare-sma_crossover-etf17")
-    assert default_out("sma_crossover", "data/etf17/").name == "compare-sma_crossover-etf17"
+    def compare_out(strategy: str, data: str | None = None) -> Path:
+        return default_out(Kind.COMPARE, strategy, data_qualifier(data))
+
+    assert compare_out("momentum_rotation") == Path("runs/compare-momentum_rotation")
+    assert compare_out("sma_crossover", "data/etf17") == Path("runs/compare-sma_crossover-etf17")
+    assert compare_out("sma_crossover", "data/etf17/").name == "compare-sma_crossover-etf17"
+    # the one rule: a tune is named the same way, a run by its profile
+    assert default_out(Kind.TUNE, "sma_crossover", data_qualifier("data/etf17")) == Path(
+        "runs/tune-sma_crossover-etf17"
+    )
+    assert default_out(Kind.RUN, "sma_crossover", "balanced") == Path(
+        "runs/sma_crossover-balanced"
+    )

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, SAMPLE_DATA
 
+from bt_protection.audit import read_audit
 from bt_protection.cli import main
 from bt_protection.data import load_universe
 from bt_protection.errors import UserError
@@ -123,7 +124,7 @@ def test_the_picker_takes_the_best_train_objective_on_a_constructed_case(
     """Results are made up: fold 0's best is c2, fold 1 ties c1 and c3 (the lower index wins)
     with c0 failed, fold 2 has no defined objective at all (the base profile is used)."""
     settings = TuneSettings(train="1y", test="6m", warmup=60)
-    search = _search(_spec(), space_file(tmp_path), None, None, settings, tmp_path / "x.partial")
+    search = _search(_spec(), space_file(tmp_path), None, settings)
     sharpes = {0: [0.1, 0.5, 0.9, 0.2], 1: [None, 0.7, 0.3, 0.7], 2: [None] * 4}
     results = {}
     for fold in search.folds:
@@ -308,7 +309,7 @@ def test_off_arm_never_denies_and_tuned_arm_is_a_candidate(
     candidates, which protect, did deny some)."""
     assert set(tuned.folds["chosen"]) <= {"c0", "c1", "c2", "c3"}
     settings = TuneSettings(train="1y", test="6m", warmup=60)
-    search = _search(_spec(), space_file(tmp_path), None, None, settings, tmp_path / "x.partial")
+    search = _search(_spec(), space_file(tmp_path), None, settings)
     keys = [
         trial_key(search.identity, window, search.off.hash, phase)
         for fold in search.folds
@@ -399,6 +400,40 @@ def test_compare_on_the_dask_cluster_writes_what_local_processes_write(
             assert (local.path / name / file).read_bytes() == (
                 remote.path / name / file
             ).read_bytes()
+        # the audit a Dask worker wrote in a folder of its own came back whole
+        audits = [
+            list(read_audit(c.path / name / "audit.jsonl", drop_wall=True)) for c in (local, remote)
+        ]
+        assert audits[0] == audits[1] and audits[0][0]["kind"] == "header"
+
+
+def test_jobs_run_on_the_frames_sent_to_the_workers_not_on_files(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The job names a data folder that does not exist: every executor still runs it, on the
+    price frames the engine sent, and gives what this process gives."""
+    from bt_protection.engine import Engine, Execution, Task
+    from bt_protection.job import RunSpec
+
+    frames = load_universe(SAMPLE_DATA, ["AAPL", "NVDA"], "2019-01-01", "2019-12-31")
+    spec = RunSpec("sma_crossover", load_profile("balanced").to_dict(), data=tmp_path / "gone")
+    tasks = [Task("job-a", spec, tmp_path / "a.jsonl"), Task("job-b", spec)]
+    runs = {}
+    for name, execution in (
+        ("here", Execution(jobs=1)),
+        ("pool", Execution(jobs=2)),
+        ("dask", Execution(scheduler=cluster.scheduler_address)),
+    ):
+        with Engine(frames, execution, spec.strategy) as engine:
+            runs[name] = {task.key: result for task, result in engine.run(tasks)}
+    here = runs["here"]["job-a"]
+    assert here.error is None and here.summary is not None and here.summary["orders_attempted"] > 0
+    for name in ("pool", "dask"):
+        for key in ("job-a", "job-b"):
+            result = runs[name][key]
+            assert result.error is None, (name, result.error)
+            assert result.summary == here.summary
+            assert result.orders is not None and result.orders.equals(here.orders)
+    assert runs["dask"]["job-a"].audit is not None  # written on the worker, sent back
+    assert runs["dask"]["job-b"].audit is None  # a job without an audit writes none
 
 
 def _stored(store: Path) -> int:

@@ -4,17 +4,21 @@ test: real walk-forward tunes on data/etf17 through 2008 (SPY, QQQ, JNK, TLT), l
 from __future__ import annotations
 
 import json
+import pickle
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SAMPLE_DATA
 
 from bt_protection.errors import UserError
-from bt_protection.runner import RunSpec
+from bt_protection.integration.replay import RegimeReplay
+from bt_protection.job import RunSpec, run_job
 from bt_protection.tune import WalkForward, walk_forward
 from bt_protection.tune.search import TuneSettings
-from bt_protection.tune.timing import TimingTask, run_timing, shift_offsets, shifted
-from bt_protection.tune.trials import run_trial
+from bt_protection.tune.timing import replayed, shift_offsets, shifted
+from bt_protection.tune.trials import trial_result
 from bt_protection.tune.walk import _search
 
 ETF = Path(__file__).resolve().parents[1] / "data" / "etf17"
@@ -26,9 +30,10 @@ SPACE = {
     ],
     "protections.holding_period.min_hold.crisis": ["5 bars", "10 bars"],
 }
+TICKERS = ("SPY", "QQQ", "JNK", "TLT")
 WINDOW = {
     "data": str(ETF),
-    "tickers": ["SPY", "QQQ", "JNK", "TLT"],
+    "tickers": list(TICKERS),
     "start": "2007-12-01",
     "end": "2010-06-30",
 }
@@ -84,25 +89,31 @@ def test_a_rerun_with_one_process_reuses_every_result_and_gives_the_same_bytes(
     assert (again.path / "verdict.json").read_bytes() == before
 
 
-def test_a_replay_without_shift_is_the_real_run_and_a_shift_changes_it(tmp_path: Path) -> None:
+def test_a_replay_without_shift_is_the_real_run_and_a_shift_changes_it() -> None:
+    """The recording and the replays are jobs: the states travel in the RunSpec (pickled, as
+    to a worker process) and run_job applies them."""
     settings = TuneSettings(train="1y", test="6m", warmup=60, timing_shifts=SHIFTS)
-    search = _search(
-        RunSpec("sma_crossover", "", **WINDOW), SPACE, None, "SPY", settings, tmp_path / "x"
-    )
-    fold = search.folds[0]
-    trial = search.trial(fold, "test", "tuned", search.profiles[2])
-    record = run_timing(TimingTask("r", trial, None), search.frames)
+    job = RunSpec("sma_crossover", "", regime_data="SPY", **{**WINDOW, "tickers": TICKERS})
+    search = _search(job, SPACE, None, settings)
+    trial = search.trial(search.folds[0], "test", "tuned", search.profiles[2])
+
+    def run(replay: RegimeReplay | None) -> dict[str, Any]:
+        spec = pickle.loads(pickle.dumps(replace(trial.spec, regime_replay=replay)))
+        return trial_result(trial, run_job(spec, search.frames))
+
+    record = run(RegimeReplay())
     states = tuple((int(c), v) for c, v in record["states"])
     first = record["first"]
     assert 0 < first < len(states) and len({c for c, _ in states[first:]}) >= 2
-    assert record["equity"] == run_trial(trial, search.frames)["equity"]
-    same = run_timing(TimingTask("0", trial, 0, states, first), search.frames)
-    assert same["equity"] == record["equity"]
+    assert record["equity"] == run(None)["equity"]
+    assert run(RegimeReplay(states))["equity"] == record["equity"]
     moved = [
-        run_timing(TimingTask(str(k), trial, k, shifted(states, first, k), first), search.frames)
-        for k in shift_offsets(len(states) - first, 2)
+        run(RegimeReplay(shifted(states, first, k))) for k in shift_offsets(len(states) - first, 2)
     ]
     assert any(m["equity"] != record["equity"] for m in moved)
+    shift = replayed(trial, "shift", RegimeReplay(states))
+    assert shift.key == "shift" and shift.task.spec.regime_replay == RegimeReplay(states)
+    assert "states" not in run(None) and "states" not in moved[0]
 
 
 def test_shift_offsets_spread_over_the_window_and_rotate_the_test_bars() -> None:

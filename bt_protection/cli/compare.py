@@ -11,15 +11,16 @@ from bt_protection.cli.options import (
     add_backtest_arguments,
     add_report_argument,
     add_strategy_arguments,
-    backtest_keywords,
-    strategy_keywords,
+    execution_of,
+    job_of,
 )
 from bt_protection.compare import (
     DEFAULT_PROFILES,
     DEFAULT_STRATEGY,
     OUTPUT_FILES,
+    CompareSpec,
+    execute_comparison,
     markdown_table,
-    run_comparison,
 )
 from bt_protection.costs import parse_costs
 from bt_protection.report import REPORT_FILE, write_report
@@ -73,16 +74,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     costs = parse_costs(args.costs) if args.costs is not None else None
-    comparison = run_comparison(
-        profiles=args.profiles,
-        ablate=args.ablate,
-        jobs=args.jobs,
-        scheduler=args.scheduler,
-        out=args.out,
-        allow_mixed_data=args.allow_mixed_data,
-        costs=costs,
-        **strategy_keywords(args),
-        **backtest_keywords(args),
+    comparison = execute_comparison(
+        CompareSpec(
+            job_of(args),
+            None if args.profiles is None else tuple(args.profiles),
+            args.ablate,
+            None if costs is None else tuple(costs),
+            args.allow_mixed_data,
+            args.out,
+            execution_of(args),
+        )
     )
     total = len(comparison.runs) + len(comparison.costs) + len(comparison.failed)  # a row a run
     if comparison.runs:

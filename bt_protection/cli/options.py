@@ -7,8 +7,9 @@ import os
 import sys
 from typing import Any
 
+from bt_protection.engine import Execution
 from bt_protection.errors import UserError
-from bt_protection.runner import RunSpec
+from bt_protection.job import RunSpec
 
 STRATEGY_HELP = (
     "a registered name (see `bt-protection strategies`), package.module:Class or "
@@ -35,12 +36,24 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, default: str | None)
     )
 
 
-def strategy_keywords(args: argparse.Namespace) -> dict[str, Any]:
-    """`strategy` and `params` for RunSpec / run_comparison. As with `python -m`, modules of
-    the current directory can be named (package.module:Class)."""
+def job_of(args: argparse.Namespace, profile: str = "", **fields: Any) -> RunSpec:
+    """The job the strategy and backtest options describe (`fields`: its other fields). As
+    with `python -m`, modules of the current directory can be named (package.module:Class)."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    return {"strategy": args.strategy, "params": parse_param_args(args.param)}
+    names = ("data", "regime_data", "start", "end", "cash", "commission", "slippage")
+    return RunSpec(
+        args.strategy,
+        profile,
+        params=parse_param_args(args.param),
+        **{name: getattr(args, name) for name in names},
+        **fields,
+    )
+
+
+def execution_of(args: argparse.Namespace) -> Execution:
+    """`--jobs` and `--scheduler`; the progress bar shows on a terminal."""
+    return Execution(args.jobs, args.scheduler)
 
 
 def parse_param_args(items: list[str] | None) -> dict[str, str]:
@@ -84,12 +97,6 @@ def add_backtest_arguments(parser: argparse.ArgumentParser, data_help: str) -> N
         default=RunSpec.slippage,
         help=f"slippage as a fraction of the price ({RunSpec.slippage:g})",
     )
-
-
-def backtest_keywords(args: argparse.Namespace) -> dict[str, Any]:
-    """The values of those options, by their `RunSpec` names."""
-    names = ("data", "regime_data", "start", "end", "cash", "commission", "slippage")
-    return {name: getattr(args, name) for name in names}
 
 
 def add_report_argument(parser: argparse.ArgumentParser) -> None:

@@ -6,13 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from bt_protection.cli.options import (
-    add_backtest_arguments,
-    add_strategy_arguments,
-    backtest_keywords,
-    strategy_keywords,
-)
-from bt_protection.runner import RunSpec, default_out, execute_run
+from bt_protection.cli.options import add_backtest_arguments, add_strategy_arguments, job_of
+from bt_protection.runner import default_run_out, execute_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,15 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = RunSpec(
-        profile=args.profile,
+    spec = job_of(
+        args,
+        args.profile,
         tickers=tuple(args.tickers) if args.tickers else None,
         runonce=args.runonce,
         preload=args.preload,
-        **strategy_keywords(args),
-        **backtest_keywords(args),
     )
-    out = execute_run(spec, args.out or default_out(spec))
+    out = execute_run(spec, args.out or default_run_out(spec))
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     print(
         f"{out}: total return {_pct(summary['total_return'])}, max drawdown "

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 from bt_protection.cli.options import (
@@ -14,8 +15,8 @@ from bt_protection.cli.options import (
     add_backtest_arguments,
     add_report_argument,
     add_strategy_arguments,
-    backtest_keywords,
-    strategy_keywords,
+    execution_of,
+    job_of,
 )
 from bt_protection.compare import DEFAULT_STRATEGY
 from bt_protection.report import write_report
@@ -23,7 +24,7 @@ from bt_protection.tune import walk as walk_module
 from bt_protection.tune.result import WalkForward
 from bt_protection.tune.search import TuneSettings
 from bt_protection.tune.trials import Objective
-from bt_protection.tune.walk import walk_forward
+from bt_protection.tune.walk import TuneSpec, execute_tune
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,23 +138,8 @@ def _reported() -> Iterator[None]:
 
 
 def _walk(args: argparse.Namespace) -> WalkForward:
-    return walk_forward(
-        space=args.space,
-        profile=args.profile,
-        tickers=args.tickers,
-        train=args.train,
-        test=args.test,
-        step=args.step,
-        anchored=args.anchored,
-        warmup=args.warmup,
-        objective=args.objective,
-        sampler=args.sampler,
-        trials=args.trials,
-        seed=args.seed,
-        timing_shifts=args.timing_shifts,
-        jobs=args.jobs,
-        scheduler=args.scheduler,
-        out=args.out,
-        **strategy_keywords(args),
-        **backtest_keywords(args),
+    settings = TuneSettings(**{f.name: getattr(args, f.name) for f in fields(TuneSettings)})
+    job = job_of(args, tickers=tuple(args.tickers) if args.tickers else None)
+    return execute_tune(
+        TuneSpec(job, args.space, args.profile, settings, args.out, execution_of(args))
     )

@@ -18,7 +18,8 @@ from bt_protection.attribution import DENIAL_COLUMNS, HORIZONS, attribute, close
 from bt_protection.audit import read_audit
 from bt_protection.data import load_universe
 from bt_protection.errors import UserError
-from bt_protection.runner import RunSpec, data_folder
+from bt_protection.job import RunSpec
+from bt_protection.runner import data_folder
 from bt_protection.runs import Run, compare_runs, load_run
 
 MOVE_COLUMNS = tuple(f"fwd_{h}" for h in HORIZONS)

@@ -19,9 +19,10 @@ from matplotlib.figure import Figure
 from bt_protection.compare import markdown_table
 from bt_protection.errors import UserError
 from bt_protection.metrics import performance
+from bt_protection.outfolder import write_json
 from bt_protection.plots import DPI, _axes
 from bt_protection.profile import Profile
-from bt_protection.runner import CSV_FLOAT, write_json
+from bt_protection.runner import CSV_FLOAT
 from bt_protection.runs import SUMMARY_COLUMNS
 from bt_protection.tune.folds import Fold
 from bt_protection.tune.search import (
@@ -318,7 +319,7 @@ def build_verdict(
     )
     verdict = {
         "strategy": search.identity["strategy"],
-        "objective": search.settings.objective.value,
+        "objective": search.settings.goal.value,
         "sampler": search.settings.sampler,
         "folds": len(search.folds),
         "candidates": len(search.candidates),

@@ -10,26 +10,56 @@ from typing import Any
 
 import pandas as pd
 
+from bt_protection.errors import UserError
+from bt_protection.job import RunSpec
 from bt_protection.profile import Profile, load_profile
 from bt_protection.tune.folds import Fold
 from bt_protection.tune.space import Space, with_values
 from bt_protection.tune.trials import Objective, Trial, objective_value, trial_key
 
+SAMPLERS = ("grid", "random", "tpe")
+
 
 @dataclass(frozen=True)
 class TuneSettings:
-    """How the walk-forward runs (everything but the strategy, profiles and data)."""
+    """How the walk-forward runs (everything but the strategy, profiles and data); an
+    `objective` given by name becomes the `Objective`. UserError for an unknown objective or
+    sampler, for fewer than 1 `trials` and for negative `timing_shifts`."""
 
     train: str = "3y"
     test: str = "1y"
     step: str | None = None
     anchored: bool = False
     warmup: int = 252
-    objective: Objective = Objective.SHARPE
+    objective: Objective | str = Objective.SHARPE
     sampler: str = "grid"
     trials: int = 20
     seed: int = 0
     timing_shifts: int = 20  # circular shifts of the timing test (bt_protection.tune.timing)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "objective", Objective(self.objective))
+        except ValueError:
+            valid = ", ".join(o.value for o in Objective)
+            raise UserError(
+                f"unknown objective {self.objective!r}; valid objectives: {valid}."
+            ) from None
+        if self.sampler not in SAMPLERS:
+            raise UserError(
+                f"unknown sampler {self.sampler!r}; valid samplers: {', '.join(SAMPLERS)}."
+            )
+        if self.trials < 1:
+            raise UserError(f"`trials` must be 1 or more, not {self.trials}.")
+        if self.timing_shifts < 0:
+            raise UserError(
+                f"`timing_shifts` must be 0 (no timing test) or more, not {self.timing_shifts}."
+            )
+
+    @property
+    def goal(self) -> Objective:
+        """The objective (always an `Objective` once constructed)."""
+        return Objective(self.objective)
 
 
 @dataclass(frozen=True)
@@ -66,17 +96,19 @@ class Search:
     def trial(self, fold: Fold, phase: str, arm: str, profile: Profile) -> Trial:
         window = fold.train if phase == "train" else fold.test
         key = trial_key(self.identity, window, profile.hash, phase)
-        return Trial(
-            key,
-            fold.index,
-            phase,
-            arm,
-            window,
-            profile.to_dict(),
+        cash, commission, slippage = self.broker
+        spec = RunSpec(
             self.strategy,
-            self.params,
-            self.broker,
+            profile.to_dict(),
+            start=window.warmup,
+            end=window.last,
+            cash=cash,
+            commission=commission,
+            slippage=slippage,
+            params=self.params,
+            trade_start=window.first,
         )
+        return Trial(key, fold.index, phase, arm, window, spec)
 
 
 def choose(search: Search, results: dict[str, dict[str, Any]]) -> dict[int, int | None]:
@@ -100,7 +132,7 @@ def train_objective(
     result = results[trial_key(search.identity, fold.train, profile.hash, "train")]
     if result["metrics"] is None:
         return None
-    return objective_value(result["metrics"], search.settings.objective)
+    return objective_value(result["metrics"], search.settings.goal)
 
 
 def profile_of(search: Search, index: int | None) -> Profile:
@@ -127,7 +159,7 @@ def recommended_profile(search: Search, ranks: Mapping[int, float]) -> Profile:
     settings = with_values(search.base, search.candidates[best], f"{search.base.name}-tuned")
     settings["description"] = (
         f"Tuned by bt-protection tune: candidate c{best}, the best mean rank by "
-        f"{search.settings.objective.value} over the train windows of {len(search.folds)} folds "
+        f"{search.settings.goal.value} over the train windows of {len(search.folds)} folds "
         f"(mean rank {ranks[best]:.2f} of {len(search.candidates)})."
     )
     return load_profile(settings)

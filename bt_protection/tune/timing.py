@@ -4,8 +4,10 @@ Each fold's tuned profile is run on its test window twice over: once as it is, r
 market state the protections follow at every bar (the regime code and the volatility ratio),
 then once per shift with that state circularly shifted within the test window (warm-up bars
 keep theirs), so the protections see the same regimes for as long, at the wrong times. The
-statistic is the Sharpe ratio of the tuned arm's stitched out-of-sample curve (the `tuned` row
-of verdict.json's `arms`); the p-value is (1 + shifts at least as good) / (1 + shifts).
+recording and the shifted series are a field of each job (`RunSpec.regime_replay`,
+bt_protection.integration.replay), so they reach any worker with it. The statistic is the
+Sharpe ratio of the tuned arm's stitched out-of-sample curve (the `tuned` row of
+verdict.json's `arms`); the p-value is (1 + shifts at least as good) / (1 + shifts).
 
 Shift `k` of `n` moves a window of `b` test bars by `max(1, round(k * b / (n + 1)))` bars:
 evenly spread over the window, deterministic, no seed. Every backtest runs on the tune's
@@ -16,30 +18,18 @@ reuses it. docs/tune.md describes it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bt_protection.integration.replay import RegimeReplay, State
 from bt_protection.metrics import performance
-from bt_protection.strategies_registry import resolve_strategy, with_protection
 from bt_protection.tune.search import Search, profile_of
-from bt_protection.tune.trials import Trial, run_trial, trial_key
+from bt_protection.tune.trials import Trial, trial_key
 
-State = tuple[int, float | None]  # a bar's regime code and volatility ratio
-Batch = Callable[[list["TimingTask"]], dict[str, dict[str, Any]]]
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: the trial holds a dict
-class TimingTask:
-    """One backtest of the test: `offset` None records the state, else replays it shifted."""
-
-    key: str
-    trial: Trial
-    offset: int | None
-    states: tuple[State, ...] = ()
-    first: int = 0  # the index of the window's first test bar among `states`
+Batch = Callable[[list[Trial]], dict[str, dict[str, Any]]]
 
 
 def shift_offsets(bars: int, shifts: int) -> list[int]:
@@ -57,100 +47,37 @@ def shifted(states: Sequence[State], first: int, offset: int) -> tuple[State, ..
     return (*states[:first], *test[-offset:], *test[:-offset]) if offset else tuple(states)
 
 
-class _Recorded:
-    """The mixin's market (`ClockRegime`), recording the state of each bar it gives."""
-
-    def __init__(self, market: Any, out: list[State], dates: list[Any], clock: Any) -> None:
-        self._market, self._out, self._dates, self._clock = market, out, dates, clock
-
-    @property
-    def vol_ratio(self) -> float | None:
-        ratio: float | None = self._market.vol_ratio
-        return ratio
-
-    def update(self) -> int:
-        code: int = self._market.update()
-        self._out.append((code, self._market.vol_ratio))
-        self._dates.append(self._clock())
-        return code
-
-
-class _Replayed:
-    """A market that gives recorded states in order, one per bar (the last one after them)."""
-
-    def __init__(self, states: Sequence[State]) -> None:
-        self._states = states
-        self._next = 0
-        self.vol_ratio: float | None = None
-
-    def update(self) -> int:
-        code, self.vol_ratio = self._states[min(self._next, len(self._states) - 1)]
-        self._next += 1
-        return code
-
-
-def _timed(base: type, task: TimingTask, out: list[State], dates: list[Any]) -> type:
-    """`base` (a protected strategy) following the task's market: recorded or replayed."""
-
-    class Timed(base):
-        def _start(self) -> None:
-            super()._start()
-            strategy: Any = self  # a ProtectionMixin strategy
-            market = strategy._protection_market
-            if market is None:  # the profile follows no regime: nothing to shift
-                return
-            if task.offset is None:
-                clock = strategy._bar_clock
-                strategy._protection_market = _Recorded(market, out, dates, lambda: clock()[1])
-            else:
-                strategy._protection_market = _Replayed(task.states)
-
-    Timed.__name__ = Timed.__qualname__ = base.__name__
-    return Timed
-
-
-def run_timing(task: TimingTask, frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """The task's backtest (what workers run): the trial's result, and for a recording the
-    states and the index of the first test bar."""
-    states: list[State] = []
-    dates: list[Any] = []
-    strategy = _timed(with_protection(resolve_strategy(task.trial.strategy)), task, states, dates)
-    result = run_trial(task.trial, frames, strategy)
-    if task.offset is None:
-        first = pd.Timestamp(task.trial.window.first)
-        result["states"] = [list(s) for s in states]
-        result["first"] = sum(1 for d in dates if pd.Timestamp(d) < first)
-    return result
+def replayed(trial: Trial, key: str, replay: RegimeReplay) -> Trial:
+    """`trial` as a backtest of the test under `key`: its job records or replays (`replay`)."""
+    return replace(trial, key=key, spec=replace(trial.spec, regime_replay=replay))
 
 
 def timing_permutation(
     search: Search, chosen: dict[int, int | None], results: dict[str, Any], batch: Batch
 ) -> dict[str, Any]:
     """verdict.json's `timing_permutation`: run the recordings, then every shift of every fold
-    through `batch` (which runs tasks on the engine and the store), and compare."""
+    through `batch` (which runs trials on the engine and the store), and compare."""
     shifts = search.settings.timing_shifts
     trials, recordings = {}, {}
     for fold in search.folds:
         profile = profile_of(search, chosen[fold.index])
         trials[fold.index] = trial = search.trial(fold, "test", "tuned", profile)
         key = trial_key(search.identity, fold.test, profile.hash, "timing-record")
-        recordings[fold.index] = TimingTask(key, trial, None)
+        recordings[fold.index] = replayed(trial, key, RegimeReplay())
     recorded = batch(list(recordings.values()))
-    tasks: dict[int, list[TimingTask]] = {}
+    tasks: dict[int, list[Trial]] = {}
     for fold in search.folds:
         record = recorded[recordings[fold.index].key]
         states = tuple((int(c), v) for c, v in record.get("states") or ())
         first = int(record.get("first") or 0)
         offsets = shift_offsets(len(states) - first, shifts) if states else []
         tasks[fold.index] = [
-            TimingTask(
+            replayed(
+                trials[fold.index],
                 trial_key(
                     search.identity, fold.test, recordings[fold.index].key, f"shift-{offset}"
                 ),
-                trials[fold.index],
-                offset,
-                shifted(states, first, offset),
-                first,
+                RegimeReplay(shifted(states, first, offset)),
             )
             for offset in offsets
         ]

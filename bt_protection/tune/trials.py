@@ -1,8 +1,9 @@
 """One trial: a strategy under one profile on one window, with warm-up, as a plain-data result.
 
-`run_trial` is what worker processes and Dask workers execute. It gets the whole price
-history once (as the worker's shared data) and cuts the trial's window from it: the frames end
-on the window's last day, so nothing after the window can reach the backtest.
+A trial is a job (`RunSpec`) whose dates are its window with the warm-up before it; the engine
+runs it on the whole price history, which `run_job` cuts to those dates: the frames end on the
+window's last day, so nothing after the window can reach the backtest. `trial_result` turns the
+job's result into the JSON the trial store keeps.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from bt_protection.engine import Task
+from bt_protection.job import RunResult, RunSpec
 from bt_protection.metrics import performance
-from bt_protection.profile import load_profile
-from bt_protection.runner import RunPlan, RunSpec, backtest
-from bt_protection.strategies_registry import resolve_strategy, with_protection
 from bt_protection.tune.folds import Window
 
 
@@ -42,24 +42,26 @@ def objective_value(metrics: dict[str, Any], objective: Objective) -> float | No
     return metrics.get(objective.value)
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: the profile is a dict
+@dataclass(frozen=True, eq=False)  # eq=False: the job's profile is a dict
 class Trial:
-    """What one backtest needs. `arm` is a candidate (`c0`, `c1`, ...), `base`, `off` or
-    `tuned`; `key` identifies the result (same inputs, same key) for the resume store."""
+    """One backtest of the tune. `arm` is a candidate (`c0`, `c1`, ...), `base`, `off` or
+    `tuned`; `key` identifies the result (same inputs, same key) for the resume store; `spec`
+    is the job (the strategy as a text any process resolves, or the class itself)."""
 
     key: str
     fold: int
     phase: str  # train | test
     arm: str
     window: Window
-    profile: dict[str, Any]
-    strategy: Any  # a text any process resolves (strategy_reference), or the class itself
-    params: tuple[tuple[str, Any], ...]  # the strategy's params, converted
-    broker: tuple[float, float, float]  # cash, commission, slippage
+    spec: RunSpec
 
     @property
     def keeps_equity(self) -> bool:
         return self.phase == "test"
+
+    @property
+    def task(self) -> Task:
+        return Task(f"trial-{self.key}", self.spec)
 
 
 def trial_key(identity: dict[str, Any], window: Window, profile_hash: str, phase: str) -> str:
@@ -71,38 +73,25 @@ def trial_key(identity: dict[str, Any], window: Window, profile_hash: str, phase
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def run_trial(
-    trial: Trial, frames: dict[str, pd.DataFrame], strategy: type | None = None
-) -> dict[str, Any]:
-    """Run one trial; `{"metrics", "equity", "error"}` in JSON types. A trial whose backtest
-    raises returns its error (and no metrics) instead of raising. `strategy`: the protected
-    class to run instead of the trial's (the timing test's, `bt_protection.tune.timing`)."""
-    window = trial.window
-    cut = {name: frame.loc[window.warmup : window.last] for name, frame in frames.items()}
-    cash, commission, slippage = trial.broker
-    spec = RunSpec(
-        trial.strategy,
-        "",
-        params=trial.params,
-        cash=cash,
-        commission=commission,
-        slippage=slippage,
-        trade_start=window.first,
-    )
-    profile = load_profile(trial.profile)
-    protected = strategy or with_protection(resolve_strategy(trial.strategy))
-    plan = RunPlan(spec, protected, dict(trial.params), profile, cut, {})
-    try:
-        ran = backtest(plan)
-    except Exception as error:  # recorded with the trial and left out of the search
-        return {"metrics": None, "equity": None, "error": f"{type(error).__name__}: {error}"}
-    analyzers = ran.analyzers
-    equity = analyzers.equity.to_frame()
-    equity = equity[equity.index >= pd.Timestamp(window.first)]
-    orders = analyzers.orders.to_frame()
-    metrics = performance(equity, orders, analyzers.trades.to_frame())
-    metrics["orders_denied"] = int((orders["protection"] == "denied").sum())
+def trial_result(trial: Trial, result: RunResult) -> dict[str, Any]:
+    """The trial's result as `{"metrics", "equity", "error"}` in JSON types; a trial whose
+    backtest raised has its error and no metrics (it is left out of the search). Metrics
+    count from the window's first day: the warm-up before it places no order. A recording of
+    the market state (the timing test's) adds each bar's `states` ([code, volatility ratio])
+    and `first`, the index of the window's first day among them."""
+    if result.error is not None:
+        return {"metrics": None, "equity": None, "error": result.error}
+    assert result.equity is not None and result.orders is not None and result.trades is not None
+    equity = result.equity[result.equity.index >= pd.Timestamp(trial.window.first)]
+    metrics = performance(equity, result.orders, result.trades)
+    metrics["orders_denied"] = int((result.orders["protection"] == "denied").sum())
     series = None
     if trial.keeps_equity:
-        series = [[d.strftime("%Y-%m-%d"), float(v)] for d, v in equity["value"].items()]
-    return {"metrics": metrics, "equity": series, "error": None}
+        days = pd.DatetimeIndex(equity.index).strftime("%Y-%m-%d")
+        series = [[day, float(value)] for day, value in zip(days, equity["value"], strict=True)]
+    out: dict[str, Any] = {"metrics": metrics, "equity": series, "error": None}
+    if result.regime is not None:
+        first = pd.Timestamp(trial.window.first)
+        out["states"] = [[code, ratio] for _, code, ratio in result.regime]
+        out["first"] = sum(1 for when, _, _ in result.regime if pd.Timestamp(when) < first)
+    return out

@@ -1,9 +1,11 @@
-"""`walk_forward`: search protection parameters on train windows, judge them on test windows.
+"""`execute_tune` (a `TuneSpec`; `walk_forward` takes the same as keywords): search
+protection parameters on train windows, judge them on test windows.
 
-Every input is checked, and every candidate profile validated, before any trial runs. The
-output folder is built in `<out>.partial/`, which also holds the trial store (`trials.sqlite`):
-a tune killed midway resumes from it with the same inputs. At the end the folder is renamed to
-`<out>`. Files, choices and formulas: docs/tune.md.
+Every input is checked, and every candidate profile validated, before any trial runs. Each
+trial is a job (`RunSpec`) the `Engine` runs on the price data loaded once. The output folder
+is built in `<out>.partial/` (bt_protection.outfolder), which also holds the trial store
+(`trials.sqlite`): a tune killed midway resumes from it with the same inputs. At the end the
+folder is installed as `<out>`. Files, choices and formulas: docs/tune.md.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import json
 import logging
 import os
 import shutil
-import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,41 +24,51 @@ import pandas as pd
 from tqdm import tqdm
 
 from bt_protection import __version__
-from bt_protection.engine import Engine
+from bt_protection.engine import Engine, Execution, progress_bar
 from bt_protection.errors import UserError
+from bt_protection.job import RunSpec
+from bt_protection.outfolder import Kind, OutputFolder, data_qualifier, default_out
 from bt_protection.profile import Profile, load_profile
 from bt_protection.regime_factors import FactorState
-from bt_protection.runner import RunSpec, install_folder, plan_run
-from bt_protection.strategies_registry import (
-    resolve_strategy,
-    strategy_name,
-    strategy_reference,
-    worker_reference,
-)
+from bt_protection.runner import plan_run
+from bt_protection.strategies_registry import resolve_strategy, strategy_reference
 from bt_protection.tune.folds import make_folds
 from bt_protection.tune.result import WalkForward, write_outputs
 from bt_protection.tune.search import Search, TuneSettings, choose, profile_of
 from bt_protection.tune.space import check_candidates, load_space
 from bt_protection.tune.store import STORE_NAME, TrialStore
-from bt_protection.tune.timing import TimingTask, run_timing, timing_permutation
+from bt_protection.tune.timing import timing_permutation
 from bt_protection.tune.tpe import run_tpe
-from bt_protection.tune.trials import Objective, Trial, run_trial
+from bt_protection.tune.trials import Trial, trial_result
 
 DEFAULT_BASE = "balanced"
-SAMPLERS = ("grid", "random", "tpe")
 FINGERPRINT = "fingerprint.json"
 _log = logging.getLogger(__name__)
 
+SpaceSource = str | os.PathLike[str] | Mapping[str, Any]
+ProfileSource = str | os.PathLike[str] | Mapping[str, Any] | Profile
 
-def default_out(strategy: Any) -> Path:
-    """`runs/tune-<strategy>`."""
-    return Path("runs") / f"tune-{strategy_name(strategy)}"
+
+@dataclass(frozen=True, eq=False)  # eq=False: a space or profile may be a mapping
+class TuneSpec:
+    """What `execute_tune` runs: `job` (the strategy, its params, data, tickers, dates, broker
+    and `regime_data`; its `profile` is not used) tuned over `space` (a SPACE.yaml file, a
+    shipped space's name or a mapping) around the base `profile` (None: the shipped balanced
+    profile), walking forward as `settings` say. `out` None: `runs/tune-<strategy>[-<data
+    folder>]`. `execution`: where the trials run (`jobs` None: one per CPU)."""
+
+    job: RunSpec
+    space: SpaceSource
+    profile: ProfileSource | None = None
+    settings: TuneSettings = TuneSettings()
+    out: Path | None = None
+    execution: Execution = Execution()
 
 
 def walk_forward(
     strategy: Any,
-    space: str | os.PathLike[str] | Mapping[str, Any],
-    profile: str | os.PathLike[str] | Mapping[str, Any] | Profile | None = None,
+    space: SpaceSource,
+    profile: ProfileSource | None = None,
     *,
     data: str | os.PathLike[str] | None = None,
     tickers: Sequence[str] | None = None,
@@ -83,36 +94,13 @@ def walk_forward(
     progress: bool = True,
     params: Mapping[str, Any] | None = None,
 ) -> WalkForward:
-    """Walk-forward tuning of `space` (a SPACE.yaml file or a mapping) around the base
-    `profile` (default the shipped balanced profile); returns a `WalkForward` with the tables.
-
-    `strategy`: a registered name, `package.module:Class`, `path/to/file.py:Class` or a class
-    (one defined in a notebook cell runs in this process); `params`: its params.
-    `jobs`: local worker processes (default one per CPU; 1 runs in this process);
-    `scheduler`: a Dask scheduler address instead. `timing_shifts`: the circular shifts of
-    the regime series in the timing test (0: no test; `bt_protection.tune.timing`). Raises
-    UserError, writing nothing, for bad input.
-    """
+    """`execute_tune` with its settings as keywords (for notebooks): see `TuneSpec`,
+    `TuneSettings` and `RunSpec` for each. A strategy class defined in a notebook cell runs in
+    this process. Raises UserError, writing nothing, for bad input."""
     settings = TuneSettings(
-        train,
-        test,
-        step,
-        anchored,
-        warmup,
-        _objective(objective),
-        _sampler(sampler),
-        trials,
-        seed,
-        timing_shifts,
+        train, test, step, anchored, warmup, objective, sampler, trials, seed, timing_shifts
     )
-    if trials < 1:
-        raise UserError(f"`trials` must be 1 or more, not {trials}.")
-    if timing_shifts < 0:
-        raise UserError(f"`timing_shifts` must be 0 (no timing test) or more, not {timing_shifts}.")
-    out = Path(out) if out is not None else default_out(strategy)
-    folder = out.resolve()
-    partial = folder.with_name(folder.name + ".partial")
-    spec = RunSpec(
+    job = RunSpec(
         strategy,
         "",
         params=params or (),
@@ -123,52 +111,48 @@ def walk_forward(
         cash=cash,
         commission=commission,
         slippage=slippage,
+        regime_data=regime_data,
     )
-    search = _search(spec, space, profile, regime_data, settings, partial)
-    _check_out(out)
-    if worker_reference(search.strategy, scheduler) is None:  # e.g. a notebook cell's class
-        jobs = 1
-    with Engine(search.frames, jobs, scheduler) as engine:  # checks jobs, reaches the cluster
-        partial.mkdir(parents=True, exist_ok=True)
-        if not (partial / STORE_NAME).exists() and (folder / STORE_NAME).is_file():
-            shutil.copyfile(folder / STORE_NAME, partial / STORE_NAME)  # a rerun reuses all
+    execution = Execution(jobs, scheduler, progress)
+    return execute_tune(
+        TuneSpec(job, space, profile, settings, None if out is None else Path(out), execution)
+    )
+
+
+def execute_tune(spec: TuneSpec) -> WalkForward:
+    """Walk-forward tuning as `spec` says; returns a `WalkForward` with the tables. Raises
+    UserError, writing nothing, for bad input."""
+    job = spec.job
+    out = spec.out or default_out(Kind.TUNE, job.strategy, data_qualifier(job.data))
+    target = OutputFolder(out, Kind.TUNE)
+    search = _search(job, spec.space, spec.profile, spec.settings)
+    target.check()
+    with Engine(search.frames, spec.execution, search.strategy) as engine:  # reach the cluster
+        partial = target.begin(resume=True)  # a tune killed midway resumes from its store
+        installed = target.out / STORE_NAME
+        if not (partial / STORE_NAME).exists() and installed.is_file():
+            shutil.copyfile(installed, partial / STORE_NAME)  # a rerun reuses all
         store = TrialStore(partial / STORE_NAME)
         try:
-            results, chosen, timing = _run_all(search, engine, store, progress)
+            results, chosen, timing = _run_all(search, engine, store, spec.execution.progress)
         finally:
             store.close()
     walk = write_outputs(search, results, chosen, partial, timing)
     (partial / FINGERPRINT).write_text(
         json.dumps(_fingerprint(search), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
-    install_folder(partial, folder)
+    target.install()
     return replace(walk, path=out)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def _objective(name: str) -> Objective:
-    try:
-        return Objective(name)
-    except ValueError:
-        valid = ", ".join(o.value for o in Objective)
-        raise UserError(f"unknown objective {name!r}; valid objectives: {valid}.") from None
-
-
-def _sampler(name: str) -> str:
-    if name not in SAMPLERS:
-        raise UserError(f"unknown sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}.")
-    return name
-
-
 def _search(
     spec: RunSpec,
-    space_source: str | os.PathLike[str] | Mapping[str, Any],
-    profile: str | os.PathLike[str] | Mapping[str, Any] | Profile | None,
-    regime_data: str | None,
+    space_source: SpaceSource,
+    profile: ProfileSource | None,
     settings: TuneSettings,
-    partial: Path,
 ) -> Search:
     """Load and check every input: space, candidates, profiles, data and folds."""
     if not space_source:
@@ -183,7 +167,8 @@ def _search(
         candidates = space.sample(settings.trials, settings.seed)
     else:  # grid runs them all; tpe proposes among them
         candidates = space.grid()
-    plan = plan_run(replace(spec, profile=base.to_dict()), partial / "plan-check")
+    regime_data = spec.regime_data
+    plan = plan_run(replace(spec, profile=base.to_dict(), regime_data=None))
     if regime_data is not None:
         if regime_data not in plan.frames:
             raise UserError(
@@ -250,27 +235,10 @@ def _data_hash(frames: dict[str, pd.DataFrame]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _check_out(out: Path) -> None:
-    """`out` must be absent, empty, or an earlier tune folder (which is then replaced)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"`out` {out} is a file; choose a folder for the tune.")
-    try:
-        kind = json.loads((out / FINGERPRINT).read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None
-    if kind != "tune" and any(out.iterdir()):
-        raise UserError(
-            f"`out` {out} exists and is not a tune folder (no {FINGERPRINT} of a tune); "
-            "choose another folder or remove it."
-        )
-
-
 def _fingerprint(search: Search) -> dict[str, Any]:
     """What the tune ran on: enough to tell two tunes apart and to redo one."""
     dates = next(iter(search.frames.values())).index
-    settings = vars(search.settings) | {"objective": search.settings.objective.value}
+    settings = vars(search.settings) | {"objective": search.settings.goal.value}
     return {
         "kind": "tune",
         **search.identity,
@@ -306,13 +274,8 @@ def _run_all(
     proposed = len(search.folds) * settings.trials if settings.sampler == "tpe" else 0
     results: dict[str, dict[str, Any]] = {}
     reused = 0
-    bar = tqdm(
-        total=len({t.key for t in first}) + proposed + len(search.folds),
-        desc="tune",
-        unit="trial",
-        file=sys.stderr,
-        disable=None if progress else True,
-    )
+    total = len({t.key for t in first}) + proposed + len(search.folds)
+    bar = progress_bar("tune", "trial", total, progress)
 
     def batch(trials: list[Trial]) -> dict[str, dict[str, Any]]:
         nonlocal reused
@@ -321,10 +284,10 @@ def _run_all(
 
     timed: dict[str, dict[str, Any]] = {}
 
-    def timing_batch(tasks: list[TimingTask]) -> dict[str, dict[str, Any]]:
+    def timing_batch(trials: list[Trial]) -> dict[str, dict[str, Any]]:
         nonlocal reused
-        bar.total += len(tasks)
-        reused += _run_batch(tasks, engine, store, bar, timed, run_timing)
+        bar.total += len(trials)
+        reused += _run_batch(trials, engine, store, bar, timed)
         return timed
 
     with bar:
@@ -348,12 +311,11 @@ def _run_all(
 
 
 def _run_batch(
-    trials: Sequence[Trial | TimingTask],
+    trials: list[Trial],
     engine: Engine,
     store: TrialStore,
     bar: tqdm,
     results: dict[str, dict[str, Any]],
-    run: Callable[[Any, Any], dict[str, Any]] = run_trial,
 ) -> int:
     """Add the results of `trials` not yet in `results`: stored ones are reused, the others
     run and stored as they finish. Returns how many were reused."""
@@ -362,7 +324,9 @@ def _run_batch(
     results |= stored
     bar.update(len(stored))
     pending = [t for t in unique if t.key not in stored]
-    for trial, result in engine.map(run, pending, [f"trial-{t.key}" for t in pending]):
-        results[trial.key] = store.put(trial.key, result)
+    trials_by_key = {trial.task.key: trial for trial in pending}
+    for task, result in engine.run([trial.task for trial in pending]):
+        trial = trials_by_key[task.key]
+        results[trial.key] = store.put(trial.key, trial_result(trial, result))
         bar.update()
     return len(stored)
