@@ -41,6 +41,7 @@ TUNE = {
     "end": "2021-12-31",
     "train": "2y",
     "test": "1y",
+    "timing_shifts": 0,  # the 45 backtests above, as measured before the timing test existed
     "progress": False,
 }
 NOOP_TASKS = 400

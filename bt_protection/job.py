@@ -23,6 +23,7 @@ import pandas as pd
 from bt_protection.fingerprint import run_fingerprint
 from bt_protection.integration.feeds import add_feeds
 from bt_protection.integration.recorder import EquityRecorder, OrderRecorder, TradeRecorder
+from bt_protection.integration.replay import RecordedBar, RegimeReplay
 from bt_protection.metrics import performance
 from bt_protection.profile import Profile, load_profile
 from bt_protection.regimes import regime_source
@@ -48,7 +49,9 @@ class RunSpec:
     `start`/`end`: the first and last day of the data the backtest sees; `regime_data`: the
     ticker the regime indicator watches (None: the profile's `regime.data`, else the only
     ticker, else the composite of all, see `bt_protection.regimes`); `trade_start`: bars
-    before it only warm up indicators."""
+    before it only warm up indicators; `regime_replay`: record the market state the
+    protections follow (`RunResult.regime`), or replay a recorded one (the tune's timing test,
+    `bt_protection.integration.replay`)."""
 
     strategy: StrategySource
     profile: str | os.PathLike[str] | Mapping[str, Any]  # what load_profile reads
@@ -64,6 +67,7 @@ class RunSpec:
     regime_data: str | None = None
     params: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
     trade_start: str | None = None  # ISO date: bars before it only warm up indicators
+    regime_replay: RegimeReplay | None = None
 
     def __post_init__(self) -> None:
         # sorted (key, value) pairs: the spec stays hashable and compares equal to itself
@@ -89,7 +93,9 @@ class RunPlan:
 class RunResult:
     """What a job gives back: its `error` (`Type: message`, None when it completed) or its
     recorded `orders`, `trades` and `equity` and its `summary` (summary.json); `audit`: the
-    audit file's bytes when the job ran where the caller cannot read its files (Dask)."""
+    audit file's bytes when the job ran where the caller cannot read its files (Dask);
+    `regime`: what a recording `regime_replay` recorded (each bar's datetime, regime code
+    and volatility ratio)."""
 
     error: str | None
     orders: pd.DataFrame | None = None
@@ -97,6 +103,7 @@ class RunResult:
     equity: pd.DataFrame | None = None
     summary: dict[str, Any] | None = None
     audit: bytes | None = None
+    regime: tuple[RecordedBar, ...] | None = None
 
     @classmethod
     def failed(cls, error: BaseException) -> RunResult:
@@ -146,7 +153,8 @@ def run_job(spec: RunSpec, frames: Frames, audit: Path | None = None) -> RunResu
     trades = analyzers.trades.to_frame()
     protection = strategy.protection.get_performance_metrics()
     summary = build_summary(plan, equity, orders, trades, protection)
-    return RunResult(None, orders, trades, equity, summary)
+    regime = strategy.protection_regime_record
+    return RunResult(None, orders, trades, equity, summary, regime=regime)
 
 
 def backtest(plan: RunPlan, audit: Path | None = None) -> Any:
@@ -185,6 +193,7 @@ def _cerebro(plan: RunPlan, audit: Path | None) -> bt.Cerebro:
         regime_data=spec.regime_data,
         audit_path=None if audit is None else str(audit),
         run_info=plan.fingerprint,
+        regime_replay=spec.regime_replay,
         **plan.params,
     )
     cerebro.addanalyzer(OrderRecorder, _name="orders")

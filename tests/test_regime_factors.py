@@ -16,7 +16,12 @@ import pytest
 
 from bt_protection.errors import ProfileError, UserError
 from bt_protection.integration.mixin import ProtectionMixin
-from bt_protection.integration.regime import ClockRegime, RegimeState
+from bt_protection.integration.regime import (
+    FACTOR_LINES,
+    ClockRegime,
+    RegimeIndicator,
+    RegimeState,
+)
 from bt_protection.profile import RegimeConfig, load_profile
 from bt_protection.regime_factors import DEFAULT_FACTORS, Breadth, Correlation, Credit, Factor
 
@@ -129,31 +134,57 @@ def frames(end: str = "2009-12-31") -> dict[str, pd.DataFrame]:
 
 
 class Watch(bt.Strategy):
-    """Records (date, code, factor values) at every strategy bar from a `ClockRegime`."""
+    """Records (date, code, factor values) at every strategy bar from a `ClockRegime`, and
+    (date, regime, raw, factor lines) of a `RegimeIndicator` on SPY at each of its bars."""
 
     params = (("factors", FACTORS),)
+
+    def __init__(self) -> None:
+        self.indicator = RegimeIndicator.from_config(
+            self.datas[0], config(self.p.factors), self.datas
+        )
 
     def start(self) -> None:
         markets = {d._name: d for d in self.datas}
         self.clock = ClockRegime([self.datas[0]], config(self.p.factors), markets)
         self.rows: Rows = []
+        self.lines_seen: list[tuple[Any, ...]] = []
 
     def prenext(self) -> None:
         code = self.clock.update()
         values = tuple(self.clock.factors.values())
         self.rows.append((self.datas[0].datetime.date(0), code, values))
+        ind = self.indicator
+        lines = tuple(getattr(ind.lines, name)[0] for name in FACTOR_LINES)
+        self.lines_seen.append(
+            (self.datas[0].datetime.date(0), ind.regime[0], ind.raw[0], *map(_plain, lines))
+        )
 
     next = prenext
 
 
-def run(cut: str | None = None, **cerebro: Any) -> Rows:
-    engine = bt.Cerebro(stdstats=False, **cerebro)
+def _plain(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def cerebro_of(cut: str | None, ragged: bool = False, **kwargs: Any) -> bt.Cerebro:
+    """The five ETFs from 2008; `ragged`: QQQ misses every 7th bar and TLT starts in June."""
+    engine = bt.Cerebro(stdstats=False, **kwargs)
     for name, df in frames().items():
         df = df.loc[:cut] if cut else df
+        if ragged and name == "QQQ":
+            df = df.iloc[[k for k in range(len(df)) if k % 7 != 3]]
+        if ragged and name == "TLT":
+            df = df.loc["2008-06-02":]
         feed = bt.feeds.PandasData(
             dataname=df, open=None, high=None, low=None, volume=None, openinterest=None
         )
         engine.adddata(feed, name=name)
+    return engine
+
+
+def run(cut: str | None = None, **cerebro: Any) -> Rows:
+    engine = cerebro_of(cut, **cerebro)
     engine.addstrategy(Watch)
     return engine.run()[0].rows
 
@@ -221,5 +252,104 @@ def test_a_credit_feed_not_in_the_run_is_refused_at_start() -> None:
         )
         engine.adddata(feed, name=name)
     engine.addstrategy(Protected, protection=profile, regime_data="SPY")
+    with pytest.raises(UserError, match=r"credit reads feed IEF, which is not in the run"):
+        engine.run()
+
+
+# --- the indicator's lines: the label the protections follow, every factor's value ------------
+
+
+def watch(cut: str | None = None, ragged: bool = False, **cerebro: Any) -> Watch:
+    engine = cerebro_of(cut, ragged, **cerebro)
+    engine.addstrategy(Watch)
+    strategy: Watch = engine.run()[0]
+    return strategy
+
+
+@cache
+def indicator_reference(ragged: bool) -> tuple[tuple[Any, ...], ...]:
+    return tuple(watch(ragged=ragged).lines_seen)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_indicator_lines_are_the_label_and_the_factors_the_protections_follow(
+    ragged: bool,
+) -> None:
+    strategy = watch(ragged=ragged)
+    assert len(strategy.rows) == len(strategy.lines_seen) > 400
+    stressed_bars = 0
+    for (day, code, values), (day2, regime, raw, *lines) in zip(
+        strategy.rows, strategy.lines_seen, strict=True
+    ):
+        assert day == day2 and regime == code
+        by_name = dict(zip(FACTOR_LINES, lines, strict=True))
+        assert (by_name["breadth"], by_name["correlation"], by_name["credit"]) == values
+        stressed_bars += raw > 0
+    assert stressed_bars > 100
+    base = [row[1] for row in watch_base().lines_seen]
+    assert sum(row[1] for row in strategy.lines_seen) > sum(base)  # the factors add stress
+
+
+@cache
+def watch_base() -> Watch:
+    engine = cerebro_of(None)
+    engine.addstrategy(Watch, factors=["trend", "volatility", "drawdown"])
+    return engine.run()[0]
+
+
+def test_left_out_factors_are_nan_lines() -> None:
+    for _, _, _, trend, vol, drawdown, breadth, corr, credit in watch_base().lines_seen[-5:]:
+        assert None not in (trend, vol, drawdown)
+        assert (breadth, corr, credit) == (None, None, None)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize(("runonce", "preload"), [(True, True), (False, True), (False, False)])
+def test_indicator_lines_are_the_same_in_every_run_mode(
+    ragged: bool, runonce: bool, preload: bool
+) -> None:
+    seen = watch(ragged=ragged, runonce=runonce, preload=preload).lines_seen
+    assert tuple(seen) == indicator_reference(ragged)
+
+
+@pytest.mark.parametrize("cut", ["2008-03-14", "2008-10-10", "2009-03-09"])
+def test_indicator_lines_do_not_look_ahead(cut: str) -> None:
+    """The label and every factor line at each bar equal their values on data cut after it."""
+    for ragged in (False, True):
+        short = watch(cut, ragged).lines_seen
+        assert short and tuple(short) == indicator_reference(ragged)[: len(short)]
+
+
+class Reads(ProtectionMixin, bt.Strategy):
+    """Reads `self.regime` in `__init__`; records its line and the orchestrator's label."""
+
+    def __init__(self) -> None:
+        self.indicator = self.regime
+        self.seen: list[tuple[str, str | None]] = []
+
+    def next(self) -> None:
+        self.seen.append((self.regime.label(), self.protection.regime))
+
+
+@pytest.mark.parametrize("runonce", [True, False])
+def test_self_regime_of_the_mixin_follows_the_extra_factors(runonce: bool) -> None:
+    profile = load_profile(
+        {"name": "f", "protections": {"regime_override": {}}, "regime": {"factors": FACTORS}}
+    )
+    engine = cerebro_of(None, ragged=True, runonce=runonce)
+    engine.addstrategy(Reads, protection=profile, regime_data="SPY")
+    strategy: Reads = engine.run()[0]
+    assert len(strategy.indicator.datas) == 1 + len(NAMES)
+    assert len(strategy.seen) > 400
+    assert all(line == label for line, label in strategy.seen)
+    assert {"bear", "crisis"} <= {line for line, _ in strategy.seen}
+
+
+def test_self_regime_refuses_a_credit_feed_not_in_the_run() -> None:
+    profile = load_profile(
+        {"name": "c", "regime": {"factors": [{"credit": {"risky": "JNK", "safe": "IEF"}}]}}
+    )
+    engine = cerebro_of("2008-03-01")
+    engine.addstrategy(Reads, protection=profile, regime_data="SPY")
     with pytest.raises(UserError, match=r"credit reads feed IEF, which is not in the run"):
         engine.run()

@@ -29,7 +29,7 @@ COSTS = (0.0, 300.0, 1000.0)  # wide enough that balanced's Sharpe crosses off's
 TUNE = [
     "tune", "--strategy", "sma_crossover", "--data", str(SAMPLE_DATA), "--tickers", "AAPL",
     "NVDA", "--start", "2018-01-01", "--end", "2020-12-31", "--train", "1y", "--test", "6m",
-    "--warmup", "60", "--jobs", "1",
+    "--warmup", "60", "--jobs", "1", "--timing-shifts", "2",
 ]  # fmt: skip
 
 

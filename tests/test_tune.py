@@ -53,11 +53,12 @@ TUNE = {
     "test": "6m",
     "warmup": 60,
     "progress": False,
+    "timing_shifts": 2,  # the timing test runs, small (tests/test_tune_timing.py checks it)
 }
 CLI = [
     "tune", "--strategy", "sma_crossover", "--data", str(SAMPLE_DATA), "--tickers", "AAPL",
     "NVDA", "--start", "2018-01-01", "--end", "2020-12-31", "--train", "1y", "--test", "6m",
-    "--warmup", "60",
+    "--warmup", "60", "--timing-shifts", "2",
 ]  # fmt: skip
 IDENTICAL = ("folds.csv", "trials.csv", "verdict.json", "oos_equity.csv")
 

@@ -77,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of sampler and bootstrap")
     parser.add_argument(
+        "--timing-shifts",
+        type=int,
+        default=TuneSettings.timing_shifts,
+        metavar="N",
+        help="circular shifts of the regime series in the timing permutation test "
+        f"(default {TuneSettings.timing_shifts}; 0: no test; docs/tune.md)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         metavar="N",

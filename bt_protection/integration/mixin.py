@@ -39,6 +39,7 @@ from bt_protection.integration.regime import (
     label_of,
 )
 from bt_protection.integration.rejected import RejectedOrders
+from bt_protection.integration.replay import Market, RecordedBar, RecordingMarket, RegimeReplay
 from bt_protection.models import ProtectionDecision
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
@@ -114,8 +115,10 @@ class ProtectionMixin(bt.Strategy):
     the feed the regime indicator watches; default the profile's `regime.data`, else the only
     feed, else the equal-weight composite of the feeds: docs/regime.md), `audit_path`
     (JSONL file; placeholders `{profile}`, `{strategy}`, `{params}`, `{run}`: see
-    `audit_path.py`) and `run_info` (a mapping added to the audit header, e.g. the data's
-    date range).
+    `audit_path.py`), `run_info` (a mapping added to the audit header, e.g. the data's
+    date range) and `regime_replay` (a `RegimeReplay`: record the regime code and volatility
+    ratio the orchestrator follows at each bar, or give it recorded ones; the tune's timing
+    test, `bt_protection.integration.replay`).
     Order keywords: `protection_exempt=True` marks a safety exit, `protection_reason` and
     `protection_score` travel with the request.
     """
@@ -125,6 +128,7 @@ class ProtectionMixin(bt.Strategy):
         ("regime_data", None),
         ("audit_path", None),
         ("run_info", None),
+        ("regime_replay", None),
         ("protection_state", None),
         ("protection_state_reset", False),
     )
@@ -192,7 +196,7 @@ class ProtectionMixin(bt.Strategy):
         self._protection_regime: RegimeIndicator | None = None
         self._protection_regime_source = (source, profile.regime)
         self._protection_started = False
-        self._protection_market: ClockRegime | None = None  # see _start
+        self._protection_market: Market | None = None  # see _start
         self._protection_zone = _local_zone(self.datas[0])
         self._protection_bar = -1
         self._protection_bar_clock: tuple[float, Any, int] | None = None  # see _bar_clock
@@ -319,7 +323,17 @@ class ProtectionMixin(bt.Strategy):
 
     def _build_regime(self) -> RegimeIndicator:
         source, config = self._protection_regime_source
-        return RegimeIndicator.from_config(self._regime_feed(source), config)
+        try:
+            return RegimeIndicator.from_config(self._regime_feed(source), config, self._markets())
+        except ValueError as error:  # a credit feed not in the run
+            raise UserError(str(error)) from None
+
+    @property
+    def protection_regime_record(self) -> tuple[RecordedBar, ...] | None:
+        """What a recording `regime_replay` recorded: each bar's ISO datetime, regime code and
+        volatility ratio; None when there is no recording (no replay, a replay, no regime)."""
+        market = self._protection_market
+        return tuple(market.recorded) if isinstance(market, RecordingMarket) else None
 
     @property
     def protection_date(self) -> Any:
@@ -460,6 +474,10 @@ class ProtectionMixin(bt.Strategy):
             except UserError as error:  # a credit feed not in the run
                 self.protection.fail(error)  # the audit says why, and frees its file
                 raise
+            if self.p.regime_replay is not None:
+                clock = self._bar_clock
+                replay: RegimeReplay = self.p.regime_replay
+                self._protection_market = replay.market(self._protection_market, lambda: clock()[1])
             self.protection.trace_each_bar = True  # the label goes on change, traces count bars
         if self._protection_market is not None or self._protection_values:
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched

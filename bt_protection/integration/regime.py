@@ -12,6 +12,7 @@ import heapq
 import math
 from array import array as ArrayType
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -20,7 +21,7 @@ import backtrader as bt
 from bt_protection.errors import UserError
 from bt_protection.metrics import TRADING_DAYS
 from bt_protection.profile import RegimeConfig
-from bt_protection.regime_factors import FactorName, FactorState
+from bt_protection.regime_factors import BASE_FACTORS, FactorName, FactorState
 from bt_protection.regimes import REGIME_LABELS
 
 BULL, NEUTRAL, BEAR, CRISIS = range(4)
@@ -29,6 +30,8 @@ _PARAMS: tuple[tuple[str, Any], ...] = tuple(
     (f.name, f.default) for f in fields(RegimeConfig) if f.name != "data"
 )
 
+
+FACTOR_LINES: tuple[str, ...] = tuple(name.value for name in FactorName)
 
 _LABEL_OF_CODE = {float(code): label for code, label in enumerate(REGIME_LABELS)}
 
@@ -103,7 +106,9 @@ class RegimeState:
         "_returns",
         "_slow",
         "_slow_sum",
+        "drawdown",
         "raw",
+        "trend",
         "vol",
         "vol_ratio",
     )
@@ -127,6 +132,8 @@ class RegimeState:
         self._median = ExpandingMedian()
         self.vol: float | None = None
         self.vol_ratio: float | None = None
+        self.trend: float | None = None
+        self.drawdown = 0.0
 
     def update(self, close: float, stressed: int = 0) -> int:
         """Feed the close of the next bar; return that bar's confirmed regime code.
@@ -178,8 +185,10 @@ class RegimeState:
         if n > config.fast_period:
             fast = self._fast_sum / len(self._fast)
             slow = self._slow_sum / len(self._slow)
+            self.trend = fast / slow - 1.0
         base = self._base
-        drawdown = 1.0 - close / peaks[0][1] if FactorName.DRAWDOWN in base else 0.0
+        self.drawdown = 1.0 - close / peaks[0][1]
+        drawdown = self.drawdown if FactorName.DRAWDOWN in base else 0.0
         if FactorName.TREND not in base:
             fast = slow = None
         raw = classify(
@@ -237,46 +246,116 @@ class ExpandingMedian:
 class RegimeIndicator(bt.Indicator):
     """Line `regime`: 0 bull, 1 neutral, 2 bear, 3 crisis, from the close of the watched feed.
 
-    Line `raw` holds the label of each bar's own inputs before confirmation (`confirm_bars`).
-    Params are the fields of `RegimeConfig` except `data`. Every input uses only the current and
-    past closes; a value is written from the first bar (see docs/regime.md for the warm-up).
+    The first data is the watched market; the others, given only when `factors` has breadth,
+    correlation or credit, are the feeds those factors read (their names are the feeds').
+    Line `raw` holds the label of each bar's own inputs before confirmation (`confirm_bars`);
+    one line per factor holds its value (`FACTOR_LINES`; NaN while it warms up or when the
+    factor is not in `factors`). Params are the fields of `RegimeConfig` except `data`. Every
+    value uses only the current and past bars; a value is written from the first bar
+    (docs/regime.md).
     """
 
-    lines: Any = ("regime", "raw")  # backtrader turns it into the Lines object `self.lines`
+    lines: Any = ("regime", "raw", *FACTOR_LINES)  # backtrader makes it the Lines object
     params = _PARAMS
     plotinfo = dict(plotymargin=0.1, plotyticks=[BULL, NEUTRAL, BEAR, CRISIS])
+    plotlines = {name: dict(_plotskip=True) for name in FACTOR_LINES}
 
     @classmethod
-    def from_config(cls, data: Any, config: RegimeConfig) -> RegimeIndicator:
-        """The indicator on `data` with the parameters of a profile's `regime:` block."""
+    def from_config(
+        cls, data: Any, config: RegimeConfig, markets: Sequence[Any] = ()
+    ) -> RegimeIndicator:
+        """The indicator on `data` with the parameters of a profile's `regime:` block;
+        `markets` are the feeds its cross-feed factors read (ignored without such factors)."""
         values = {name: getattr(config, name) for name, _ in _PARAMS}
+        extra = any(f.name not in BASE_FACTORS for f in config.factors)
         # backtrader's metaclass takes the data and the params before `__init__`
-        return cls(data, **values)  # type: ignore[call-arg]
+        return cls(data, *(markets if extra else ()), **values)  # type: ignore[call-arg]
 
     def __init__(self) -> None:
         config = RegimeConfig(**{name: getattr(self.p, name) for name, _ in _PARAMS})
         self._state = RegimeState(config)
+        self._markets = list(self.datas[1:])
+        names = [d._name or f"data{k + 1}" for k, d in enumerate(self._markets)]
+        self._factors = FactorState(config.factors, names)  # ValueError: a feed not given
+        self._new = _NewCloses(self._markets)
+        self._listed = [f.name.value for f in config.factors]
+        self._readers = {name: self._reader(name) for name in self._listed}
         self._seen = 0  # len(data) at the last update
 
     def label(self, ago: int = 0) -> str:
         """The regime label `ago` bars back (0 = current bar)."""
         return label_of(self.lines.regime[-ago])
 
+    def _reader(self, name: str) -> Callable[[], float | None]:
+        """What gives the value of factor `name` after an update."""
+        state, cross = self._state, self._factors.values  # `values` is updated in place
+        if name == FactorName.TREND:
+            return lambda: state.trend
+        if name == FactorName.VOLATILITY:
+            return lambda: state.vol
+        if name == FactorName.DRAWDOWN:
+            return lambda: state.drawdown
+        return lambda: cross[name]
+
     def next(self) -> None:
         # Several feeds on different calendars: backtrader calls next again without a new bar.
         if len(self.data) != self._seen:
             self._seen = len(self.data)
-            self._state.update(self.data.close[0])
-        self.lines.regime[0] = float(self._state.code)
-        self.lines.raw[0] = float(self._state.raw)
+            factors = self._factors  # the cross-feed ones move with the regime's bars
+            stressed = factors.update(self._new.read()) if factors else 0
+            self._state.update(self.data.close[0], stressed)
+        lines = self.lines
+        lines.regime[0] = float(self._state.code)
+        lines.raw[0] = float(self._state.raw)
+        for name in self._listed:
+            value = self._readers[name]()
+            getattr(lines, name)[0] = math.nan if value is None else value
 
     def once(self, start: int, end: int) -> None:
-        state = self._state
+        state, factors = self._state, self._factors
         closes = self.data.close.array
         regime, raw = self.lines.regime.array, self.lines.raw.array
+        outs = [(self._readers[n], getattr(self.lines, n).array) for n in self._listed]
+        markets = _DatedCloses(_dates(self.data).array, self._markets)
         for i in range(start, end):
-            regime[i] = float(state.update(closes[i]))
+            state.update(closes[i], factors.update(markets.read(i)) if factors else 0)
+            regime[i] = float(state.code)
             raw[i] = float(state.raw)
+            for read, out in outs:
+                value = read()
+                out[i] = math.nan if value is None else value
+
+
+def _dates(data: Any) -> Any:
+    """The datetime line of `data`, or of the feed an indicator such as `CompositeIndex` runs on."""
+    while not isinstance(data, bt.AbstractDataBase):
+        data = data.datas[0]
+    return data.datetime
+
+
+class _DatedCloses:
+    """For `once`: each feed's latest close dated at or before a bar of `clock` (an array of
+    dates), if that feed has such a bar it did not give before, else NaN (what `_NewCloses`
+    reads bar by bar)."""
+
+    __slots__ = ("_clock", "_feeds", "_seen")
+
+    def __init__(self, clock: Any, feeds: Sequence[Any]) -> None:
+        self._clock = clock
+        self._feeds = [(d.datetime.array, d.close.array) for d in feeds]
+        self._seen = [0] * len(feeds)  # the next unread bar of each feed
+
+    def read(self, i: int) -> list[float]:
+        now = self._clock[i]
+        seen = self._seen
+        closes = []
+        for k, (dates, values) in enumerate(self._feeds):
+            j = seen[k]
+            while j < len(dates) and dates[j] <= now:
+                j += 1
+            closes.append(values[j - 1] if j > seen[k] else math.nan)
+            seen[k] = j
+        return closes
 
 
 class EqualWeightIndex:
@@ -338,19 +417,10 @@ class CompositeIndex(bt.Indicator):
         self.lines.close[0] = self._index.step(closes)
 
     def once(self, start: int, end: int) -> None:
-        clock = self.data.datetime.array
-        feeds = [(d.datetime.array, d.close.array) for d in self.datas]
+        feeds = _DatedCloses(self.data.datetime.array, self.datas)
         out = self.lines.close.array
-        seen = self._seen  # the next unread bar of each feed
         for i in range(start, end):
-            closes = []
-            for k, (dates, values) in enumerate(feeds):
-                j = seen[k]
-                while j < len(dates) and dates[j] <= clock[i]:
-                    j += 1
-                closes.append(values[j - 1] if j > seen[k] else math.nan)
-                seen[k] = j
-            out[i] = self._index.step(closes)
+            out[i] = self._index.step(feeds.read(i))
 
 
 class ClockRegime:
@@ -363,8 +433,10 @@ class ClockRegime:
     `EqualWeightIndex`, whose value goes to the `RegimeState`. A bar with no new bar of any
     watched feed leaves the code as it stands: neutral before the first, the last one after
     the feeds end. The cross-feed factors of `config.factors` (breadth, correlation, credit)
-    read the closes of `markets` (the run's feeds by name) the same way (`FactorState`);
-    `factors` holds their latest values. A credit feed not among `markets` is a `UserError`.
+    move at the bars where the regime moves: each of `markets` (the run's feeds by name) gives
+    its latest close if it has a new bar since the last such bar (`FactorState`), as
+    `RegimeIndicator` reads them on its own bars; `factors` holds their latest values. A
+    credit feed not among `markets` is a `UserError`.
 
     One watched feed that backtrader preloaded (and no cross-feed factor): the codes of all its
     bars are worked out at the first update (`regime_series`, equal to the `RegimeState` fed bar
@@ -411,14 +483,13 @@ class ClockRegime:
             if code is not None:
                 return code
             self._series = None  # not preloaded: bar by bar from here (nothing was read yet)
-        stressed = self._factors.update(self._markets.read()) if self._factors else 0
         closes = self._closes.read()
+        if not any(c == c for c in closes):  # c == c: not NaN; no new bar of the regime
+            return self._state.code
+        stressed = self._factors.update(self._markets.read()) if self._factors else 0
         index = self._index
-        if index is None:  # a NaN close (no new bar) leaves the state alone
-            return self._state.update(closes[0], stressed)
-        if any(c == c for c in closes):  # c == c: not NaN
-            return self._state.update(index.step(closes), stressed)
-        return self._state.code
+        close = closes[0] if index is None else index.step(closes)
+        return self._state.update(close, stressed)
 
 
 class _Preloaded:

@@ -103,14 +103,22 @@ class WalkForward:
         return figure
 
 
-def write_outputs(search: Search, results: Results, chosen: Chosen, folder: Path) -> WalkForward:
-    """Write every output file into `folder` and return the tune's `WalkForward`."""
+def write_outputs(
+    search: Search,
+    results: Results,
+    chosen: Chosen,
+    folder: Path,
+    timing: dict[str, Any] | None = None,
+) -> WalkForward:
+    """Write every output file into `folder` and return the tune's `WalkForward`; `timing`:
+    the timing permutation test (`bt_protection.tune.timing`), None when not run."""
     trials = trials_table(search, results, chosen)
     folds = folds_table(search, results, chosen)
     equity = stitched_equity(search, results, chosen)
     ranks = mean_ranks(search, results)
     recommended = recommended_profile(search, ranks)
     verdict = build_verdict(search, results, chosen, folds, equity, ranks, recommended)
+    verdict["timing_permutation"] = timing
     csv: dict[str, Any] = {"float_format": CSV_FLOAT, "lineterminator": "\n", "index": False}
     folds.to_csv(folder / "folds.csv", **csv)
     trials.to_csv(folder / "trials.csv", **csv)
@@ -411,6 +419,10 @@ def report(walk: WalkForward, search: Search) -> str:
         f"{dsr['trials']} worthless trials: deflated Sharpe ratio "
         f"{_fmt(dsr['deflated_sharpe'])} (the probability that the true Sharpe is above that).",
         "",
+        "## Timing permutation test",
+        "",
+        _timing(v.get("timing_permutation")),
+        "",
         "## Folds",
         "",
         markdown_table(walk.folds[shown].set_index("fold")),
@@ -429,6 +441,17 @@ def report(walk: WalkForward, search: Search) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _timing(timing: dict[str, Any] | None) -> str:
+    if timing is None:
+        return "Not run (`timing_shifts` 0)."
+    return (
+        f"{timing['sentence'][0].upper()}{timing['sentence'][1:]}. The statistic is the "
+        "Sharpe ratio of the tuned arm's stitched out-of-sample curve; each shift re-runs every "
+        "fold's tuned profile on its test window with the regime labels and volatility ratios "
+        "it followed rotated in time (docs/tune.md)."
+    )
 
 
 def _fmt(value: Any) -> str:

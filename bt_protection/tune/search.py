@@ -24,7 +24,7 @@ SAMPLERS = ("grid", "random", "tpe")
 class TuneSettings:
     """How the walk-forward runs (everything but the strategy, profiles and data); an
     `objective` given by name becomes the `Objective`. UserError for an unknown objective or
-    sampler and for fewer than 1 `trials`."""
+    sampler, for fewer than 1 `trials` and for negative `timing_shifts`."""
 
     train: str = "3y"
     test: str = "1y"
@@ -35,6 +35,7 @@ class TuneSettings:
     sampler: str = "grid"
     trials: int = 20
     seed: int = 0
+    timing_shifts: int = 20  # circular shifts of the timing test (bt_protection.tune.timing)
 
     def __post_init__(self) -> None:
         try:
@@ -50,6 +51,10 @@ class TuneSettings:
             )
         if self.trials < 1:
             raise UserError(f"`trials` must be 1 or more, not {self.trials}.")
+        if self.timing_shifts < 0:
+            raise UserError(
+                f"`timing_shifts` must be 0 (no timing test) or more, not {self.timing_shifts}."
+            )
 
     @property
     def goal(self) -> Objective:

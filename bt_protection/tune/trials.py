@@ -76,7 +76,9 @@ def trial_key(identity: dict[str, Any], window: Window, profile_hash: str, phase
 def trial_result(trial: Trial, result: RunResult) -> dict[str, Any]:
     """The trial's result as `{"metrics", "equity", "error"}` in JSON types; a trial whose
     backtest raised has its error and no metrics (it is left out of the search). Metrics
-    count from the window's first day: the warm-up before it places no order."""
+    count from the window's first day: the warm-up before it places no order. A recording of
+    the market state (the timing test's) adds each bar's `states` ([code, volatility ratio])
+    and `first`, the index of the window's first day among them."""
     if result.error is not None:
         return {"metrics": None, "equity": None, "error": result.error}
     assert result.equity is not None and result.orders is not None and result.trades is not None
@@ -87,4 +89,9 @@ def trial_result(trial: Trial, result: RunResult) -> dict[str, Any]:
     if trial.keeps_equity:
         days = pd.DatetimeIndex(equity.index).strftime("%Y-%m-%d")
         series = [[day, float(value)] for day, value in zip(days, equity["value"], strict=True)]
-    return {"metrics": metrics, "equity": series, "error": None}
+    out: dict[str, Any] = {"metrics": metrics, "equity": series, "error": None}
+    if result.regime is not None:
+        first = pd.Timestamp(trial.window.first)
+        out["states"] = [[code, ratio] for _, code, ratio in result.regime]
+        out["first"] = sum(1 for when, _, _ in result.regime if pd.Timestamp(when) < first)
+    return out

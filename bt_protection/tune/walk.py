@@ -29,6 +29,7 @@ from bt_protection.errors import UserError
 from bt_protection.job import RunSpec
 from bt_protection.outfolder import Kind, OutputFolder, data_qualifier, default_out
 from bt_protection.profile import Profile, load_profile
+from bt_protection.regime_factors import FactorState
 from bt_protection.runner import plan_run
 from bt_protection.strategies_registry import resolve_strategy, strategy_reference
 from bt_protection.tune.folds import make_folds
@@ -36,6 +37,7 @@ from bt_protection.tune.result import WalkForward, write_outputs
 from bt_protection.tune.search import Search, TuneSettings, choose, profile_of
 from bt_protection.tune.space import check_candidates, load_space
 from bt_protection.tune.store import STORE_NAME, TrialStore
+from bt_protection.tune.timing import timing_permutation
 from bt_protection.tune.tpe import run_tpe
 from bt_protection.tune.trials import Trial, trial_result
 
@@ -85,6 +87,7 @@ def walk_forward(
     sampler: str = "grid",
     trials: int = TuneSettings.trials,
     seed: int = 0,
+    timing_shifts: int = TuneSettings.timing_shifts,
     jobs: int | None = None,
     scheduler: str | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -94,7 +97,9 @@ def walk_forward(
     """`execute_tune` with its settings as keywords (for notebooks): see `TuneSpec`,
     `TuneSettings` and `RunSpec` for each. A strategy class defined in a notebook cell runs in
     this process. Raises UserError, writing nothing, for bad input."""
-    settings = TuneSettings(train, test, step, anchored, warmup, objective, sampler, trials, seed)
+    settings = TuneSettings(
+        train, test, step, anchored, warmup, objective, sampler, trials, seed, timing_shifts
+    )
     job = RunSpec(
         strategy,
         "",
@@ -129,10 +134,10 @@ def execute_tune(spec: TuneSpec) -> WalkForward:
             shutil.copyfile(installed, partial / STORE_NAME)  # a rerun reuses all
         store = TrialStore(partial / STORE_NAME)
         try:
-            results, chosen = _run_all(search, engine, store, spec.execution.progress)
+            results, chosen, timing = _run_all(search, engine, store, spec.execution.progress)
         finally:
             store.close()
-    walk = write_outputs(search, results, chosen, partial)
+    walk = write_outputs(search, results, chosen, partial, timing)
     (partial / FINGERPRINT).write_text(
         json.dumps(_fingerprint(search), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
@@ -172,6 +177,7 @@ def _search(
             )
         base, off = (_with_regime(p, regime_data) for p in (base, off))
     profiles = check_candidates(space, base, candidates)
+    _check_factors([base, *profiles], list(plan.frames))
     folds = make_folds(
         pd.DatetimeIndex(next(iter(plan.frames.values())).index),
         settings.train,
@@ -203,6 +209,16 @@ def _search(
         settings,
         (spec.cash, spec.commission, spec.slippage),
     )
+
+
+def _check_factors(profiles: list[Profile], tickers: list[str]) -> None:
+    """Refuse, before any backtest, a regime factor the data cannot feed (a credit feed that
+    is not a ticker, correlation on one ticker): every trial would fail at its start."""
+    for profile in profiles:
+        try:
+            FactorState(profile.regime.factors, tickers)
+        except ValueError as error:
+            raise UserError(f"profile {profile.name}: {error}") from None
 
 
 def _with_regime(profile: Profile, ticker: str) -> Profile:
@@ -242,10 +258,10 @@ def _fingerprint(search: Search) -> dict[str, Any]:
 
 def _run_all(
     search: Search, engine: Engine, store: TrialStore, progress: bool
-) -> tuple[dict[str, dict[str, Any]], dict[int, int | None]]:
+) -> tuple[dict[str, dict[str, Any]], dict[int, int | None], dict[str, Any] | None]:
     """Every trial's result: base and off on each train and test window and the candidates
     on each train window (grid and random: one batch; tpe: in rounds), then each fold's chosen
-    candidate on its test window."""
+    candidate on its test window; then the timing test (None with no shifts)."""
     settings = search.settings
     first: list[Trial] = []
     for fold in search.folds:
@@ -266,6 +282,14 @@ def _run_all(
         reused += _run_batch(trials, engine, store, bar, results)
         return results
 
+    timed: dict[str, dict[str, Any]] = {}
+
+    def timing_batch(trials: list[Trial]) -> dict[str, dict[str, Any]]:
+        nonlocal reused
+        bar.total += len(trials)
+        reused += _run_batch(trials, engine, store, bar, timed)
+        return timed
+
     with bar:
         batch(first)
         if settings.sampler == "tpe":
@@ -278,9 +302,12 @@ def _run_all(
             ]
         )
         bar.total = bar.n  # proposals that repeated earlier ones ran once
+        timing = None
+        if settings.timing_shifts:
+            timing = timing_permutation(search, chosen, results, timing_batch)
     if reused:  # the CLI shows it; a notebook sees it where it sends this logger's records
         _log.info("reused %d of %d trial results stored in %s.", reused, bar.n, store.path)
-    return results, chosen
+    return results, chosen, timing
 
 
 def _run_batch(
