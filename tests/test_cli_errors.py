@@ -945,3 +945,18 @@ def write_doc() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     write_doc()
+
+
+def test_a_reader_that_stops_reading_gets_no_error(tmp_path: Path) -> None:
+    """`bt-protection strategies | head -0`: the closed pipe ends the command quietly."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bt_protection", "strategies"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the command writes: its first flush meets a broken pipe
+    errors = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 1
+    assert errors == ""
