@@ -29,7 +29,7 @@ from bt_protection.models import ProtectionResult
 from bt_protection.profile import Profile, load_profile
 from bt_protection.protections.base import registry
 
-FORMAT = 1
+FORMAT = 2  # 2: core asset immunity reads the orchestrator's ledger (no sizes of its own)
 _PACKAGE = "bt_protection"
 # what a caller saves beside the state in the same transaction (a paper broker, order rows)
 _RECORDS = "CREATE TABLE records(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -474,7 +474,7 @@ def _read_meta(db: sqlite3.Connection, where: Path, create: bool = True) -> dict
     if meta and meta.get("format") != str(FORMAT):  # empty: reset, nothing saved since
         raise StateError(
             f"state file {where} has format {meta.get('format')!r}; this version reads "
-            f"format {FORMAT}."
+            f"format {FORMAT}; reset it (`bt-protection state reset`) to start anew."
         )
     return meta
 

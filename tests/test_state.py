@@ -209,6 +209,18 @@ def test_a_file_of_another_profile_or_other_assets_is_refused(tmp_path: Path) ->
     backtest(tmp_path, "after", "conservative", end="2016-07-29", protection_state=str(state))
 
 
+def test_a_file_of_an_earlier_format_is_refused_and_kept(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    backtest(tmp_path, "first", "balanced", end="2016-06-30", protection_state=str(state))
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
+    db.close()
+    before = state.read_bytes()
+    with pytest.raises(UserError, match=r"has format '1'; this version reads format 2; reset"):
+        StateFile.open(state, load_profile("balanced"), ["AAPL", "NVDA"])
+    assert state.read_bytes() == before
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_corrupt_or_truncated_file_is_refused_and_kept(tmp_path: Path, damage: str) -> None:
     state = tmp_path / "state.db"
