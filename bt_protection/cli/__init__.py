@@ -74,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(f"bt_protection.cli.{COMMANDS[args.command][0]}")
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except UserError as error:
         print(
             f"bt-protection {args.command}: error: {as_flags(str(error), args.flags)}",
