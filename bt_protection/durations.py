@@ -103,28 +103,24 @@ class Duration:
     def counts_decisions(self) -> bool:
         return self.unit is DurationUnit.DECISIONS
 
-    def _clock_only(self) -> None:
-        if self.unit is DurationUnit.DECISIONS:
-            raise ValueError(f"{self} counts decisions, not time on the backtest clock.")
-
     def progress(self, start: ClockPoint, now: ClockPoint) -> int:
         """Whole bars or days from `start` to `now`."""
-        self._clock_only()
-        if self.unit is DurationUnit.BARS:
+        unit = self.unit
+        if unit is DurationUnit.BARS:
             if start.bar is None or now.bar is None:
                 raise ValueError(
                     f"bar is required: this profile counts {self} and an event came without "
                     "its bar index."
                 )
             return now.bar - start.bar
+        if unit is DurationUnit.DECISIONS:
+            raise ValueError(f"{self} counts decisions, not time on the backtest clock.")
         return (now.date - start.date).days
 
     def elapsed(self, start: ClockPoint, now: ClockPoint) -> bool:
-        """True once `now - start >= self` (so exactly at `start + self`)."""
-        self._clock_only()
-        if self.unit is DurationUnit.BARS:
-            return self.progress(start, now) >= self.amount
-        return now.date - start.date >= timedelta(days=self.amount)
+        """True once `now - start >= self` (so exactly at `start + self`): whole days compare
+        as the time difference does, since `amount` is a whole number of days."""
+        return self.progress(start, now) >= self.amount
 
     def ends(self, start: ClockPoint) -> str:
         """When a duration started at `start` elapses, in words."""
@@ -136,7 +132,11 @@ class Duration:
             return f"bar {start.bar + self.amount}"
         return (start.date + timedelta(days=self.amount)).date().isoformat()
 
-    def describe_progress(self, start: ClockPoint, now: ClockPoint) -> str:
-        """`"3 of 10 bars since 2020-03-02"`."""
+    def describe_progress(
+        self, start: ClockPoint, now: ClockPoint, progress: int | None = None
+    ) -> str:
+        """`"3 of 10 bars since 2020-03-02"`; `progress` when the caller has it already."""
         unit = "bars" if self.unit is DurationUnit.BARS else "days"
-        return f"{self.progress(start, now)} of {self.amount} {unit} since {start.describe()}"
+        if progress is None:
+            progress = self.progress(start, now)
+        return f"{progress} of {self.amount} {unit} since {start.describe()}"

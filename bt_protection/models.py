@@ -128,6 +128,38 @@ class ProtectionRequest:
         if self.metadata is not None:
             setattr_(self, "metadata", dict(self.metadata))
 
+    @classmethod
+    def trusted(
+        cls,
+        asset: str,
+        current_date: datetime,
+        current_size: float,
+        target_size: float,
+        action: Action,
+        reason: str,
+        bar: int | None,
+        exempt: bool,
+        metadata: dict[str, Any] | None,
+    ) -> ProtectionRequest:
+        """A request from values an adapter already guarantees, without `__post_init__`'s
+        checks (the decision path's hot part; docs/decisions.md): a non-empty `asset`, a
+        `datetime`, different finite float sizes, the `action` `derive_action` gives for them,
+        an int or None `bar`, no score, and a `metadata` dict of the caller's own that nothing
+        else changes. Public callers use the constructor, which checks all of it."""
+        request = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(request, "asset", asset)
+        setattr_(request, "current_date", current_date)
+        setattr_(request, "current_size", current_size)
+        setattr_(request, "target_size", target_size)
+        setattr_(request, "action", action)
+        setattr_(request, "reason", reason)
+        setattr_(request, "score", None)
+        setattr_(request, "bar", bar)
+        setattr_(request, "exempt", exempt)
+        setattr_(request, "metadata", metadata)
+        return request
+
 
 @dataclass(frozen=True, slots=True)
 class ProtectionResult:
@@ -151,6 +183,29 @@ class ProtectionResult:
     def __post_init__(self) -> None:
         if type(self.details) is not MappingProxyType:  # read-only, so decisions stay immutable
             object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    @classmethod
+    def of(
+        cls,
+        system: str,
+        priority: int,
+        allowed: bool,
+        reason: str,
+        details: MappingProxyType[str, Any],
+        allowed_target: float | None = None,
+    ) -> ProtectionResult:
+        """A result whose `details` are read-only already, without `__post_init__` (what
+        `Protection.allow` / `deny` build for every check)."""
+        result = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(result, "system", system)
+        setattr_(result, "priority", priority)
+        setattr_(result, "allowed", allowed)
+        setattr_(result, "reason", reason)
+        setattr_(result, "details", details)
+        setattr_(result, "allowed_target", allowed_target)
+        setattr_(result, "audit_json", None)
+        return result
 
     def __reduce__(self) -> tuple[Any, ...]:
         # a mappingproxy does not pickle; rebuild from a plain copy (optstrategy, processes)

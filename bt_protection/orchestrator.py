@@ -152,14 +152,15 @@ class ProtectionOrchestrator:
             self._trail.decision(request, decision, restart=True)
             return decision
         now = clock.advance(request.current_date, request.bar)
-        decision, errors = self._pipeline.decide(request, now, started, self.regime, refusal)
+        systems = self._systems
+        decision, errors = self._pipeline.decide(request, now, started, systems.regime, refusal)
         self._metrics.count(decision)
         self._trail.decision(request, decision)
         if not (request.exempt or refusal):
-            errors += self._systems.after_decision(request, decision, now)
-            self.regime_each_bar = self._systems.wants_each_bar(clock.last_point())
+            errors += systems.after_decision(request, decision, now)
+            self.regime_each_bar = systems.wants_each_bar(clock.last_point)
         for text in errors:
-            self._systems.record_error(now, {"asset": request.asset, "error": text})
+            systems.record_error(now, {"asset": request.asset, "error": text})
         return decision
 
     def on_fill(
@@ -179,7 +180,7 @@ class ProtectionOrchestrator:
         """The confirmed regime label at the bar of `date`: at the first bar, then when it
         changes, and at every bar while `regime_each_bar` is true; between calls it stands."""
         if self._events.regime(date, regime, bar):
-            self.regime_each_bar = self._systems.wants_each_bar(self._clock.last_point())
+            self.regime_each_bar = self._systems.wants_each_bar(self._clock.last_point)
 
     def on_volatility(self, date: Any, ratio: float | None, bar: int | None = None) -> None:
         """The watched market's realised volatility over its long-run median at the bar of

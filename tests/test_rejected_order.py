@@ -269,8 +269,10 @@ def test_in_a_real_run_each_denied_order_equals_backtraders() -> None:
     pairs: list[tuple[Any, Any, Any, Any]] = []
 
     class Twin(SmaCrossover):
-        def _rejected(self, isbuy: bool, data: Any, size: float, args: Any, info: Any) -> Any:
-            mine = super()._rejected(isbuy, data, size, args, info)
+        def _rejected(
+            self, isbuy: bool, data: Any, size: float, args: Any, info: Any, close: Any
+        ) -> Any:
+            mine = super()._rejected(isbuy, data, size, args, info, close)
             my_note = self.broker.notifs[-1]
             given = {k: v for k, v in args.items() if v is not ORDER_DEFAULTS[k]}
             theirs = reference(self, isbuy, data, size, given, info)

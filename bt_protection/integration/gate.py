@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from math import isfinite
 from typing import Any, NamedTuple, Protocol
 
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
@@ -152,28 +153,45 @@ class OrderGate:
 
         A stop order or a bracket child that only reduces the position is a safety exit
         (exempt). The child of a denied parent is judged on the position the parent would
-        have left and is refused with it.
+        have left and is refused with it. The request takes `metadata` as it is (the caller
+        makes it for this order).
         """
-        current = position + self.live_size(asset)
+        current = position + (self.live_size(asset) if self._live.get(asset) else 0.0)
         refusal = None
         if refused_parent is not None:
             current += refused_parent.size
             refusal = refused_parent.refusal
         target = current + (abs(size) if isbuy else -abs(size))
         contingent = has_parent or exectype in STOP_EXECTYPES
-        safety = contingent and derive_action(current, target) in _REDUCING
-        request = ProtectionRequest(
-            asset,
-            when,
-            current,
-            target,
-            reason=reason or "",
-            score=score,
-            bar=bar,
-            exempt=refusal is None and (bool(exempt) or safety),
-            metadata=metadata,
-        )
-        return GatedOrder(request, refusal, not (contingent and request.exempt))
+        action = derive_action(current, target)
+        exempt = refusal is None and (bool(exempt) or (contingent and action in _REDUCING))
+        current, target = float(current), float(target)
+        if (
+            score is None
+            and isinstance(asset, str)
+            and asset
+            and current != target
+            and isfinite(target)
+            and isfinite(current)
+            and isinstance(when, datetime)
+            and isinstance(bar, int)
+        ):  # what the constructor would check holds: no need to check it again
+            request = ProtectionRequest.trusted(
+                asset, when, current, target, action, reason or "", bar, exempt, metadata
+            )
+        else:  # the constructor's checks, and its errors
+            request = ProtectionRequest(
+                asset,
+                when,
+                current,
+                target,
+                reason=reason or "",
+                score=score,
+                bar=bar,
+                exempt=exempt,
+                metadata=metadata,
+            )
+        return GatedOrder(request, refusal, not (contingent and exempt))
 
     def is_live(self, asset: str, order: LiveOrder) -> bool:
         """Whether `order` counts among the live orders of `asset` (a paper save keeps this)."""

@@ -632,14 +632,15 @@ class ProtectionMixin(bt.Strategy):
         size = size if size is not None else self.getsizing(data, isbuy=isbuy)
         if not size:
             return None  # as bt.Strategy does: nothing to order
-        exempt, reason, score = (extra.pop(k, None) for k in ORDER_EXTRAS)
-        asset = self._asset_of(data)
+        exempt, reason, score = map(extra.pop, ORDER_EXTRAS, (None, None, None))
+        asset = self._protection_assets.get(id(data)) or self._asset_of(data)
         parent = args["parent"]
         position = self.getposition(data).size
         when, bar = self._order_clock()
         if self._protection_resume is None:  # orders on bars handled before a restart: uncounted
             self._protection_attempts += 1
         attempt = self._protection_attempts
+        close = data.lines.close[0] if self._protection_prices else None
         gated = self._protection_gate.request(
             asset,
             when,
@@ -649,13 +650,13 @@ class ProtectionMixin(bt.Strategy):
             position,
             exectype=args["exectype"],
             has_parent=parent is not None,
-            refused_parent=_refused(parent),
+            refused_parent=None if parent is None else _refused(parent),
             exempt=exempt,
             reason=reason,
             score=score,
-            metadata={"attempt": attempt, "price": data.close[0]}
-            if self._protection_prices
-            else {"attempt": attempt},
+            metadata={"attempt": attempt}
+            if close is None
+            else {"attempt": attempt, "price": close},
         )
         decision = self.protection.can_execute_action(gated.request, gated.refusal)
         audit = self.protection.audit
@@ -666,9 +667,8 @@ class ProtectionMixin(bt.Strategy):
         for listener in self._protection_listeners:
             listener(decision)
         info = dict(extra, protection=decision, protection_attempt=attempt)
-        send = size_to_send(decision)
-        if send is None:
-            return self._rejected(isbuy, data, abs(size), args, info)
+        if not decision.approved:
+            return self._rejected(isbuy, data, abs(size), args, info, close)
         oco = args["oco"]
         if oco is not None and oco.status == bt.Order.Rejected and "protection" in oco.info:
             args["oco"] = None  # its partner was denied and never reached the broker
@@ -676,17 +676,24 @@ class ProtectionMixin(bt.Strategy):
             self._protection_save(when, bar)  # on disk before the broker sees the order
         submit = super().buy if isbuy else super().sell
         # a partly approved order sends the allowed part; the decision says what was clipped
-        order = submit(data=data, size=send, **args, **info)
+        order = submit(data=data, size=size_to_send(decision), **args, **info)
         self._protection_gate.sent(gated, order)
         return order
 
     def _rejected(
-        self, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
+        self,
+        isbuy: bool,
+        data: Any,
+        size: float,
+        args: dict[str, Any],
+        info: dict[str, Any],
+        close: float | None,
     ) -> Any:
-        """A denied order: created, marked Rejected and queued as a notification only."""
+        """A denied order: created, marked Rejected and queued as a notification only
+        (`close`: the feed's close, when read already)."""
         orders = self.__dict__.get("_protection_rejected")
         if orders is None:
             orders = self._protection_rejected = RejectedOrders(self)
-        order = orders.build(isbuy, data, size, args, info)
+        order = orders.build(isbuy, data, size, args, info, close)
         orders.notify(self.broker, order)
         return order

@@ -72,6 +72,9 @@ def _order_data(
     return record
 
 
+_BLANK = _order_data(0.0).__dict__  # an empty record's fields, in `OrderData.__init__`'s order
+
+
 def session_end_of_day(day: int, session: datetime.time) -> float:
     """`date2num` of the datetime `session` on the day numbered `day` (no time zone): the
     provisional end of session of an order created at that day's midnight."""
@@ -95,40 +98,27 @@ class RejectedOrders:
         self._sessions: dict[int, tuple[float, float]] = {}  # id(data) -> (bar, dteos)
 
     def build(
-        self, isbuy: bool, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
+        self,
+        isbuy: bool,
+        data: Any,
+        size: float,
+        args: dict[str, Any],
+        info: dict[str, Any],
+        close: float | None = None,
     ) -> Any:
         """The order `Strategy.buy` (`isbuy`) or `sell` would create for `size` (positive) and
-        `args` (`_ORDER_DEFAULTS`' keys), with `info` added and marked `Rejected`."""
+        `args` (`ORDER_DEFAULTS`' keys), with `info` added and marked `Rejected` (`close`: the
+        feed's close now, when the caller read it already).
+
+        `OrderBase.__init__`, `addinfo(**info)` and `reject()`, as plain assignments."""
         cls = bt.BuyOrder if isbuy else bt.SellOrder
         valid = args["valid"]
-        if not isinstance(valid, (datetime.date, datetime.timedelta)):
-            return self._fast(cls, data, size, args, info)
-        order = cls(  # `valid` converted with dates: rare enough for backtrader's constructor
-            owner=self._owner,
-            data=data,
-            size=size,
-            price=args["price"],
-            pricelimit=args["plimit"],
-            exectype=args["exectype"],
-            valid=valid,
-            tradeid=args["tradeid"],
-            trailamount=args["trailamount"],
-            trailpercent=args["trailpercent"],
-            parent=args["parent"],
-            transmit=args["transmit"],
-        )
-        order.addinfo(**info)
-        order.reject()
-        return order
-
-    def _fast(
-        self, cls: Any, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
-    ) -> Any:
-        """`OrderBase.__init__`, `addinfo(**info)` and `reject()`, as plain assignments."""
+        if isinstance(valid, (datetime.date, datetime.timedelta)):
+            return self._converted(cls, data, size, args, info)
         price, pricelimit, exectype = args["price"], args["plimit"], args["exectype"]
         trailamount, trailpercent = args["trailamount"], args["trailpercent"]
         parent = args["parent"]
-        params = cls.params()
+        params = object.__new__(cls.params)  # `cls.params()`: order params nest no others
         params.__dict__.update(
             owner=self._owner,
             data=data,
@@ -136,7 +126,7 @@ class RejectedOrders:
             price=price,
             pricelimit=pricelimit,
             exectype=exectype,
-            valid=args["valid"],
+            valid=valid,
             tradeid=args["tradeid"],
             oco=None,  # the broker keeps oco groups; the order never holds one
             trailamount=trailamount,
@@ -163,7 +153,7 @@ class RejectedOrders:
         if cls.ordtype == bt.Order.Sell:
             fields["size"] = size = -size
         lines = data.lines
-        pclose = lines.close[0]
+        pclose = lines.close[0] if close is None else close
         now = lines.datetime[0]
         created = _order_data(
             dt=now,
@@ -182,9 +172,33 @@ class RejectedOrders:
             order.trailadjust(start)
         else:
             fields["_limitoffset"] = 0.0
-        fields["executed"] = _order_data(dt=now, remsize=size)
+        executed = fields["executed"] = object.__new__(OrderData)  # `OrderData(now, remsize=size)`
+        executed.__dict__.update(_BLANK, exbits=deque(), dt=now, remsize=size)
         fields["position"] = 0
         fields["dteos"] = self._session_end(data, now)
+        return order
+
+    def _converted(
+        self, cls: Any, data: Any, size: float, args: dict[str, Any], info: dict[str, Any]
+    ) -> Any:
+        """The order built by backtrader's constructor: a `valid` date or time span, which it
+        converts with dates, is rare enough for it."""
+        order = cls(
+            owner=self._owner,
+            data=data,
+            size=size,
+            price=args["price"],
+            pricelimit=args["plimit"],
+            exectype=args["exectype"],
+            valid=args["valid"],
+            tradeid=args["tradeid"],
+            trailamount=args["trailamount"],
+            trailpercent=args["trailpercent"],
+            parent=args["parent"],
+            transmit=args["transmit"],
+        )
+        order.addinfo(**info)
+        order.reject()
         return order
 
     def _session_end(self, data: Any, now: float) -> Any:

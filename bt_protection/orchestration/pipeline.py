@@ -3,6 +3,7 @@ and the decision's reason."""
 
 from __future__ import annotations
 
+from operator import attrgetter
 from time import perf_counter_ns
 
 from bt_protection.durations import ClockPoint
@@ -13,6 +14,12 @@ from bt_protection.profile import Mode, OnError, Profile
 from bt_protection.protections.base import REDUCING, Protection
 
 _CORE = "core_asset_immunity"  # what exit safety's `core: keep` leaves alone
+_SYSTEM = attrgetter("system")
+
+
+def systems_of(results: list[ProtectionResult]) -> tuple[str, ...]:
+    """The systems of `results`, in their order."""
+    return tuple(map(_SYSTEM, results))
 
 
 def error_text(protection: Protection, exc: Exception) -> str:
@@ -59,8 +66,7 @@ class DecisionPipeline:
         """The decision on `request` at `now` and the texts of the systems' failures."""
         errors: list[str] = []
         action = request.action
-        results = self._evaluate(request, now, errors, self._protections)
-        blocking = [r for r in results if not r.allowed]
+        results, blocking = self._evaluate(request, now, errors, self._protections)
         overridden: tuple[str, ...] = ()
         if blocking and self._overriders:
             blocking, overridden = self._lift(blocking, now)
@@ -94,7 +100,7 @@ class DecisionPipeline:
             request.asset,
             now.date,
             reason,
-            tuple([r.system for r in blocking]),
+            systems_of(blocking),
             tuple(results),
             bool(overridden),
             overridden,
@@ -126,7 +132,7 @@ class DecisionPipeline:
             return blocking, ()
         return (
             [r for r in blocking if r.system not in lifted],
-            tuple(r.system for r in blocking if r.system in lifted),
+            tuple([r.system for r in blocking if r.system in lifted]),
         )
 
     def _safe_exit(
@@ -146,19 +152,20 @@ class DecisionPipeline:
         """
         if request.action is Action.REVERSE:
             close_blocking = self._close_leg(request, now, errors)
-            closing = {r.system for r in close_blocking}
+            closing = set(systems_of(close_blocking))
             open_blocking = [
                 r for r in blocking if r.system not in closing or r.system in self._open_judges
             ]
         else:
             close_blocking, open_blocking = blocking, []
         valve = None
+        lifted = systems_of(close_blocking)
         if close_blocking:
-            valve = safety.valve(request)
-            keeps = not safety.lifts_core and any(r.system == _CORE for r in close_blocking)
-            if valve is None or keeps:
+            if _CORE in lifted and not safety.lifts_core:  # core immunity stays
                 return None
-        lifted = tuple(r.system for r in close_blocking)
+            valve = safety.valve(request)
+            if valve is None:
+                return None
         risk = "" if valve is None else _risk_reason(valve, close_blocking) + " "
         if not open_blocking:  # the whole order may go: its exit is a risk exit
             return request.target_size, risk.rstrip(), [], lifted
@@ -186,9 +193,7 @@ class DecisionPipeline:
             bar=request.bar,
             metadata=request.metadata,
         )
-        blocking = [
-            r for r in self._evaluate(close, now, errors, self._close_guards) if not r.allowed
-        ]
+        blocking = self._evaluate(close, now, errors, self._close_guards)[1]
         return self._lift(blocking, now)[0] if blocking and self._overriders else blocking
 
     def _evaluate(
@@ -197,14 +202,18 @@ class DecisionPipeline:
         now: ClockPoint,
         errors: list[str],
         protections: list[Protection],
-    ) -> list[ProtectionResult]:
-        """The result of each of `protections` for `request` (a failure follows `on_error`)."""
+    ) -> tuple[list[ProtectionResult], list[ProtectionResult]]:
+        """The result of each of `protections` for `request` (a failure follows `on_error`),
+        and those of them that do not allow it."""
         results: list[ProtectionResult] = []
+        blocking: list[ProtectionResult] = []
         action = request.action
         for protection in protections:
             try:
                 if action in protection.guards:
-                    result = protection.annotate(protection.check(request, now))
+                    result = protection.check(request, now)
+                    if protection.in_force:  # adaptive values in force: named in the result
+                        result = protection.annotate(result)
                 else:
                     result = protection.not_guarded[action]
             except Exception as exc:  # noqa: BLE001 - on_error decides what a failure means
@@ -219,7 +228,9 @@ class DecisionPipeline:
                     {"error": text},
                 )
             results.append(result)
-        return results
+            if not result.allowed:
+                blocking.append(result)
+        return results, blocking
 
     def _reason(
         self,

@@ -3,7 +3,7 @@ that override it, and a failing system is recorded while the run goes on."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bt_protection.adaptive import ByVolatility
@@ -71,16 +71,17 @@ class Systems:
                 errors.append(error_text(protection, exc))
         return errors
 
-    def wants_each_bar(self, last: ClockPoint) -> bool:
+    def wants_each_bar(self, last: Callable[[], ClockPoint]) -> bool:
         """Whether a system wants the regime label every bar (asked after the events that move
-        a window: labels, decisions). A system that fails to answer is recorded and gets it."""
+        a window: labels, decisions). A system that fails to answer is recorded at `last()`
+        (the clock's last event) and gets it."""
         wanted = False
         for protection in self.hooks["on_regime"]:
             try:
                 wanted = wanted or protection.wants_each_bar()
             except Exception as exc:  # noqa: BLE001 - a failing system must not stop the run
                 text = error_text(protection, exc)
-                self.record_error(last, {"hook": "wants_each_bar", "error": text})
+                self.record_error(last(), {"hook": "wants_each_bar", "error": text})
                 wanted = True
         return wanted
 

@@ -87,12 +87,13 @@ class CoreAssetImmunity(Protection):
         return since
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
-        asset, action = request.asset, request.action.value
+        asset = request.asset
         if asset in self.config.assets:
             if self.config.keep is not None:
                 return self._floor(request, "listed in the profile", core="static")
             return self.deny(
-                f"{asset} is a core asset (listed in the profile); {action} is never allowed.",
+                f"{asset} is a core asset (listed in the profile); {request.action.value} is never "
+                "allowed.",
                 core="static",
             )
         since = self._promotion(asset, now)
@@ -104,7 +105,7 @@ class CoreAssetImmunity(Protection):
                 )
             return self.deny(
                 f"{asset} is a promoted core asset ({duration.describe_progress(since, now)}, "
-                f"core until {duration.ends(since)}); {action} is not allowed.",
+                f"core until {duration.ends(since)}); {request.action.value} is not allowed.",
                 core="promoted",
                 since=since.date,
             )

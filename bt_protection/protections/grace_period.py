@@ -75,14 +75,11 @@ class GracePeriod(Protection):
                 )
             return self._not_in_grace
         progress = duration.progress(since, now)
-        if duration.elapsed(since, now):
-            return self.allow(
-                f"Grace of {asset} is over ({duration.describe_progress(since, now)}).",
-                progress=progress,
-            )
+        told = duration.describe_progress(since, now, progress)
+        if progress >= duration.amount:  # elapsed
+            return self.allow(f"Grace of {asset} is over ({told}).", progress=progress)
         return self.deny(
-            f"{asset} is in grace: {duration.describe_progress(since, now)}; "
-            f"close allowed from {duration.ends(since)}.",
+            f"{asset} is in grace: {told}; close allowed from {duration.ends(since)}.",
             progress=progress,
             since=since.date,
         )

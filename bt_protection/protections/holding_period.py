@@ -73,11 +73,11 @@ class HoldingPeriod(Protection):
             return self._no_open
         if self.config.lots is not None:
             return self._check_lots(request, now)
-        if min_hold.elapsed(opened, now):
-            return self._held
         progress = min_hold.progress(opened, now)
+        if progress >= min_hold.amount:  # elapsed
+            return self._held
         return self.deny(
-            f"{asset} held {min_hold.describe_progress(opened, now)}; "
+            f"{asset} held {min_hold.describe_progress(opened, now, progress)}; "
             f"{request.action.value} allowed from {min_hold.ends(opened)}.",
             held=progress,
             opened=opened.date,

@@ -81,10 +81,12 @@ class WhipsawProtection(Protection):
                 cycles=cycles,
             )
         last = self._last_exit.get(asset)
-        if last is not None and not config.min_reentry.elapsed(last, now):
+        reentry = config.min_reentry
+        progress = 0 if last is None else reentry.progress(last, now)
+        if last is not None and progress < reentry.amount:  # not elapsed
             return self.deny(
-                f"{asset} was exited {config.min_reentry.describe_progress(last, now)}; "
-                f"re-entry allowed from {config.min_reentry.ends(last)}.",
+                f"{asset} was exited {reentry.describe_progress(last, now, progress)}; "
+                f"re-entry allowed from {reentry.ends(last)}.",
                 cycles=cycles,
                 last_exit=last.date,
             )
