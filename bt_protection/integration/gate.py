@@ -52,9 +52,8 @@ def order_arguments(positional: tuple[Any, ...], keywords: dict[str, Any]) -> di
         if name in keywords:
             raise TypeError(f"buy/sell got multiple values for argument {name!r}.")
         bound[name] = value
-    for name in ORDER_DEFAULTS:
-        if name in keywords:
-            bound[name] = keywords.pop(name)
+    for name in keywords.keys() & ORDER_DEFAULTS.keys():
+        bound[name] = keywords.pop(name)
     return bound
 
 
@@ -191,7 +190,8 @@ class OrderGate:
                 exempt=exempt,
                 metadata=metadata,
             )
-        return GatedOrder(request, refusal, not (contingent and exempt))
+        # `GatedOrder(...)` without the named tuple's Python-level `__new__`: one per order
+        return tuple.__new__(GatedOrder, (request, refusal, not (contingent and exempt)))
 
     def is_live(self, asset: str, order: LiveOrder) -> bool:
         """Whether `order` counts among the live orders of `asset` (a paper save keeps this)."""

@@ -14,12 +14,7 @@ from bt_protection.profile import Mode, OnError, Profile
 from bt_protection.protections.base import REDUCING, Protection
 
 _CORE = "core_asset_immunity"  # what exit safety's `core: keep` leaves alone
-_SYSTEM = attrgetter("system")
-
-
-def systems_of(results: list[ProtectionResult]) -> tuple[str, ...]:
-    """The systems of `results`, in their order."""
-    return tuple(map(_SYSTEM, results))
+_SYSTEM = attrgetter("system")  # the systems of results: tuple(map(_SYSTEM, results))
 
 
 def error_text(protection: Protection, exc: Exception) -> str:
@@ -100,7 +95,7 @@ class DecisionPipeline:
             request.asset,
             now.date,
             reason,
-            systems_of(blocking),
+            tuple(map(_SYSTEM, blocking)),
             tuple(results),
             bool(overridden),
             overridden,
@@ -152,14 +147,14 @@ class DecisionPipeline:
         """
         if request.action is Action.REVERSE:
             close_blocking = self._close_leg(request, now, errors)
-            closing = set(systems_of(close_blocking))
+            closing = set(map(_SYSTEM, close_blocking))
             open_blocking = [
                 r for r in blocking if r.system not in closing or r.system in self._open_judges
             ]
         else:
             close_blocking, open_blocking = blocking, []
         valve = None
-        lifted = systems_of(close_blocking)
+        lifted = tuple(map(_SYSTEM, close_blocking))
         if close_blocking:
             if _CORE in lifted and not safety.lifts_core:  # core immunity stays
                 return None

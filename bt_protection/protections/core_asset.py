@@ -96,7 +96,7 @@ class CoreAssetImmunity(Protection):
                 "allowed.",
                 core="static",
             )
-        since = self._promotion(asset, now)
+        since = self._promotion(asset, now) if asset in self._promoted else None
         if since is not None:
             duration = self.config.dynamic.duration  # type: ignore[union-attr]
             if self.config.keep is not None:

@@ -129,6 +129,9 @@ class _Window:
     last: ClockPoint | None = None
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 @register
 class RegimeOverride(Protection):
     key = "regime_override"
@@ -156,11 +159,13 @@ class RegimeOverride(Protection):
         return None if length.elapsed(window.start, now) else window
 
     def check(self, request: ProtectionRequest, now: ClockPoint) -> ProtectionResult:
+        if self._window is None:  # most decisions: no window (no call to learn it)
+            return self._idle
         return self._idle if self._active(now) is None else self._open_result
 
     def overrides(self, now: ClockPoint) -> frozenset[str]:
-        window = self._active(now)
-        return frozenset() if window is None else window.systems
+        window = None if self._window is None else self._active(now)
+        return _NONE if window is None else window.systems
 
     def after_decision(
         self, request: ProtectionRequest, decision: ProtectionDecision, now: ClockPoint
