@@ -147,17 +147,10 @@ class ProtectionRequest:
         an int or None `bar`, no score, and a `metadata` dict of the caller's own that nothing
         else changes. Public callers use the constructor, which checks all of it."""
         request = object.__new__(cls)
-        setattr_ = object.__setattr__
-        setattr_(request, "asset", asset)
-        setattr_(request, "current_date", current_date)
-        setattr_(request, "current_size", current_size)
-        setattr_(request, "target_size", target_size)
-        setattr_(request, "action", action)
-        setattr_(request, "reason", reason)
-        setattr_(request, "score", None)
-        setattr_(request, "bar", bar)
-        setattr_(request, "exempt", exempt)
-        setattr_(request, "metadata", metadata)
+        sizes = (current_size, target_size)
+        values = (asset, current_date, *sizes, action, reason, None, bar, exempt, metadata)
+        for name, value in zip(_REQUEST_FIELDS, values, strict=True):  # score: None
+            object.__setattr__(request, name, value)
         return request
 
 
@@ -197,14 +190,9 @@ class ProtectionResult:
         """A result whose `details` are read-only already, without `__post_init__` (what
         `Protection.allow` / `deny` build for every check)."""
         result = object.__new__(cls)
-        setattr_ = object.__setattr__
-        setattr_(result, "system", system)
-        setattr_(result, "priority", priority)
-        setattr_(result, "allowed", allowed)
-        setattr_(result, "reason", reason)
-        setattr_(result, "details", details)
-        setattr_(result, "allowed_target", allowed_target)
-        setattr_(result, "audit_json", None)
+        values = (system, priority, allowed, reason, details, allowed_target, None)
+        for name, value in zip(_RESULT_FIELDS, values, strict=True):
+            object.__setattr__(result, name, value)
         return result
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -311,6 +299,8 @@ class ProtectionDecision:
         }
 
 
+_REQUEST_FIELDS = tuple(f.name for f in fields(ProtectionRequest))
+_RESULT_FIELDS = tuple(f.name for f in fields(ProtectionResult))
 _DECISION_FIELDS = tuple(f.name for f in fields(ProtectionDecision))
 
 
