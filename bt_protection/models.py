@@ -147,10 +147,17 @@ class ProtectionRequest:
         an int or None `bar`, no score, and a `metadata` dict of the caller's own that nothing
         else changes. Public callers use the constructor, which checks all of it."""
         request = object.__new__(cls)
-        sizes = (current_size, target_size)
-        values = (asset, current_date, *sizes, action, reason, None, bar, exempt, metadata)
-        for name, value in zip(_REQUEST_FIELDS, values, strict=True):  # score: None
-            object.__setattr__(request, name, value)
+        setattr_ = object.__setattr__  # field by field, as the generated __init__ does
+        setattr_(request, "asset", asset)
+        setattr_(request, "current_date", current_date)
+        setattr_(request, "current_size", current_size)
+        setattr_(request, "target_size", target_size)
+        setattr_(request, "action", action)
+        setattr_(request, "reason", reason)
+        setattr_(request, "score", None)
+        setattr_(request, "bar", bar)
+        setattr_(request, "exempt", exempt)
+        setattr_(request, "metadata", metadata)
         return request
 
 
@@ -176,24 +183,6 @@ class ProtectionResult:
     def __post_init__(self) -> None:
         if type(self.details) is not MappingProxyType:  # read-only, so decisions stay immutable
             object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
-
-    @classmethod
-    def of(
-        cls,
-        system: str,
-        priority: int,
-        allowed: bool,
-        reason: str,
-        details: MappingProxyType[str, Any],
-        allowed_target: float | None = None,
-    ) -> ProtectionResult:
-        """A result whose `details` are read-only already, without `__post_init__` (what
-        `Protection.allow` / `deny` build for every check)."""
-        result = object.__new__(cls)
-        values = (system, priority, allowed, reason, details, allowed_target, None)
-        for name, value in zip(_RESULT_FIELDS, values, strict=True):
-            object.__setattr__(result, name, value)
-        return result
 
     def __reduce__(self) -> tuple[Any, ...]:
         # a mappingproxy does not pickle; rebuild from a plain copy (optstrategy, processes)
@@ -299,8 +288,6 @@ class ProtectionDecision:
         }
 
 
-_REQUEST_FIELDS = tuple(f.name for f in fields(ProtectionRequest))
-_RESULT_FIELDS = tuple(f.name for f in fields(ProtectionResult))
 _DECISION_FIELDS = tuple(f.name for f in fields(ProtectionDecision))
 
 

@@ -235,7 +235,7 @@ class Protection:
         raise NotImplementedError
 
     def allow(self, reason: str, **details: Any) -> ProtectionResult:
-        return ProtectionResult.of(self.key, self.priority, True, reason, MappingProxyType(details))
+        return ProtectionResult(self.key, self.priority, True, reason, MappingProxyType(details))
 
     def constant(self, reason: str, **details: Any) -> ProtectionResult:
         """An allowing result made once and reused; it carries its audit JSON. The same reason
@@ -248,9 +248,7 @@ class Protection:
         return result
 
     def deny(self, reason: str, **details: Any) -> ProtectionResult:
-        return ProtectionResult.of(
-            self.key, self.priority, False, reason, MappingProxyType(details)
-        )
+        return ProtectionResult(self.key, self.priority, False, reason, MappingProxyType(details))
 
     def limit(
         self, request: ProtectionRequest, allowed_target: float, reason: str, **details: Any
@@ -260,7 +258,7 @@ class Protection:
         allowed_target = toward_current(request, allowed_target)
         if allowed_target == request.current_size or not getattr(self.config, "partial", False):
             return self.deny(reason, **details)
-        return ProtectionResult.of(
+        return ProtectionResult(
             self.key, self.priority, False, reason, MappingProxyType(details), allowed_target
         )
 
