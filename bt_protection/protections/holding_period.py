@@ -78,7 +78,7 @@ class HoldingPeriod(Protection):
             return self._held
         return self.deny(
             f"{asset} held {min_hold.describe_progress(opened, now, progress)}; "
-            f"{request.action.value} allowed from {min_hold.ends(opened)}.",
+            f"{request.action} allowed from {min_hold.ends(opened)}.",  # a StrEnum: its value
             held=progress,
             opened=opened.date,
         )
