@@ -4,7 +4,7 @@ orchestrator's decision leaves to send."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from bt_protection.integration.gate import (
     RefusedParent,
     size_to_send,
 )
-from bt_protection.models import Action, derive_action
+from bt_protection.models import Action, ProtectionRequest, derive_action
 
 WHEN = datetime(2020, 3, 2)
 
@@ -256,3 +256,37 @@ def test_a_partly_approved_order_sends_the_allowed_part(
     decision = orchestrator.can_execute_action(gated.request, gated.refusal)
     assert decision.partial and decision.approved_target == 50
     assert size_to_send(decision) == sent
+
+
+@pytest.mark.parametrize(
+    ("isbuy", "size", "position"),
+    [(True, 10, 0.0), (False, 10, 10.0), (False, 25, 10), (True, 5, -10.0), (True, 3, 10)],
+)
+def test_a_gated_request_equals_what_the_checked_constructor_makes(
+    isbuy: bool, size: int, position: float
+) -> None:
+    """The gate builds its requests without checking again what it guarantees; each equals,
+    field by field and type by type, the checked constructor's request of the same values."""
+    request = ask(OrderGate(), isbuy, size, position, reason="why").request
+    target = position + (size if isbuy else -size)
+    checked = ProtectionRequest(
+        "AAPL", WHEN, position, target, reason="why", bar=5, metadata={"attempt": 1}
+    )
+    for name in (f.name for f in fields(ProtectionRequest)):
+        mine, theirs = getattr(request, name), getattr(checked, name)
+        assert mine == theirs and type(mine) is type(theirs), name
+
+
+@pytest.mark.parametrize(
+    ("size", "field_name"), [(float("nan"), "target_size"), (float("inf"), "target_size")]
+)
+def test_a_size_the_gate_cannot_vouch_for_gets_the_constructors_error(
+    size: float, field_name: str
+) -> None:
+    with pytest.raises(ValueError, match=field_name):
+        ask(OrderGate(), True, size, 10.0)
+
+
+def test_a_score_is_checked_by_the_constructor() -> None:
+    with pytest.raises(ValueError, match="score"):
+        ask(OrderGate(), True, 5, score=float("nan"))
