@@ -12,6 +12,7 @@ from bt_protection.orchestration.clock import Clock
 from bt_protection.orchestration.ledger import PositionLedger
 from bt_protection.orchestration.observers import Metrics
 from bt_protection.orchestration.systems import Systems
+from bt_protection.state_rows import StateRows, nest
 
 
 class PersistedState:
@@ -32,26 +33,69 @@ class PersistedState:
         self._metrics = metrics
         self._systems = systems
         self._safety = safety
+        # path of each per-asset dict -> (the dict, its keys in order) as the last rows took them
+        self._seen: dict[str, tuple[dict[str, Any], list[str]]] = {}
 
     def state(self) -> dict[str, Any]:
         """Each system's state, exit safety's, positions, the regime, the counters and the last
         event's time and bar. Decision timings (wall clock) are left out."""
-        clock, systems = self._clock, self._systems
-        return {
+        parts, by_asset = self._parts()
+        return nest({**parts, **by_asset})
+
+    def rows(self, under: str) -> StateRows:
+        """What changed since the last call, as state-file rows, the paths under `under`:
+        every portfolio-level part (the file rewrites those whose text changed), and of the
+        per-asset parts (`Protection.per_asset`) only the rows of the assets an event touched
+        (`Systems.touched`), with the key order of a per-asset dict whose keys changed. The
+        first call, and the first after `restore`, gives every asset."""
+        parts, by_asset = self._parts()
+        prefix = under + "/"
+        rows = StateRows({under: {}, **{prefix + path: value for path, value in parts.items()}})
+        touched = self._systems.touched
+        for path, values in by_asset.items():
+            keys = list(values)
+            seen = self._seen.get(path)
+            if seen is None or seen[0] is not values:  # new, replaced whole or restored
+                touched.update(keys)
+                touched.update(() if seen is None else seen[1])
+            elif seen[1] == keys:
+                continue
+            else:  # an asset came or went (its event touched it: this is a safety net)
+                touched.update(set(keys).symmetric_difference(seen[1]))
+            rows.orders[prefix + path] = keys
+            self._seen[path] = (values, keys)
+        for asset in touched:
+            rows.assets[asset] = {
+                prefix + path: values[asset] for path, values in by_asset.items() if asset in values
+            }
+        touched.clear()
+        return rows
+
+    def _parts(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The state as (portfolio-level parts, per-asset dicts), each by its path."""
+        clock, systems, safety = self._clock, self._systems, self._safety
+        parts: dict[str, Any] = {
             "now": clock.now,
             "first": clock.first,
             "trace": clock.trace,
             "regime": systems.regime,
             "volatility": systems.volatility,
-            "positions": self._ledger.state(),
             **self._metrics.state(),
-            "protections": {p.key: p.state() for p in systems.all},
-            "exit_safety": None if self._safety is None else self._safety.state(),
+            "protections": {},
+            "exit_safety": None,
         }
+        by_asset: dict[str, dict[str, Any]] = {"positions": self._ledger.state()}
+        for protection in systems.all:
+            path = f"protections/{protection.key}"
+            _split(path, protection.state(), protection.per_asset, parts, by_asset)
+        if safety is not None:
+            _split("exit_safety", safety.state(), safety.per_asset, parts, by_asset)
+        return parts, by_asset
 
     def restore(self, state: Mapping[str, Any], handled: datetime | None) -> None:
         """Take back a `state()` saved under the same profile; the clock replays (ignores)
         events dated at or before `handled` (default: the last saved event)."""
+        self._seen.clear()  # the next rows give every asset
         saved, by_key = state["protections"], self._systems.by_key
         if set(saved) != set(by_key):
             raise ValueError(
@@ -71,6 +115,23 @@ class PersistedState:
         last = None if clock.now is None else clock.now.date
         marks = [d for d in (last, handled) if d is not None]
         clock.resume = max(marks) if marks else None
+
+
+def _split(
+    path: str,
+    state: Mapping[str, Any],
+    per_asset: frozenset[str],
+    parts: dict[str, Any],
+    by_asset: dict[str, dict[str, Any]],
+) -> None:
+    """Put `state` (a system's) under `path`: its per-asset dicts in `by_asset`, the rest in
+    `parts`."""
+    parts[path] = {}
+    for name, value in state.items():
+        if name in per_asset:
+            by_asset[f"{path}/{name}"] = value
+        else:
+            parts[f"{path}/{name}"] = value
 
 
 def replay_refusal(when: datetime, resume: datetime) -> str:

@@ -44,6 +44,9 @@ class Systems:
         self.volatility: float | None = None  # the volatility ratio (on_volatility)
         self._metrics = metrics
         self._trail = trail
+        self.touched: set[str] = set()
+        """The assets an event reached since a state file last took them: their per-asset
+        state (`Protection.per_asset`) may have moved."""
 
     def adapt(self) -> None:
         """Put in force each adaptive system's values for the current regime and volatility."""
@@ -52,6 +55,10 @@ class Systems:
 
     def fan_out(self, hook: str, now: ClockPoint, asset: str | None, *args: Any) -> None:
         """Run `hook` of every system that has it; a failure is recorded, the run goes on."""
+        if asset is not None:
+            self.touched.add(asset)
+        elif hook == "on_scores":  # (now, scores): each scored asset's state may move
+            self.touched.update(args[1])
         for protection in self.hooks[hook]:
             try:
                 getattr(protection, hook)(*args)
@@ -64,6 +71,7 @@ class Systems:
     ) -> list[str]:
         """Tell the systems that have the hook about `decision`; the texts of their failures."""
         errors: list[str] = []
+        self.touched.add(request.asset)
         for protection in self.hooks["after_decision"]:
             try:
                 protection.after_decision(request, decision, now)
