@@ -729,7 +729,8 @@ CASES: list[Bad] = [
             "2001-01-01",
         ),
         2,
-        "bt-protection paper: error: --until 2001-01-01 is before the data's first day 2013-01-02.",
+        "bt-protection paper: error: --until 2001-01-01 is before the data's first day "
+        "2013-01-02.",
     ),
 ]
 
@@ -808,26 +809,11 @@ def test_bad_input_in_a_process_has_no_traceback(case: Bad, workspace: Path) -> 
 def test_every_command_has_bad_input_cases() -> None:
     commands = {c.command for c in CASES}
     assert commands == {
-        "(none)",
-        "backtest",
-        "demo",
-        "validate",
-        "run",
-        "fetch",
-        "compare",
-        "systems",
-        "strategies",
-        "report",
-        "state",
-        "paper",
+        "(none)", "backtest", "demo", "validate", "run", "fetch", "compare", "systems",
+        "strategies", "report", "state", "paper",
     }
     assert {c.command for c in PROCESS_CASES} == {
-        "(none)",
-        "validate",
-        "run",
-        "fetch",
-        "compare",
-        "report",
+        "(none)", "validate", "run", "fetch", "compare", "report"
     }
     assert len({c.id for c in CASES}) == len(CASES)
 

@@ -222,16 +222,10 @@ def test_forward_returns_and_right_rate_on_a_toy_series() -> None:
     got = forward_returns(prices, pd.Series([dates[1], dates[6]]), pd.Series(["X", "X"]), (1, 5))
     assert got["fwd_1"].tolist() == pytest.approx([12 / 11 - 1, 8 / 16 - 1])
     assert got["fwd_5"].iloc[0] == pytest.approx(16 / 11 - 1) and math.isnan(got["fwd_5"].iloc[1])
-    rows = pd.DataFrame(
-        {
-            "run": "r",
-            "asset": "X",
-            "side": ["sell", "buy"],
-            "blocking_systems": "grace_period",
-            "fwd_1": got["fwd_1"],
-            "blocked_value": [110.0, 50.0],
-        }
-    )
+    rows = pd.DataFrame({
+        "run": "r", "asset": "X", "side": ["sell", "buy"], "blocking_systems": "grace_period",
+        "fwd_1": got["fwd_1"], "blocked_value": [110.0, 50.0],
+    })
     result = summarize(rows, (1,))
     assert result[["count", "right_1"]].values.tolist() == [[2, 1.0]]  # up after the sell,
     # down after the buy: both right
@@ -244,13 +238,8 @@ def test_forward_returns_and_right_rate_on_a_toy_series() -> None:
 
 def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> None:
     later = execute_run(
-        RunSpec(
-            "momentum_rotation",
-            PROFILES / "off.yaml",
-            data=SAMPLE_DATA,
-            start="2019-06-01",
-            end=END,
-        ),
+        RunSpec("momentum_rotation", PROFILES / "off.yaml", data=SAMPLE_DATA, start="2019-06-01",
+                end=END),
         tmp_path / "later",
     )
     with pytest.raises(UserError) as error:
@@ -261,8 +250,7 @@ def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> 
     assert "later uses" in message and "another date range" in message
     assert message.endswith("; set `allow_mixed_data` to compare them anyway.")
     assert list(compare_runs([ablated / "off", later], allow_mixed_data=True).index) == [
-        "off",
-        "later",
+        "off", "later"
     ]
 
 
@@ -276,10 +264,8 @@ def test_mixed_data_is_refused_unless_allowed(ablated: Path, tmp_path: Path) -> 
         (["--profiles", "missing.yaml"], "missing.yaml: no such file."),
         (["--jobs", "0"], "--jobs must be 1 or more, not 0."),
         (["--jobs", "-2"], "--jobs must be 1 or more, not -2."),
-        (
-            ["--profiles", str(PROFILES / "off.yaml"), str(PROFILES / "off.yaml")],
-            "two runs would be named 'off'",
-        ),
+        (["--profiles", str(PROFILES / "off.yaml"), str(PROFILES / "off.yaml")],
+         "two runs would be named 'off'"),
         (["--cash", "0"], "--cash must be above 0"),
     ],
 )
@@ -363,14 +349,8 @@ def test_a_failing_run_is_reported_and_the_others_kept(
 
 def test_library_call_returns_path_table_and_runs(ablated: Path) -> None:
     comparison = run_comparison(
-        "momentum_rotation",
-        [PROFILES / "off.yaml"],
-        data=SAMPLE_DATA,
-        start=START,
-        end=END,
-        out=ablated.parent / "library",
-        jobs=1,
-        progress=False,
+        "momentum_rotation", [PROFILES / "off.yaml"], data=SAMPLE_DATA, start=START, end=END,
+        out=ablated.parent / "library", jobs=1, progress=False,
     )
     assert comparison.path == ablated.parent / "library"
     assert list(comparison.table.index) == ["off"] and comparison.failed == {}
@@ -391,4 +371,6 @@ def test_a_comparison_on_other_data_gets_a_folder_of_its_own() -> None:
     assert default_out(Kind.TUNE, "sma_crossover", data_qualifier("data/etf17")) == Path(
         "runs/tune-sma_crossover-etf17"
     )
-    assert default_out(Kind.RUN, "sma_crossover", "balanced") == Path("runs/sma_crossover-balanced")
+    assert default_out(Kind.RUN, "sma_crossover", "balanced") == Path(
+        "runs/sma_crossover-balanced"
+    )

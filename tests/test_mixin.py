@@ -375,10 +375,7 @@ def test_shared_data_feeds_by_name(shared_data: Path) -> None:
     engine.addstrategy(Scripted, protection=HOLD, script=script, regime_data="SPY")
     strategy = engine.run()[0]
     assert [(d.asset, d.approved) for d in strategy.decisions] == [
-        ("GLD", True),
-        ("SPY", True),
-        ("TLT", True),
-        ("SPY", False),
+        ("GLD", True), ("SPY", True), ("TLT", True), ("SPY", False)
     ]
     assert strategy.protection.positions == dict.fromkeys(tickers, 5.0)
 

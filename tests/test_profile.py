@@ -46,7 +46,8 @@ def test_a_shipped_profile_loads_by_name_and_an_existing_path_wins(
     with pytest.raises(ProfileError) as raised:
         load_profile("balancd")
     assert str(raised.value) == (
-        f"balancd: no such file, and no shipped profile has that name; shipped profiles: {shipped}."
+        f"balancd: no such file, and no shipped profile has that name; shipped profiles: "
+        f"{shipped}."
     )
     with pytest.raises(ProfileError, match=r"^balanced\.yaml: no such file\.$"):
         load_profile("balanced.yaml")  # a file name is a path, never a name

@@ -471,7 +471,9 @@ class ClockRegime:
         self._markets = _NewCloses(list(markets.values()) if self._factors else [])
         self._index = EqualWeightIndex(len(feeds)) if len(feeds) > 1 else None
         self._state = RegimeState(config)
-        self._series = _Preloaded(feeds[0]) if len(feeds) == 1 and not self._factors else None
+        self._series = (
+            _Preloaded(feeds[0]) if len(feeds) == 1 and not self._factors else None
+        )
 
     def update(self) -> int:
         """The code at the strategy's current bar."""

@@ -70,7 +70,9 @@ def regime_series(closes: Sequence[float] | np.ndarray, config: RegimeConfig) ->
     return RegimeSeries(out_codes, out_ratios)
 
 
-def _valid_series(close: np.ndarray, config: RegimeConfig) -> tuple[list[int], list[float | None]]:
+def _valid_series(
+    close: np.ndarray, config: RegimeConfig
+) -> tuple[list[int], list[float | None]]:
     base = {f.name for f in config.factors}
     n = len(close)
     bars = np.arange(1, n + 1)
