@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from time import process_time
 
+from bt_protection.job import backtest
 from bt_protection.paper import run_paper
-from bt_protection.runner import RunSpec, backtest, plan_run
+from bt_protection.runner import RunSpec, plan_run
 
 
 def cpu(action: Callable[..., object], *args: object) -> float:
@@ -38,7 +39,7 @@ def measure(strategy: str, profile: str, rounds: int, folder: Path) -> tuple[flo
         out = folder / f"{strategy}-{profile}-{n}"
         for i, (runonce, preload) in enumerate(((True, True), (False, False))):
             spec = RunSpec(strategy, profile, runonce=runonce, preload=preload)
-            plan = plan_run(spec, out / "run")
+            plan = plan_run(spec)
             best[i] = min(best[i], cpu(backtest, plan, out / f"audit{i}.jsonl"))
         paper = RunSpec(strategy, profile)
         seconds = cpu(run_paper, paper, out / "state.db", out / "paper", None)

@@ -188,7 +188,7 @@ def _text(value: Any) -> str:
         return '{"$dt":' + _text(value.isoformat()) + "}"
     if isinstance(value, tuple):
         text = '{"$tuple":[' + ",".join([_text(v) for v in value]) + "]}"
-        if all(type(v) in _IMMUTABLE for v in value):  # e.g. (clock point, value) in a window
+        if all(map(_immutable, value)):  # e.g. (clock point, value) in a window
             _MEMO[id(value)] = (value, text)
         return text
     if isinstance(value, deque):
@@ -217,8 +217,9 @@ def _text(value: Any) -> str:
         text = '{"$obj":' + _text(_class_path(kind)) + ',"f":{' + body + "}}"
         if not frozen:
             return _keep(value, values, text)
-        # the constant results protections keep, frozen records of plain values
-        if kind is ProtectionResult or all(type(v) in _IMMUTABLE for v in values):
+        # the constant results protections keep, frozen records of immutable values (a
+        # config, a duration)
+        if kind is ProtectionResult or all(map(_immutable, values)):
             _MEMO[id(value)] = (value, text)
         return text
     if hasattr(value, "__dict__") and kind.__module__.startswith(_PACKAGE):
@@ -360,6 +361,7 @@ class StateFile:
         self.path = path
         self._db = connection
         self._last: dict[str, str] = {}  # each row's text as the file holds it
+        self._objects: dict[str, Any] = {}  # the object each row's text was last made from
 
     @classmethod
     def open(
@@ -418,10 +420,13 @@ class StateFile:
         """Write the state's `rows` that changed and `records` (key, text: e.g. a paper
         broker's) in one transaction; the previous ones stay whole if this fails. A row whose
         text equals the one the file holds is not written again."""
-        last = self._last
+        last, objects = self._last, self._objects
         changed = []
         for key, value in rows.keyed():
+            if objects.get(key) is value and _immutable(value):  # e.g. a system's constant
+                continue
             text = dumps(value)
+            objects[key] = value
             if last.get(key) != text:
                 changed.append((key, text))
         try:
@@ -434,6 +439,7 @@ class StateFile:
                 )
         except sqlite3.Error as error:
             last.clear()
+            objects.clear()
             raise _refused(self.path, error) from None
         last.update(changed)
 
