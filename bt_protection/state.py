@@ -43,6 +43,9 @@ _TABLES = {
 }
 
 
+_UNSEEN = object()  # no row object yet
+
+
 class StateError(UserError):
     """A state file that cannot be used: another profile or assets, corrupt, unwritable."""
 
@@ -423,7 +426,7 @@ class StateFile:
         last, objects = self._last, self._objects
         changed = []
         for key, value in rows.keyed():
-            if objects.get(key) is value and _immutable(value):  # e.g. a system's constant
+            if objects.get(key, _UNSEEN) is value and _immutable(value):  # e.g. a constant
                 continue
             text = dumps(value)
             objects[key] = value
