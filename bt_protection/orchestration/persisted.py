@@ -35,6 +35,8 @@ class PersistedState:
         self._safety = safety
         # path of each per-asset dict -> (the dict, its keys in order) as the last rows took them
         self._seen: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        # each system's state as the last call split it: (portfolio-level parts, per-asset)
+        self._split: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
 
     def state(self) -> dict[str, Any]:
         """Each system's state, exit safety's, positions, the regime, the counters and the last
@@ -44,11 +46,13 @@ class PersistedState:
 
     def rows(self, under: str) -> StateRows:
         """What changed since the last call, as state-file rows, the paths under `under`:
-        every portfolio-level part (the file rewrites those whose text changed), and of the
-        per-asset parts (`Protection.per_asset`) only the rows of the assets an event touched
+        the portfolio-level parts of the clock, the counters, exit safety and the systems an
+        event reached (`Systems.changed`; the file rewrites those whose text changed), and of
+        the per-asset parts (`Protection.per_asset`) only the rows of the assets an event touched
         (`Systems.touched`), with the key order of a per-asset dict whose keys changed. The
         first call, and the first after `restore`, gives every asset."""
-        parts, by_asset = self._parts()
+        parts, by_asset = self._parts(self._systems.changed)
+        self._systems.changed.clear()
         prefix = under + "/"
         rows = StateRows({under: {}, **{prefix + path: value for path, value in parts.items()}})
         touched = self._systems.touched
@@ -71,8 +75,12 @@ class PersistedState:
         touched.clear()
         return rows
 
-    def _parts(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """The state as (portfolio-level parts, per-asset dicts), each by its path."""
+    def _parts(
+        self, changed: set[str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The state as (portfolio-level parts, per-asset dicts), each by its path. Given
+        `changed` (the keys of the systems an event reached), the portfolio-level parts of the
+        other systems are left out: they are as the last call found them."""
         clock, systems, safety = self._clock, self._systems, self._safety
         parts: dict[str, Any] = {
             "now": clock.now,
@@ -86,16 +94,25 @@ class PersistedState:
         }
         by_asset: dict[str, dict[str, Any]] = {"positions": self._ledger.state()}
         for protection in systems.all:
-            path = f"protections/{protection.key}"
-            _split(path, protection.state(), protection.per_asset, parts, by_asset)
+            key = protection.key
+            split = self._split.get(key)
+            if split is None or changed is None or key in changed:
+                split = self._split[key] = _split(
+                    f"protections/{key}", protection.state(), protection.per_asset
+                )
+                parts.update(split[0])
+            by_asset.update(split[1])
         if safety is not None:
-            _split("exit_safety", safety.state(), safety.per_asset, parts, by_asset)
+            split = _split("exit_safety", safety.state(), safety.per_asset)
+            parts.update(split[0])
+            by_asset.update(split[1])
         return parts, by_asset
 
     def restore(self, state: Mapping[str, Any], handled: datetime | None) -> None:
         """Take back a `state()` saved under the same profile; the clock replays (ignores)
         events dated at or before `handled` (default: the last saved event)."""
-        self._seen.clear()  # the next rows give every asset
+        self._seen.clear()  # the next rows give every asset and every system
+        self._split.clear()
         saved, by_key = state["protections"], self._systems.by_key
         if set(saved) != set(by_key):
             raise ValueError(
@@ -118,20 +135,17 @@ class PersistedState:
 
 
 def _split(
-    path: str,
-    state: Mapping[str, Any],
-    per_asset: frozenset[str],
-    parts: dict[str, Any],
-    by_asset: dict[str, dict[str, Any]],
-) -> None:
-    """Put `state` (a system's) under `path`: its per-asset dicts in `by_asset`, the rest in
-    `parts`."""
-    parts[path] = {}
+    path: str, state: Mapping[str, Any], per_asset: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`state` (a system's) under `path`: (its portfolio-level parts, its per-asset dicts)."""
+    parts: dict[str, Any] = {path: {}}
+    by_asset: dict[str, dict[str, Any]] = {}
     for name, value in state.items():
         if name in per_asset:
             by_asset[f"{path}/{name}"] = value
         else:
             parts[f"{path}/{name}"] = value
+    return parts, by_asset
 
 
 def replay_refusal(when: datetime, resume: datetime) -> str:

@@ -47,9 +47,15 @@ class Systems:
         self.touched: set[str] = set()
         """The assets an event reached since a state file last took them: their per-asset
         state (`Protection.per_asset`) may have moved."""
+        self.changed: set[str] = set()
+        """The keys of the systems a hook or a change of the values in force reached since a
+        state file last took them: only their state may have moved."""
+        self._reached = {hook: {p.key for p in self.hooks[hook]} for hook in HOOKS}
+        self._adaptive_keys = {p.key for p in self.adaptive}
 
     def adapt(self) -> None:
         """Put in force each adaptive system's values for the current regime and volatility."""
+        self.changed.update(self._adaptive_keys)
         for protection in self.adaptive:
             protection.adapt(self.regime, self.volatility)
 
@@ -59,6 +65,7 @@ class Systems:
             self.touched.add(asset)
         elif hook == "on_scores":  # (now, scores): each scored asset's state may move
             self.touched.update(args[1])
+        self.changed.update(self._reached[hook])
         for protection in self.hooks[hook]:
             try:
                 getattr(protection, hook)(*args)
@@ -72,6 +79,7 @@ class Systems:
         """Tell the systems that have the hook about `decision`; the texts of their failures."""
         errors: list[str] = []
         self.touched.add(request.asset)
+        self.changed.update(self._reached["after_decision"])
         for protection in self.hooks["after_decision"]:
             try:
                 protection.after_decision(request, decision, now)
