@@ -435,3 +435,20 @@ def test_a_moving_window_is_written_as_json_writes_it() -> None:
             window.clear()
         plain = json.dumps(encode(window), sort_keys=True, separators=(",", ":"))
         assert dumps(window) == plain, step
+
+
+def test_rows_give_everything_at_first_and_then_only_what_events_touched() -> None:
+    orch = ProtectionOrchestrator(load_profile("portfolio_guard"))
+    day = datetime(2020, 1, 1)
+    for i, asset in enumerate(["AAPL", "AMZN", "NVDA"]):
+        orch.on_fill(asset, day, 0.0, 10.0 + i, bar=0, price=100.0)
+    orch.state()  # a look at the state between saves changes nothing of what is written
+    first = orch.state_rows("orchestrator")
+    assert sorted(first.assets) == ["AAPL", "AMZN", "NVDA"]
+    assert dumps(first.join()["orchestrator"]) == dumps(orch.state())
+    orch.on_portfolio(day + timedelta(days=1), 99_000.0, bar=1)
+    orch.on_fill("AMZN", day + timedelta(days=1), 11.0, 0.0, bar=1, price=101.0)
+    second = orch.state_rows("orchestrator")
+    assert sorted(second.assets) == ["AMZN"]  # one asset row, not three
+    assert "orchestrator/protections/drawdown_guard/_watch" in second.parts  # on_portfolio
+    assert "orchestrator/protections/regime_override/_window" not in second.parts  # no event

@@ -95,11 +95,11 @@ class PersistedState:
         by_asset: dict[str, dict[str, Any]] = {"positions": self._ledger.state()}
         for protection in systems.all:
             key = protection.key
-            split = self._split.get(key)
-            if split is None or changed is None or key in changed:
-                split = self._split[key] = _split(
-                    f"protections/{key}", protection.state(), protection.per_asset
-                )
+            split = None if changed is None or key in changed else self._split.get(key)
+            if split is None:
+                split = _split(f"protections/{key}", protection.state(), protection.per_asset)
+                if changed is not None:  # only what rows took counts as written
+                    self._split[key] = split
                 parts.update(split[0])
             by_asset.update(split[1])
         if safety is not None:
