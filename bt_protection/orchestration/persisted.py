@@ -51,11 +51,13 @@ class PersistedState:
         the per-asset parts (`Protection.per_asset`) only the rows of the assets an event touched
         (`Systems.touched`), with the key order of a per-asset dict whose keys changed. The
         first call, and the first after `restore`, gives every asset."""
-        parts, by_asset = self._parts(self._systems.changed)
-        self._systems.changed.clear()
+        systems = self._systems
+        parts, by_asset = self._parts(systems.changed)
+        systems.changed.clear()
+        systems.tracking = True  # what this call did not see is all in it
         prefix = under + "/"
         rows = StateRows({under: {}, **{prefix + path: value for path, value in parts.items()}})
-        touched = self._systems.touched
+        touched = systems.touched
         for path, values in by_asset.items():
             keys = list(values)
             seen = self._seen.get(path)
