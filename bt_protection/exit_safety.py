@@ -92,6 +92,8 @@ class _Entry:
 class ExitSafety:
     """The valves' state: average entry prices from booked fills, and the REDUCING state."""
 
+    per_asset = frozenset({"entries"})  # as `Protection.per_asset`: one state-file row per asset
+
     def __init__(self, config: ExitSafetyConfig, emit: EventSink) -> None:
         self.config = config
         self.emit = emit

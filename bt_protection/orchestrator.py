@@ -29,6 +29,7 @@ from bt_protection.orchestration.persisted import PersistedState, replay_refusal
 from bt_protection.orchestration.pipeline import DecisionPipeline
 from bt_protection.orchestration.systems import Systems
 from bt_protection.profile import Profile, load_profile
+from bt_protection.state_rows import StateRows
 
 
 class ProtectionOrchestrator:
@@ -211,6 +212,11 @@ class ProtectionOrchestrator:
     def state(self) -> dict[str, Any]:
         """Everything the decisions depend on, as plain data (see `PersistedState.state`)."""
         return self._saved.state()
+
+    def state_rows(self, under: str) -> StateRows:
+        """What changed since the last call, as a state file's rows under the path `under`
+        (see `PersistedState.rows`); `StateRows.join` gives `state()` back."""
+        return self._saved.rows(under)
 
     def restore(self, state: Mapping[str, Any], handled: datetime | None = None) -> None:
         """Take back a `state()` saved under the same profile. Events dated at or before

@@ -28,11 +28,22 @@ from bt_protection.errors import UserError
 from bt_protection.models import ProtectionResult
 from bt_protection.profile import Profile, load_profile
 from bt_protection.protections.base import registry
+from bt_protection.state_rows import StateRows
 
-FORMAT = 2  # 2: core asset immunity reads the orchestrator's ledger (no sizes of its own)
+# 2: core asset immunity reads the orchestrator's ledger (no sizes of its own);
+# 3: the state in rows (`StateRows`: a row per part and per asset), not one text
+FORMAT = 3
 _PACKAGE = "bt_protection"
-# what a caller saves beside the state in the same transaction (a paper broker, order rows)
-_RECORDS = "CREATE TABLE records(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_TABLES = {
+    "meta": "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # the state's rows (`StateRows.keyed`)
+    "state": "CREATE TABLE state(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # what a caller saves beside the state in the same transaction (a paper broker, order rows)
+    "records": "CREATE TABLE records(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+}
+
+
+_UNSEEN = object()  # no row object yet
 
 
 class StateError(UserError):
@@ -127,9 +138,10 @@ def dumps(value: Any) -> str:
     and frozen dataclasses of plain values) are written once and their text reused, as is
     that of a large dict or a deque of such objects while it holds the same ones."""
     text = _text(value)
-    if len(_MEMO) + len(_KEPT) > _MEMO_LIMIT:
+    if len(_MEMO) + len(_KEPT) + len(_WINDOWS) > _MEMO_LIMIT:
         _MEMO.clear()
         _KEPT.clear()
+        _WINDOWS.clear()
     return text
 
 
@@ -138,6 +150,8 @@ _MEMO: dict[int, tuple[Any, str]] = {}
 _MEMO_LIMIT = 200_000
 # id -> (a dict, deque or dataclass, the children its text was built from, its text)
 _KEPT: dict[int, tuple[Any, list[Any], str]] = {}
+# id -> (a deque of immutable items, those items, their texts, its text)
+_WINDOWS: dict[int, tuple[deque[Any], list[Any], list[str], str]] = {}
 _LARGE = 2
 _IMMUTABLE = frozenset({str, float, int, bool, type(None), ClockPoint, datetime})
 _FIELDS: dict[type, list[tuple[str, str]]] = {}  # a dataclass's fields: (name, '"name":')
@@ -177,7 +191,7 @@ def _text(value: Any) -> str:
         return '{"$dt":' + _text(value.isoformat()) + "}"
     if isinstance(value, tuple):
         text = '{"$tuple":[' + ",".join([_text(v) for v in value]) + "]}"
-        if all(type(v) in _IMMUTABLE for v in value):  # e.g. (clock point, value) in a window
+        if all(map(_immutable, value)):  # e.g. (clock point, value) in a window
             _MEMO[id(value)] = (value, text)
         return text
     if isinstance(value, deque):
@@ -206,8 +220,9 @@ def _text(value: Any) -> str:
         text = '{"$obj":' + _text(_class_path(kind)) + ',"f":{' + body + "}}"
         if not frozen:
             return _keep(value, values, text)
-        # the constant results protections keep, frozen records of plain values
-        if kind is ProtectionResult or all(type(v) in _IMMUTABLE for v in values):
+        # the constant results protections keep, frozen records of immutable values (a
+        # config, a duration)
+        if kind is ProtectionResult or all(map(_immutable, values)):
             _MEMO[id(value)] = (value, text)
         return text
     if hasattr(value, "__dict__") and kind.__module__.startswith(_PACKAGE):
@@ -233,16 +248,46 @@ def _map(value: Mapping[Any, Any]) -> str:
 
 
 def _deque(value: deque[Any]) -> str:
-    """A deque's text; a deque of immutable items (a window of clock points and values) keeps
-    its text while it holds the same objects."""
+    """A deque's text. A deque of immutable items (a window of clock points and values) keeps
+    its items' texts while it holds the same objects, and as a window moves (items dropped on
+    the left, added on the right) only the new items are written."""
     children = list(value)
-    text = _reused(value, children)
-    if text is None:
-        items = ",".join([_text(v) for v in children])
-        text = _keep(
-            value, children, '{"$deque":[' + items + '],"maxlen":' + _text(value.maxlen) + "}"
-        )
+    hit = _WINDOWS.get(id(value))
+    texts: list[str] | None = None
+    if hit is not None and hit[0] is value:
+        kept = _kept_from(hit[1], children)
+        if kept == len(hit[1]) == len(children):
+            return hit[3]
+        if kept is not None:
+            added = children[kept:]
+            written = [_text(v) for v in added]
+            if all(map(_immutable, added)):
+                texts = hit[2][len(hit[1]) - kept :] + written
+    if texts is None:
+        texts = [_text(v) for v in children]
+        if not all(map(_immutable, children)):
+            _WINDOWS.pop(id(value), None)
+            return _deque_text(texts, value.maxlen)
+    text = _deque_text(texts, value.maxlen)
+    _WINDOWS[id(value)] = (value, children, texts, text)
     return text
+
+
+def _deque_text(texts: list[str], maxlen: int | None) -> str:
+    return '{"$deque":[' + ",".join(texts) + '],"maxlen":' + _text(maxlen) + "}"
+
+
+def _kept_from(old: list[Any], new: list[Any]) -> int | None:
+    """How many items of `new` are the last ones of `old` (the same objects, in order), when
+    `new` is `old` with items dropped on the left and added on the right; else None."""
+    if not new:
+        return 0
+    first = new[0]
+    start = next((i for i, v in enumerate(old) if v is first), len(old))
+    kept = len(old) - start
+    if kept > len(new) or not all(map(operator.is_, old[start:], new)):
+        return None
+    return kept
 
 
 def _reused(value: Any, children: list[Any]) -> str | None:
@@ -318,7 +363,8 @@ class StateFile:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
-        self._last: str | None = None  # the state text last written
+        self._last: dict[str, str] = {}  # each row's text as the file holds it
+        self._objects: dict[str, Any] = {}  # the object each row's text was last made from
 
     @classmethod
     def open(
@@ -333,7 +379,7 @@ class StateFile:
         names = sorted(set(assets))
         db = _connect(where)
         try:
-            meta = _read_meta(db, where)
+            meta = _read_meta(db, where, any_format=reset)
             if meta and not reset:
                 _check_same(where, meta, profile_hash, names)
             if meta and not reset:  # the file fits: open it without writing anything
@@ -360,7 +406,7 @@ class StateFile:
 
     def load(self) -> dict[str, Any] | None:
         """The saved state (None when none was saved yet)."""
-        return _state_of(self._db, self.path)
+        return _state_of(self._db, self.path, self._last)
 
     def records(self, prefix: str) -> dict[str, str]:
         """The records saved beside the state whose key starts with `prefix` (by key)."""
@@ -373,32 +419,43 @@ class StateFile:
         except sqlite3.Error as error:
             raise _refused(self.path, error) from None
 
-    def save(self, state: Mapping[str, Any], records: Iterable[tuple[str, str]] = ()) -> None:
-        """Write `state` and `records` (key, text: e.g. a paper broker's) in one transaction;
-        the previous ones stay whole if this fails. A state equal to the last one written is
-        not written again."""
-        text = dumps(state)
+    def save(self, rows: StateRows, records: Iterable[tuple[str, str]] = ()) -> None:
+        """Write the state's `rows` that changed and `records` (key, text: e.g. a paper
+        broker's) in one transaction; the previous ones stay whole if this fails. A row whose
+        text equals the one the file holds is not written again."""
+        last, objects = self._last, self._objects
+        changed = []
+        for key, value in rows.keyed():
+            if objects.get(key, _UNSEEN) is value and _immutable(value):  # e.g. a constant
+                continue
+            text = dumps(value)
+            objects[key] = value
+            if last.get(key) != text:
+                changed.append((key, text))
         try:
             with self._db:
-                if text != self._last:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('state', ?)", (text,)
-                    )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", changed
+                )
                 self._db.executemany(
                     "INSERT OR REPLACE INTO records(key, value) VALUES (?, ?)", records
                 )
         except sqlite3.Error as error:
-            self._last = None
+            last.clear()
+            objects.clear()
             raise _refused(self.path, error) from None
-        self._last = text
+        last.update(changed)
 
     def close(self) -> None:
         self._db.close()
 
 
-def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, Any] | None]:
+def read_state(
+    path: str | os.PathLike[str], any_format: bool = False
+) -> tuple[dict[str, str], dict[str, Any] | None]:
     """(profile hash, assets and format as saved; the saved state or None) of an existing file,
-    read only."""
+    read only; a file of another format is refused unless `any_format` (then its state is
+    not read)."""
     where = Path(path)
     if not where.is_file():
         raise StateError(f"state file {where} does not exist.")
@@ -407,7 +464,9 @@ def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, 
     except sqlite3.Error as error:
         raise _refused(where, error) from None
     try:
-        meta = _read_meta(db, where, create=False)
+        meta = _read_meta(db, where, create=False, any_format=any_format)
+        if meta and meta.get("format") != str(FORMAT):
+            return meta, None
         return meta, _state_of(db, where)
     except sqlite3.Error as error:
         raise _refused(where, error) from None
@@ -430,10 +489,10 @@ def saved_profile(meta: Mapping[str, str], where: Path) -> Profile:
 def reset_state(path: str | os.PathLike[str]) -> None:
     """Clear an existing state file: the next run starts anew, under any profile."""
     where = Path(path)
-    read_state(where)  # refuses a missing, corrupt or foreign file
+    read_state(where, any_format=True)  # refuses a missing, corrupt or foreign file
     db = _connect(where)
     try:
-        _read_meta(db, where)  # a file of an earlier version gets its records table
+        _read_meta(db, where, any_format=True)  # a file of an earlier format gets its tables
         with db:
             _clear(db)
     except sqlite3.Error as error:
@@ -445,6 +504,7 @@ def reset_state(path: str | os.PathLike[str]) -> None:
 def _clear(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM meta")
     db.execute("DELETE FROM records")
+    db.execute("DELETE FROM state")
 
 
 def _connect(where: Path) -> sqlite3.Connection:
@@ -457,25 +517,28 @@ def _connect(where: Path) -> sqlite3.Connection:
     return db
 
 
-def _read_meta(db: sqlite3.Connection, where: Path, create: bool = True) -> dict[str, str]:
+def _read_meta(
+    db: sqlite3.Connection, where: Path, create: bool = True, any_format: bool = False
+) -> dict[str, str]:
+    """The file's profile hash, profile, assets and format (empty for a new or reset file);
+    the tables are made when `create`. A file of another format is refused unless
+    `any_format` (it is about to be reset)."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "meta" not in tables:
-        if tables:
-            raise StateError(f"{where} is an SQLite file but not a bt-protection state file.")
-        if create:
-            with db:
-                db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                db.execute(_RECORDS)
-        return {}
-    if "records" not in tables and create:  # a file of an earlier version
-        with db:
-            db.execute(_RECORDS)
-    meta = {k: v for k, v in db.execute("SELECT key, value FROM meta WHERE key != 'state'")}
-    if meta and meta.get("format") != str(FORMAT):  # empty: reset, nothing saved since
+    if tables and "meta" not in tables:
+        raise StateError(f"{where} is an SQLite file but not a bt-protection state file.")
+    meta = {}
+    if "meta" in tables:
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key != 'state'").fetchall())
+    if meta and meta.get("format") != str(FORMAT) and not any_format:  # empty: reset
         raise StateError(
             f"state file {where} has format {meta.get('format')!r}; this version reads "
             f"format {FORMAT}; reset it (`bt-protection state reset`) to start anew."
         )
+    missing = [make for table, make in _TABLES.items() if table not in tables]
+    if missing and create:  # a new file, or one of an earlier format about to be reset
+        with db:
+            for make in missing:
+                db.execute(make)
     return meta
 
 
@@ -494,18 +557,22 @@ def _check_same(where: Path, meta: Mapping[str, str], profile_hash: str, names: 
         )
 
 
-def _state_of(db: sqlite3.Connection, where: Path) -> dict[str, Any] | None:
-    row = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
-    if row is None:
+def _state_of(
+    db: sqlite3.Connection, where: Path, texts: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    """The state the rows of `db` hold (None when none was saved); `texts` gets each row's
+    text."""
+    rows = dict(db.execute("SELECT key, value FROM state"))
+    if not rows:
         return None
     try:
-        state = loads(row[0])
+        state = StateRows.from_keyed({key: loads(text) for key, text in rows.items()}).join()
     except (ValueError, TypeError, KeyError, AttributeError, ImportError) as error:
         raise StateError(
             f"state file {where} holds a state that cannot be read: {error}."
         ) from None
-    if not isinstance(state, dict):
-        raise StateError(f"state file {where} holds a {type(state).__name__}, not a state.")
+    if texts is not None:
+        texts.update(rows)
     return state
 
 

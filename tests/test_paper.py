@@ -204,12 +204,13 @@ def test_a_state_file_of_no_paper_run_is_refused(
 ) -> None:
     from bt_protection.profile import load_profile
     from bt_protection.state import StateFile
+    from bt_protection.state_rows import StateRows
 
     state = tmp_path / "live.db"
     store = StateFile.open(
         state, load_profile("balanced"), ["AAPL", "AMZN", "GOOG", "META", "NFLX", "NVDA"]
     )
-    store.save({"orchestrator": {}, "bar": None, "attempts": 0})
+    store.save(StateRows({"orchestrator": {}, "bar": None, "attempts": 0}))
     store.close()
     argv = paper_argv("sma_crossover", "balanced", state, tmp_path / "out")
     _refused(capsys, argv, "no paper broker: it was not written by bt-protection paper", [state])

@@ -25,7 +25,8 @@ from bt_protection.integration.mixin import ProtectionMixin
 from bt_protection.orchestrator import ProtectionOrchestrator
 from bt_protection.profile import load_profile
 from bt_protection.shipped import SAMPLE_DATA
-from bt_protection.state import StateFile, dumps, encode, loads, read_state
+from bt_protection.state import StateFile, dumps, encode, loads, read_state, reset_state
+from bt_protection.strategies.momentum_rotation import MomentumRotation
 from bt_protection.strategies.sma_crossover import SmaCrossover
 
 TICKERS = ["AAPL", "NVDA"]
@@ -209,16 +210,24 @@ def test_a_file_of_another_profile_or_other_assets_is_refused(tmp_path: Path) ->
     backtest(tmp_path, "after", "conservative", end="2016-07-29", protection_state=str(state))
 
 
-def test_a_file_of_an_earlier_format_is_refused_and_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("earlier", ["1", "2"])
+def test_a_file_of_an_earlier_format_is_refused_and_kept(tmp_path: Path, earlier: str) -> None:
     state = tmp_path / "state.db"
     backtest(tmp_path, "first", "balanced", end="2016-06-30", protection_state=str(state))
-    with sqlite3.connect(state) as db:
-        db.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
+    with sqlite3.connect(state) as db:  # format 2 kept the whole state in one meta row
+        db.execute("UPDATE meta SET value = ? WHERE key = 'format'", (earlier,))
+        db.execute("DROP TABLE state")
+        db.execute("INSERT INTO meta(key, value) VALUES ('state', '{}')")
     db.close()
     before = state.read_bytes()
-    with pytest.raises(UserError, match=r"has format '1'; this version reads format 2; reset"):
+    with pytest.raises(
+        UserError, match=rf"has format '{earlier}'; this version reads format 3; reset"
+    ):
         StateFile.open(state, load_profile("balanced"), ["AAPL", "NVDA"])
     assert state.read_bytes() == before
+    reset_state(state)  # what the sentence says to do: the next start begins anew
+    backtest(tmp_path, "anew", "balanced", end="2016-06-30", protection_state=str(state))
+    assert read_state(state)[1] is not None
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -374,3 +383,72 @@ def test_state_command_bad_input_is_one_sentence(
     err = capsys.readouterr().err
     assert sentence in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert garbage.read_bytes() == b"no database here" * 200
+
+
+class Checked(MomentumRotation):
+    """MomentumRotation that reads its state file back after each save (a save writes only the
+    rows of the assets an event touched) and compares it with the orchestrator's whole state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves = 0
+
+    def _protection_save(self, when: datetime, bar: int) -> None:
+        super()._protection_save(when, bar)
+        store = self._protection_store
+        assert store is not None
+        saved = store.load()
+        assert saved is not None and saved["bar"] == (when, bar)
+        assert dumps(saved["orchestrator"]) == dumps(self.protection.state()), when
+        self.saves += 1
+
+
+@pytest.mark.parametrize("profile", ["balanced", "portfolio_guard", "conservative"])
+def test_each_save_leaves_the_whole_state_on_file(tmp_path: Path, profile: str) -> None:
+    engine = bt.Cerebro(stdstats=False)
+    frames = load_universe(SAMPLE_DATA, None, start="2016-01-01", end="2018-06-30")
+    add_feeds(engine, frames)
+    engine.broker.setcash(CASH)
+    state = tmp_path / "state.db"
+    engine.addstrategy(Checked, protection=profile, protection_state=str(state))
+    strategy = engine.run()[0]
+    counts = strategy.protection.get_performance_metrics()
+    assert strategy.saves > 600 and counts["decisions_processed"] > 30
+    with sqlite3.connect(state) as db:  # one row per asset, written only when it changed
+        rows = [key for (key,) in db.execute("SELECT key FROM state WHERE key LIKE 'a:%'")]
+    db.close()
+    assert sorted(rows) == [f"a:{ticker}" for ticker in sorted(frames)]
+
+
+def test_a_moving_window_is_written_as_json_writes_it() -> None:
+    # a deque's text is kept and, as items leave on the left and come on the right, only the
+    # new ones are written: the text stays that of the plain encoding at every step
+    window: deque[tuple[ClockPoint, float]] = deque()
+    start = datetime(2020, 1, 1)
+    for step in range(40):
+        window.append((ClockPoint(start + timedelta(days=step), step), float(step)))
+        if step % 3 == 0:
+            window.popleft()
+        if step % 7 == 0:
+            window.extend([(ClockPoint(start, 0), 0.5)] * 2)
+        if step == 20:
+            window.clear()
+        plain = json.dumps(encode(window), sort_keys=True, separators=(",", ":"))
+        assert dumps(window) == plain, step
+
+
+def test_rows_give_everything_at_first_and_then_only_what_events_touched() -> None:
+    orch = ProtectionOrchestrator(load_profile("portfolio_guard"))
+    day = datetime(2020, 1, 1)
+    for i, asset in enumerate(["AAPL", "AMZN", "NVDA"]):
+        orch.on_fill(asset, day, 0.0, 10.0 + i, bar=0, price=100.0)
+    orch.state()  # a look at the state between saves changes nothing of what is written
+    first = orch.state_rows("orchestrator")
+    assert sorted(first.assets) == ["AAPL", "AMZN", "NVDA"]
+    assert dumps(first.join()["orchestrator"]) == dumps(orch.state())
+    orch.on_portfolio(day + timedelta(days=1), 99_000.0, bar=1)
+    orch.on_fill("AMZN", day + timedelta(days=1), 11.0, 0.0, bar=1, price=101.0)
+    second = orch.state_rows("orchestrator")
+    assert sorted(second.assets) == ["AMZN"]  # one asset row, not three
+    assert "orchestrator/protections/drawdown_guard/_watch" in second.parts  # on_portfolio
+    assert "orchestrator/protections/regime_override/_window" not in second.parts  # no event

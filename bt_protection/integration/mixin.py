@@ -421,14 +421,10 @@ class ProtectionMixin(bt.Strategy):
         transaction."""
         store = self._protection_store
         assert store is not None
-        store.save(
-            {
-                "orchestrator": self.protection.state(),
-                "bar": (when, bar),
-                "attempts": self._protection_attempts,
-            },
-            self._protection_records(),
-        )
+        rows = self.protection.state_rows("orchestrator")  # what changed since the last save
+        rows.parts["bar"] = (when, bar)
+        rows.parts["attempts"] = self._protection_attempts
+        store.save(rows, self._protection_records())
 
     def _protection_records(self) -> Iterable[tuple[str, str]]:
         """What else to save in the same transaction as the state, as (key, text) records (a

@@ -44,14 +44,33 @@ class Systems:
         self.volatility: float | None = None  # the volatility ratio (on_volatility)
         self._metrics = metrics
         self._trail = trail
+        self.tracking = False
+        """Whether `touched` and `changed` are kept (from a state file's first save on; a run
+        without one pays nothing for them)."""
+        self.touched: set[str] = set()
+        """The assets an event reached since a state file last took them: their per-asset
+        state (`Protection.per_asset`) may have moved."""
+        self.changed: set[str] = set()
+        """The keys of the systems a hook or a change of the values in force reached since a
+        state file last took them: only their state may have moved."""
+        self._reached = {hook: {p.key for p in self.hooks[hook]} for hook in HOOKS}
+        self._adaptive_keys = {p.key for p in self.adaptive}
 
     def adapt(self) -> None:
         """Put in force each adaptive system's values for the current regime and volatility."""
+        if self.tracking:
+            self.changed.update(self._adaptive_keys)
         for protection in self.adaptive:
             protection.adapt(self.regime, self.volatility)
 
     def fan_out(self, hook: str, now: ClockPoint, asset: str | None, *args: Any) -> None:
         """Run `hook` of every system that has it; a failure is recorded, the run goes on."""
+        if self.tracking:
+            if asset is not None:
+                self.touched.add(asset)
+            elif hook == "on_scores":  # (now, scores): each scored asset's state may move
+                self.touched.update(args[1])
+            self.changed.update(self._reached[hook])
         for protection in self.hooks[hook]:
             try:
                 getattr(protection, hook)(*args)
@@ -64,6 +83,9 @@ class Systems:
     ) -> list[str]:
         """Tell the systems that have the hook about `decision`; the texts of their failures."""
         errors: list[str] = []
+        if self.tracking:
+            self.touched.add(request.asset)
+            self.changed.update(self._reached["after_decision"])
         for protection in self.hooks["after_decision"]:
             try:
                 protection.after_decision(request, decision, now)

@@ -152,6 +152,11 @@ class Protection:
     positions: Mapping[str, float] = MappingProxyType({})
     """The orchestrator's position ledger, read-only (set when the orchestrator builds the
     system): positions as the fills reported them."""
+    per_asset: ClassVar[frozenset[str]] = frozenset()
+    """The `state()` entries that are dicts keyed by asset and change only through events of
+    that asset (a fill, a decision, a score report naming it): a state file keeps them in one
+    row per asset and rewrites only the rows of the assets an event touched. The other
+    entries are rewritten when their text changes."""
 
     def __init__(self, config: ProtectionConfig, emit: EventSink = _ignore_event) -> None:
         self.profile_config = config

@@ -71,6 +71,8 @@ class CoreAssetImmunity(Protection):
 
     config: CoreAssetConfig
 
+    per_asset = frozenset({"_streaks", "_promoted", "_peaks"})
+
     def setup(self) -> None:
         self.guards = self.config.protect
         self._not_core = self.constant("Not a core asset.")

@@ -56,6 +56,8 @@ class GracePeriod(Protection):
     config_class = GracePeriodConfig
     config: GracePeriodConfig
 
+    per_asset = frozenset({"_since"})
+
     def setup(self) -> None:
         self.guards = _EXITS
         self._since: dict[str, ClockPoint] = {}

@@ -55,6 +55,8 @@ class HoldingPeriod(Protection):
     config_class = HoldingPeriodConfig
     config: HoldingPeriodConfig
 
+    per_asset = frozenset({"_opened", "_lots", "_long"})
+
     def setup(self) -> None:
         self.guards = self.config.protect
         self._opened: dict[str, ClockPoint] = {}

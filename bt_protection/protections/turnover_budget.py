@@ -47,6 +47,8 @@ class TurnoverBudget(Protection):
     config_class = TurnoverBudgetConfig
     config: TurnoverBudgetConfig
 
+    per_asset = frozenset({"_prices"})
+
     def setup(self) -> None:
         self.guards = frozenset(Action)
         self._fills: deque[tuple[ClockPoint, float]] = deque()  # (when, 1) per fill

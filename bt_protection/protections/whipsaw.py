@@ -39,6 +39,8 @@ class WhipsawProtection(Protection):
     judges_entries = True
     config: WhipsawConfig
 
+    per_asset = frozenset({"_exits", "_last_exit"})
+
     def setup(self) -> None:
         self.guards = frozenset({Action.OPEN, Action.REVERSE})
         self._exits: dict[str, deque[ClockPoint]] = {}
