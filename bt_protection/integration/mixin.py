@@ -481,8 +481,11 @@ class ProtectionMixin(bt.Strategy):
                 self._protection_market = replay.market(self._protection_market, lambda: clock()[1])
             self.protection.trace_each_bar = True  # the label goes on change, traces count bars
         self._protection_volatility = self.protection.uses_volatility
+        # backtrader's own steps of a bar, looked up once rather than by super() at every bar
+        self._protection_next = super()._next
+        self._protection_oncepost = super()._oncepost
+        self._protection_notify = super()._notify
         if self._protection_market is not None or self._protection_values:
-            self._protection_notify = super()._notify  # looked up once: it runs every bar
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched
         super()._start()
 
@@ -575,7 +578,7 @@ class ProtectionMixin(bt.Strategy):
     def _next(self) -> None:
         self._protection_in_bar = True
         try:
-            super()._next()
+            self._protection_next()
             if self._protection_store is not None:
                 self._protection_end_of_bar()
         except BaseException as error:
@@ -588,7 +591,7 @@ class ProtectionMixin(bt.Strategy):
     def _oncepost(self, dt: float) -> None:
         self._protection_in_bar = True
         try:
-            super()._oncepost(dt)
+            self._protection_oncepost(dt)
             if self._protection_store is not None:
                 self._protection_end_of_bar()
         except BaseException as error:
