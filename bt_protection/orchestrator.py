@@ -200,14 +200,20 @@ class ProtectionOrchestrator:
         drawdown valve alone follows the value and the value stays under its peak and above
         the trip level (`DrawdownWatch.hold`), while each bar passed numbers a trace anyway
         (`trace_each_bar`) and no restart replays: the next event moves the clock over the bar
-        and its trace as the skipped `on_portfolio` would have. False: call `on_portfolio`."""
+        and its trace as the skipped `on_portfolio` would have; what the bars before wrote to
+        the audit is flushed, as the new trace would have. False: call `on_portfolio`."""
         holder, clock = self._portfolio_holder, self._clock
-        return (
-            holder is not None
-            and clock.trace_each_bar
-            and clock.resume is None
-            and holder.hold_portfolio(value)
-        )
+        if (
+            holder is None
+            or not clock.trace_each_bar
+            or clock.resume is not None
+            or not holder.hold_portfolio(value)
+        ):
+            return False
+        audit = self.audit
+        if audit is not None and audit.unflushed:
+            audit.flush()
+        return True
 
     def on_scores(self, date: Any, scores: Mapping[str, float], bar: int | None = None) -> None:
         """A score report (one per rebalance); it starts a new trace."""

@@ -57,16 +57,26 @@ def test_hold_takes_only_what_update_would_change_nothing_else_for(values: list[
         assert not lazy.hold(odd)
 
 
-def test_the_orchestrator_holds_only_under_an_adapter_that_traces_each_bar() -> None:
+def test_the_orchestrator_holds_only_under_an_adapter_that_traces_each_bar(
+    tmp_path: Path,
+) -> None:
     """Without `trace_each_bar` (a direct caller) every value goes through `on_portfolio`;
     with it a quiet value is held, a new peak or a drawdown to the valve is not; a profile
-    where a system follows the value (the drawdown guard) never holds."""
+    where a system follows the value (the drawdown guard) never holds. A held value flushes
+    what the bars before wrote to the audit, as the new trace it replaces did."""
     safety = {"max_portfolio_drawdown": 0.1, "resume": {"after": "2 bars"}}
-    orch = ProtectionOrchestrator({"name": "t", "protections": {}, "exit_safety": safety})
+    audit = tmp_path / "audit.jsonl"
+    orch = ProtectionOrchestrator(
+        {"name": "t", "protections": {"regime_override": {}}, "exit_safety": safety}, audit
+    )
     orch.on_portfolio(day(0), 100.0, bar=0)
     assert not orch.hold_portfolio(95.0)
     orch.trace_each_bar = True
+    orch.on_regime(day(0), "bull", bar=0)
+    orch.on_regime(day(1), "bear", bar=1)  # a regime_change record, in the file's buffer
+    assert b"regime_change" not in audit.read_bytes()
     assert orch.hold_portfolio(95.0)
+    assert b"regime_change" in audit.read_bytes()
     assert not orch.hold_portfolio(101.0)  # a new peak moves the watch
     assert not orch.hold_portfolio(90.0)  # a drawdown of 10% trips the valve
     guard = {"drawdown_guard": {"enabled": True, "max_drawdown": 0.1}}
