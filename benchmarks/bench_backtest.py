@@ -22,6 +22,10 @@ taken within each round (the variant minus regime only, over that round's plain 
 the median over rounds: on a loaded machine the best runs of two variants may come from
 quiet and busy moments, while the runs of one round share the load of the moment.
 
+With `--calls`, one more run of each variant under cProfile counts its Python function calls
+(the same on a quiet or a loaded machine): calls a bar, and above regime only. The load average
+is printed before and after: quote it with the figures.
+
 After the rounds, three more runs asking every bar time each `buy` / `sell` call the protection
 denies, from the call to its return (the thread's CPU time): the request, the decision, the
 `Rejected` order and its queued notification (target: at most 15 us a denied order; the run
@@ -30,12 +34,16 @@ machine both grow.
 
     python benchmarks/bench_backtest.py                 # etf17_quantfiction, 2008-2018
     python benchmarks/bench_backtest.py --rounds 7 --sizes 1 17
+    python benchmarks/bench_backtest.py --rounds 9 --sizes 1 --calls
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import os
+import pstats
 from pathlib import Path
 from statistics import median
 from time import process_time, thread_time_ns
@@ -107,6 +115,22 @@ def run_once(frames: dict[str, pd.DataFrame], strategy: type, **params: object) 
     return process_time() - started, strat
 
 
+def call_count(frames: dict[str, pd.DataFrame], strategy: type, **params: object) -> int:
+    """Python function calls of one backtest (cProfile's count: the same under any load)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        run_once(frames, strategy, **params)
+    finally:
+        profiler.disable()
+    return int(pstats.Stats(profiler).total_calls)  # type: ignore[attr-defined]
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def _paired(times: dict[str, list[float]]) -> dict[str, float]:
     """Each variant above regime only, round by round (both over the same round's plain run),
     the median over rounds: runs of one round share the machine's load of the moment."""
@@ -121,8 +145,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of ticker CSVs")
     parser.add_argument("--end", default="2018-03-01", help="last date (ragged ends clipped)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per variant")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per variant")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 17], help="feed counts")
+    parser.add_argument(
+        "--calls", action="store_true", help="also count each variant's Python calls a bar"
+    )
     args = parser.parse_args()
     if not args.data.is_dir():
         raise SystemExit(
@@ -130,7 +157,7 @@ def main() -> None:
         )
     universe = load_universe(args.data, end=args.end)
     off, balanced = "off", "balanced"
-    variants = {
+    variants: dict[str, tuple[type, dict[str, object]]] = {
         "without mixin": (SmaCrossoverSignals, {}),
         "no mixin, regime only": (SignalsWithRegime, {}),
         "mixin, off": (SmaCrossover, {"protection": off}),
@@ -139,8 +166,17 @@ def main() -> None:
     }
     timed = {"protection": balanced, "retry_every": 1}
     bars = len(next(iter(universe.values())))
-    print(f"sma_crossover on {args.data.name}, {bars} bars, best of {args.rounds} rounds")
+    rounds = f"best of {args.rounds} rounds"
+    print(f"sma_crossover on {args.data.name}, {bars} bars, {rounds}; {_load()}")
+    print(
+        "  ratio: best run over the best plain run; above regime: ratio minus regime only's;\n"
+        "  us/bar: CPU added a bar over plain; paired: (variant - regime only) / plain within\n"
+        "  each round, median over rounds (targets: off ratio <= 1.05, balanced above regime\n"
+        "  <= +0.05, ask every bar <= +0.10)"
+    )
     head = f"{'cpu s':>8} {'ratio':>6} {'above regime':>12} {'us/bar':>7} {'paired':>7}"
+    if args.calls:
+        head += f" {'calls/bar':>9} {'above regime':>12}"
     print(f"  {'feeds':>5}  {'variant':<24} {head}")
     for size in args.sizes:
         frames = {t: universe[t] for t in sorted(universe)[:size]}
@@ -153,11 +189,19 @@ def main() -> None:
         base = min(times["without mixin"])
         regime = min(times["no mixin, regime only"]) / base
         paired = _paired(times)
+        calls = {
+            name: call_count(frames, strategy, **params) / bars if args.calls else 0.0
+            for name, (strategy, params) in variants.items()
+        }
         for name, runs in times.items():
             best = min(runs)
             extra = (best - base) / bars * 1e6  # added cost per bar, all feeds together
             figures = f"{best:8.3f} {best / base:6.3f} {best / base - regime:+12.3f}"
-            print(f"  {len(frames):>5}  {name:<24} {figures} {extra:+7.1f} {paired[name]:+7.3f}")
+            figures += f" {extra:+7.1f} {paired[name]:+7.3f}"
+            if args.calls:
+                above = calls[name] - calls["no mixin, regime only"]
+                figures += f" {calls[name]:9.1f} {above:+12.1f}"
+            print(f"  {len(frames):>5}  {name:<24} {figures}")
         denied = min(  # the quietest of three timed runs: preemption hits single calls
             (sorted(run_once(frames, DenialsTimed, **timed)[1].denied_ns) for _ in range(3)),
             key=lambda ns: ns[len(ns) // 2],
@@ -169,6 +213,7 @@ def main() -> None:
             f"({len(denied)} denials, the best of 3 runs); a plain bar {plain:.0f} us "
             f"(a denial costs {median / plain:.2f} plain bars)"
         )
+    print(f"done; {_load()}")
 
 
 if __name__ == "__main__":

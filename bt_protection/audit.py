@@ -111,6 +111,7 @@ class AuditLog:
         self.fingerprint = dict(fingerprint or {})
         self.session_id = session_id_for(self.fingerprint)
         self._seq = 0
+        self.unflushed = False  # records written since the last flush
         self._file: IO[bytes] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +161,7 @@ class AuditLog:
             self._file.write(line)  # type: ignore[union-attr]
         except OSError as error:
             raise self._failure(error) from None
+        self.unflushed = True
 
     def _failure(self, error: OSError) -> AuditWriteError:
         return AuditWriteError(
@@ -245,6 +247,7 @@ class AuditLog:
             self._file.flush()
         except OSError as error:
             raise self._failure(error) from None
+        self.unflushed = False
 
     def close(self) -> None:
         if self._file is None:

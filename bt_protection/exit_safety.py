@@ -136,6 +136,12 @@ class ExitSafety:
                 entry.price = (entry.price * abs(before) + float(price) * added) / abs(after)
         # a decrease keeps the average entry of the units left
 
+    def hold_portfolio(self, value: float) -> bool:
+        """Take the portfolio `value` when it moves nothing but the value kept (see
+        `DrawdownWatch.hold`): True. False: give it to `on_portfolio`."""
+        watch = self._watch
+        return watch is not None and watch.hold(value)
+
     def on_portfolio(self, now: ClockPoint, value: float) -> None:
         watch = self._watch
         if watch is None:

@@ -63,6 +63,10 @@ class ProtectionOrchestrator:
         self._saved = PersistedState(
             self.profile.name, self._clock, self._ledger, self._metrics, self._systems, self._safety
         )
+        holder = self._safety  # when exit safety alone follows the portfolio: hold_portfolio
+        if holder is None or not holder.needs_portfolio or self._systems.hooks["on_portfolio"]:
+            holder = None
+        self._portfolio_holder = holder
         self.regime_each_bar = False
         """Whether a system wants `on_regime` at the next bar even if the label stays."""
 
@@ -191,6 +195,27 @@ class ProtectionOrchestrator:
     def on_portfolio(self, date: Any, value: float, bar: int | None = None) -> None:
         """The portfolio's value (the broker's, cash included) at the bar of `date`."""
         self._events.portfolio(date, value, bar)
+
+    def hold_portfolio(self, value: float) -> bool:
+        """Take the portfolio's `value` at a new bar without an event, when it moves nothing a
+        decision reads: True (then `on_portfolio` must not follow). That is when exit safety's
+        drawdown valve alone follows the value and the value stays under its peak and above
+        the trip level (`DrawdownWatch.hold`), while each bar passed numbers a trace anyway
+        (`trace_each_bar`) and no restart replays: the next event moves the clock over the bar
+        and its trace as the skipped `on_portfolio` would have; what the bars before wrote to
+        the audit is flushed, as the new trace would have. False: call `on_portfolio`."""
+        holder, clock = self._portfolio_holder, self._clock
+        if (
+            holder is None
+            or not clock.trace_each_bar
+            or clock.resume is not None
+            or not holder.hold_portfolio(value)
+        ):
+            return False
+        audit = self.audit
+        if audit is not None and audit.unflushed:
+            audit.flush()
+        return True
 
     def on_scores(self, date: Any, scores: Mapping[str, float], bar: int | None = None) -> None:
         """A score report (one per rebalance); it starts a new trace."""

@@ -433,6 +433,32 @@ def test_metrics_before_any_decision():
     assert metrics["decision_time_us"] == {"mean": 0.0, "p50": 0.0, "p99": 0.0}
 
 
+def test_latency_percentiles_cover_the_latest_decisions_and_restored_ones_count_as_zero():
+    """The latency ring (filled as decisions come, not allocated up front) keeps the latest
+    65,536 decision times; decisions restored from a state file were not timed and count as
+    0 us, as in a ring allocated full of zeros."""
+    from types import SimpleNamespace
+
+    from bt_protection.orchestration.observers import _LATENCY_SAMPLES, Metrics
+
+    def decision(us: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            approved=True, partial=False, risk_exit=False, exempt=False,
+            override_applied=False, blocking_systems=(), decision_time_us=us,
+        )  # fmt: skip
+
+    metrics = Metrics(())
+    for i in range(_LATENCY_SAMPLES + 100):  # the first 100 (1 us) are overwritten
+        metrics.count(decision(1.0 if i < 100 else 2.0))
+    timing = metrics.report()["decision_time_us"]
+    assert timing["p50"] == timing["p99"] == 2.0
+    restored = Metrics(())
+    restored.restore({**metrics.state(), "counts": {**metrics.counts, "decisions_processed": 3}})
+    restored.count(decision(5.0))
+    timing = restored.report()["decision_time_us"]
+    assert (timing["p50"], timing["p99"]) == (0.0, 5.0)
+
+
 def test_performance_metrics_keys_and_values():
     c = full()
     c.regime(0, "bull")

@@ -404,6 +404,28 @@ def test_extends_cycle_names_the_chain(tmp_path: Path) -> None:
     )
 
 
+def test_a_profile_file_read_again_the_same_is_not_parsed_again(tmp_path: Path) -> None:
+    """A file (and its extends chain) that reads the same gives back the same immutable
+    `Profile`; a change in any file of the chain, even of the same size within one clock
+    tick, or a file gone, is read anew."""
+    assert load_profile("balanced") is load_profile("balanced")
+    base = write(tmp_path, "base.yaml", "protections:\n  grace_period: {duration: 5 bars}\n")
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\nmode: shadow\n")
+    first = load_profile(child)
+    assert load_profile(child) is first and load_profile(str(child)) is first
+    write(tmp_path, "base.yaml", "protections:\n  grace_period: {duration: 7 bars}\n")
+    second = load_profile(child)
+    assert second.protections["grace_period"].duration == Duration.parse("7 bars")
+    assert first.protections["grace_period"].duration == Duration.parse("5 bars")
+    write(tmp_path, "child.yaml", "extends: base.yaml\nmode: enforc\n")
+    with pytest.raises(ProfileError, match="unknown value 'enforc'"):
+        load_profile(child)
+    base.unlink()
+    write(tmp_path, "child.yaml", "extends: base.yaml\nmode: shadow\n")
+    with pytest.raises(ProfileError, match="base.yaml does not exist"):
+        load_profile(child)
+
+
 def test_file_too_large(tmp_path: Path) -> None:
     path = write(tmp_path, "big.yaml", "name: big\n" + "#" * 1_000_000 + "\n")
     with pytest.raises(ProfileError) as error:

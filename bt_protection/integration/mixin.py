@@ -199,6 +199,7 @@ class ProtectionMixin(bt.Strategy):
         self._protection_market: Market | None = None  # see _start
         self._protection_zone = _local_zone(self.datas[0])
         self._protection_bar = -1
+        self._protection_number: float | None = None  # the date number _notify saw last
         self._protection_bar_clock: tuple[float, Any, int] | None = None  # see _bar_clock
         # the line read every bar, looked up at _start (backtrader's attribute access is slow)
         self._protection_dates: Any = None
@@ -475,6 +476,11 @@ class ProtectionMixin(bt.Strategy):
                 replay: RegimeReplay = self.p.regime_replay
                 self._protection_market = replay.market(self._protection_market, lambda: clock()[1])
             self.protection.trace_each_bar = True  # the label goes on change, traces count bars
+        self._protection_volatility = self.protection.uses_volatility
+        # backtrader's own steps of a bar, looked up once rather than by super() at every bar
+        self._protection_next = super()._next
+        self._protection_oncepost = super()._oncepost
+        self._protection_notify = super()._notify
         if self._protection_market is not None or self._protection_values:
             self._notify = self._notify_each_bar  # else backtrader's own _notify, untouched
         super()._start()
@@ -505,23 +511,34 @@ class ProtectionMixin(bt.Strategy):
     ) -> None:
         # Once a bar, after the clock moved and indicators ran, before next/prenext: the regime
         # label at the first bar and when it changes (each bar while a system asks for it), and
-        # the broker's value, for the systems that follow them.
-        _, when, bar = self._bar_clock()
-        if bar != self._protection_bar:
-            self._protection_bar = bar
-            market = self._protection_market
-            if market is not None:
-                code = market.update()
-                if code != self._protection_code or self.protection.regime_each_bar:
-                    self._protection_code = code
-                    self.protection.on_regime(when, label_of(code), bar=bar)
-                if self.protection.uses_volatility:
-                    self.protection.on_volatility(when, market.vol_ratio, bar=bar)
-            if self._protection_values:
-                value = self.broker.getvalue()
-                if math.isfinite(value):  # a NaN close makes it NaN: the last value stands
-                    self.protection.on_portfolio(when, value, bar=bar)
-        super()._notify(qorders, qtrades)
+        # the broker's value, for the systems that follow them. This runs at every bar: the
+        # bar's date is converted only when an event goes out (most bars send none).
+        if self._protection_store is not None:
+            self._bar_clock()  # the first bar after a restart reconciles the positions first
+        dates = self._protection_dates
+        number = dates.array[dates._idx]  # dates[0] without the call
+        if number != self._protection_number:  # a new bar, or a replayed one updating in place
+            self._protection_number = number
+            bar = dates.lencount - 1 + self._protection_offset  # len(self): as _bar_clock
+            if bar != self._protection_bar:
+                self._protection_bar = bar
+                protection = self.protection
+                market = self._protection_market
+                if market is not None:
+                    code = market.update()
+                    if code != self._protection_code or protection.regime_each_bar:
+                        self._protection_code = code
+                        protection.on_regime(self._bar_clock()[1], label_of(code), bar=bar)
+                    if self._protection_volatility:
+                        protection.on_volatility(self._bar_clock()[1], market.vol_ratio, bar=bar)
+                if self._protection_values:
+                    value = self.broker.getvalue()
+                    # a NaN close makes it NaN: the last value stands
+                    if (
+                        self._protection_store is not None or not protection.hold_portfolio(value)
+                    ) and math.isfinite(value):
+                        protection.on_portfolio(self._bar_clock()[1], value, bar=bar)
+        self._protection_notify(qorders, qtrades)
 
     def _addnotification(self, order: Any, quicknotify: bool = False) -> None:
         # Executions reach the orchestrator here, whether or not notify_order calls super().
@@ -557,7 +574,7 @@ class ProtectionMixin(bt.Strategy):
     def _next(self) -> None:
         self._protection_in_bar = True
         try:
-            super()._next()
+            self._protection_next()
             if self._protection_store is not None:
                 self._protection_end_of_bar()
         except BaseException as error:
@@ -570,7 +587,7 @@ class ProtectionMixin(bt.Strategy):
     def _oncepost(self, dt: float) -> None:
         self._protection_in_bar = True
         try:
-            super()._oncepost(dt)
+            self._protection_oncepost(dt)
             if self._protection_store is not None:
                 self._protection_end_of_bar()
         except BaseException as error:

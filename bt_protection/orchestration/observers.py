@@ -34,7 +34,7 @@ class Metrics:
         self._recent_errors: deque[str] = deque(maxlen=_RECENT_ERRORS)
         self._blocks = dict.fromkeys(systems, 0)
         self._would_block = dict(self._blocks)
-        self._latency = array("q", bytes(8 * _LATENCY_SAMPLES))
+        self._latency = array("q")  # a ring of _LATENCY_SAMPLES, filled as decisions come
         self._latency_total = 0
 
     def count(self, decision: ProtectionDecision) -> None:
@@ -57,7 +57,10 @@ class Metrics:
         for system in decision.blocking_systems:
             tally[system] += 1
         nanos = int(decision.decision_time_us * 1000)
-        self._latency[n % _LATENCY_SAMPLES] = nanos
+        latency, slot = self._latency, n % _LATENCY_SAMPLES
+        if slot >= len(latency):  # zeros for the slots before (decisions restored, not timed)
+            latency.frombytes(bytes(8 * (slot + 1 - len(latency))))
+        latency[slot] = nanos
         self._latency_total += nanos
 
     def error(self, text: str) -> None:

@@ -40,6 +40,7 @@ from bt_protection.profile.yaml_reader import (
     describe,
     format_error,
     read_layer,
+    read_text,
 )
 from bt_protection.protections.base import ProtectionConfig, registry
 from bt_protection.regime_factors import Factor
@@ -69,10 +70,51 @@ def load_profile(source: str | os.PathLike[str] | Mapping[str, Any] | Profile) -
         return source
     if isinstance(source, Mapping):
         root = Layer(MAPPING_NAME, source, data_lines(source, MAPPING_NAME))
-        layers, name, path = _with_parents(root, ()), "custom", None
-    else:
-        path = shipped_file(source, PROFILES, "profile")
-        layers, name = _with_parents(read_layer(path), ()), Path(path).stem
+        return _from_layers(_with_parents(root, ()), "custom", None)
+    path = shipped_file(source, PROFILES, "profile")
+    try:  # a relative path, and those its extends give, read from the working directory
+        key = (os.getcwd(), path)
+    except OSError:  # the working directory is gone: load without the cache
+        return _from_layers(_with_parents(read_layer(path), ()), Path(path).stem, path)
+    loaded = _LOADED.get(key)
+    if loaded is not None and _unchanged(loaded[0]):
+        return loaded[1]
+    layers = _with_parents(read_layer(path), ())
+    profile = _from_layers(layers, Path(path).stem, path)
+    chain = len(layers) > 1  # where a chain's files lie decides if it may be read (_with_parents)
+    files = tuple(
+        (layer.file, layer.text, Path(layer.file).resolve() if chain else None) for layer in layers
+    )
+    _LOADED.pop(key, None)
+    _LOADED[key] = (files, profile)
+    while len(_LOADED) > _KEEP:  # the oldest first
+        del _LOADED[next(iter(_LOADED))]
+    return profile
+
+
+_Files = tuple[tuple[str, str | None, Path | None], ...]
+_LOADED: dict[tuple[str, str], tuple[_Files, Profile]] = {}
+"""Profiles loaded from files, by (working directory, path as given), with each file of the
+`extends` chain as read: its path, its text and, for a chain of several, where it resolved
+to. A `Profile` is immutable, so one whose files still read (and resolve) the same is returned
+again: `compare` and `tune` load a profile for each run, and parsing and converting one takes
+a few milliseconds."""
+_KEEP = 64
+
+
+def _unchanged(files: _Files) -> bool:
+    """Whether each file of a chain still reads the same text (and resolves to the same file)."""
+    try:
+        return all(
+            read_text(file) == text and (where is None or Path(file).resolve() == where)
+            for file, text, where in files
+        )
+    except (OSError, ProfileError):  # gone or unreadable: loading again says why
+        return False
+
+
+def _from_layers(layers: list[Layer], name: str, path: str | None) -> Profile:
+    """The validated `Profile` of a chain of layers (nearest first)."""
     data = _merge_layers(layers)
     try:
         return _build_profile(data, name, path)

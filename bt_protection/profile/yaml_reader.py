@@ -47,6 +47,7 @@ class Layer:
     file: str
     data: Mapping[Any, Any]
     lines: Lines
+    text: str | None = None  # the file's text (None: not read from a file)
 
 
 def format_error(file: str, line: int | None, path: KeyPath, message: str) -> str:
@@ -61,17 +62,18 @@ def format_error(file: str, line: int | None, path: KeyPath, message: str) -> st
 
 def read_layer(file: str) -> Layer:
     """Read one YAML profile file; its document must be a mapping."""
-    data, lines = parse_yaml(_read_text(file), file)
+    text = read_text(file)
+    data, lines = parse_yaml(text, file)
     if not isinstance(data, Mapping):
         found = "an empty file" if data is None else describe(data)
         raise ProfileError(
             f"{file}:{lines.get((), 1)}: a profile is a mapping of keys such as name, mode and "
             f"protections, not {found}."
         )
-    return Layer(file, data, lines)
+    return Layer(file, data, lines, text)
 
 
-def _read_text(file: str) -> str:
+def read_text(file: str) -> str:
     """The UTF-8 text of a file of at most MAX_BYTES."""
     path = Path(file)
     try:

@@ -83,6 +83,23 @@ class DrawdownWatch:
         self.value: float | None = None
         self.trip: Trip | None = None
 
+    def hold(self, value: float) -> bool:
+        """Take `value` when it changes nothing but the value kept (not tripped, a positive
+        peak, at or under it and above the trip level: `update`'s quiet case, which needs no
+        clock): True. False (a new peak, a trip, a trip running, not a finite float): nothing
+        is taken; give it to `update`."""
+        peak = self.peak
+        if (
+            self.trip is None
+            and type(value) is float
+            and peak is not None
+            and peak > 0
+            and peak * (1 - self.max_drawdown) < value <= peak
+        ):
+            self.value = value
+            return True
+        return False
+
     def update(self, now: ClockPoint, value: float) -> tuple[str, dict[str, Any]] | None:
         self.value = value
         trip = self.trip
