@@ -137,15 +137,41 @@ class ProtectionRequest:
         target_size: float,
         action: Action,
         reason: str,
+        score: float | None,
         bar: int | None,
         exempt: bool,
         metadata: dict[str, Any] | None,
     ) -> ProtectionRequest:
-        """A request from values an adapter already guarantees, without `__post_init__`'s
-        checks (the decision path's hot part; docs/decisions.md): a non-empty `asset`, a
-        `datetime`, different finite float sizes, the `action` `derive_action` gives for them,
-        an int or None `bar`, no score, and a `metadata` dict of the caller's own that nothing
-        else changes. Public callers use the constructor, which checks all of it."""
+        """The request an adapter builds for an order (the decision path's hot part;
+        docs/decisions.md). When the values already pass `__post_init__`'s checks (a non-empty
+        `asset`, a `datetime`, different finite float sizes whose `action` is the one given, an
+        int `bar`, no score), they are set without running them again, and `metadata`, the
+        caller's own dict, is kept as it is; any other values go through the constructor and
+        its errors."""
+        if not (
+            score is None
+            and type(asset) is str
+            and asset
+            and type(current_size) is float
+            and type(target_size) is float
+            and current_size != target_size
+            and math.isfinite(current_size)
+            and math.isfinite(target_size)
+            and isinstance(current_date, datetime)
+            and isinstance(bar, int)
+        ):
+            return cls(
+                asset,
+                current_date,
+                current_size,
+                target_size,
+                action,
+                reason=reason,
+                score=score,
+                bar=bar,
+                exempt=exempt,
+                metadata=metadata,
+            )
         request = object.__new__(cls)
         setattr_ = object.__setattr__  # field by field, as the generated __init__ does
         setattr_(request, "asset", asset)

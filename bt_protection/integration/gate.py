@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from math import isfinite
 from typing import Any, NamedTuple, Protocol
 
 from bt_protection.models import Action, ProtectionDecision, ProtectionRequest, derive_action
@@ -155,7 +154,7 @@ class OrderGate:
         have left and is refused with it. The request takes `metadata` as it is (the caller
         makes it for this order).
         """
-        current = position + (self.live_size(asset) if self._live.get(asset) else 0.0)
+        current = position + self.live_size(asset)
         refusal = None
         if refused_parent is not None:
             current += refused_parent.size
@@ -164,32 +163,18 @@ class OrderGate:
         contingent = has_parent or exectype in STOP_EXECTYPES
         action = derive_action(current, target)
         exempt = refusal is None and (bool(exempt) or (contingent and action in _REDUCING))
-        current, target = float(current), float(target)
-        if (
-            score is None
-            and isinstance(asset, str)
-            and asset
-            and current != target
-            and isfinite(target)
-            and isfinite(current)
-            and isinstance(when, datetime)
-            and isinstance(bar, int)
-        ):  # what the constructor would check holds: no need to check it again
-            request = ProtectionRequest.trusted(
-                asset, when, current, target, action, reason or "", bar, exempt, metadata
-            )
-        else:  # the constructor's checks, and its errors
-            request = ProtectionRequest(
-                asset,
-                when,
-                current,
-                target,
-                reason=reason or "",
-                score=score,
-                bar=bar,
-                exempt=exempt,
-                metadata=metadata,
-            )
+        request = ProtectionRequest.trusted(
+            asset,
+            when,
+            float(current),
+            float(target),
+            action,
+            reason or "",
+            score,
+            bar,
+            exempt,
+            metadata,
+        )
         # `GatedOrder(...)` without the named tuple's Python-level `__new__`: one per order
         return tuple.__new__(GatedOrder, (request, refusal, not (contingent and exempt)))
 

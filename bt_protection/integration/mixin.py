@@ -646,7 +646,7 @@ class ProtectionMixin(bt.Strategy):
         if not size:
             return None  # as bt.Strategy does: nothing to order
         exempt, reason, score = map(extra.pop, ORDER_EXTRAS, (None, None, None))
-        asset = self._protection_assets.get(id(data)) or self._asset_of(data)
+        asset = self._asset_of(data)
         parent = args["parent"]
         position = self.getposition(data).size
         when, bar = self._order_clock()
@@ -663,7 +663,7 @@ class ProtectionMixin(bt.Strategy):
             position,
             exectype=args["exectype"],
             has_parent=parent is not None,
-            refused_parent=None if parent is None else _refused(parent),
+            refused_parent=_refused(parent),
             exempt=exempt,
             reason=reason,
             score=score,
